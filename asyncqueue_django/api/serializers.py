@@ -1,0 +1,354 @@
+"""Serializers: strict input validation (camelCase, aliases) and the task representation.
+
+Input and output are separate classes. Input is strict: wrong JSON types are refused rather
+than coerced (``"5"`` is not an integer, ``"true"`` is not a boolean), unknown fields are
+named in a 400, and every limit comes from ``app_settings``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import timedelta
+from typing import Any
+
+from django.utils import timezone
+from rest_framework import serializers
+
+from asyncqueue_django import http
+from asyncqueue_django.checks import QUEUE_NAME_RE
+from asyncqueue_django.conf import app_settings
+from asyncqueue_django.models import RetryBackoff, Task
+from asyncqueue_django.services import TaskSpec
+
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+
+#: Alias → canonical field name (SPEC §3).
+ALIASES = {
+    "callbackUrl": "targetUrl",
+    "webhook_url": "targetUrl",
+    "webhookUrl": "onCompleteUrl",
+    "retries": "maxRetries",
+    "max_retries": "maxRetries",
+}
+
+# Headers the service sets or that describe the connection, not the request.
+FORBIDDEN_HEADERS = frozenset(
+    {
+        "host",
+        "content-length",
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+        "expect",
+    }
+)
+HEADER_NAME_RE = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,256}$")
+MAX_HEADER_VALUE = 8192
+SECRET_HEADER_RE = re.compile(
+    r"authorization|cookie|token|secret|passw|api[-_]?key|signature|credential|session|auth",
+    re.IGNORECASE,
+)
+REDACTED = "[redacted]"
+
+
+def json_size(value: Any) -> int:
+    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+
+
+# --------------------------------------------------------------------------------------------
+# Strict fields
+# --------------------------------------------------------------------------------------------
+
+
+class StrictIntegerField(serializers.IntegerField):
+    def to_internal_value(self, data: Any) -> int:
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictBooleanField(serializers.BooleanField):
+    default_error_messages = {"invalid": "Must be true or false."}
+
+    def to_internal_value(self, data: Any) -> bool:
+        if not isinstance(data, bool):
+            self.fail("invalid")
+        return data
+
+
+class StrictCharField(serializers.CharField):
+    default_error_messages = {"invalid": "Must be a string."}
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return str(super().to_internal_value(data))
+
+
+class StrictChoiceField(serializers.ChoiceField):
+    def to_internal_value(self, data: Any) -> Any:
+        if not isinstance(data, str):
+            self.fail("invalid_choice", input=data)
+        return super().to_internal_value(data)
+
+
+class TargetURLField(StrictCharField):
+    """An http(s) URL the SSRF guard lets through (checked at create time and again at call)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("max_length", http.MAX_URL_LENGTH)
+        kwargs.setdefault("trim_whitespace", False)
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data: Any) -> str:
+        value = super().to_internal_value(data)
+        try:
+            http.check_url(value)
+        except http.UnsafeURL as exc:
+            raise serializers.ValidationError(str(exc)) from None
+        return value
+
+
+class AnyJSONField(serializers.JSONField):
+    """Any JSON value, including ``null`` (which counts as "not given")."""
+
+
+# --------------------------------------------------------------------------------------------
+# Input
+# --------------------------------------------------------------------------------------------
+
+
+class TaskCreateSerializer(serializers.Serializer[Any]):
+    targetUrl = TargetURLField()
+    method = StrictCharField(required=False, default="POST")
+    headers = serializers.DictField(
+        child=StrictCharField(allow_blank=True, trim_whitespace=False), required=False
+    )
+    payload = AnyJSONField(required=False, allow_null=True)
+    body = StrictCharField(required=False, allow_null=True, allow_blank=True, trim_whitespace=False)
+    timeout = StrictIntegerField(required=False, allow_null=True)
+    delayUntil = serializers.DateTimeField(required=False, allow_null=True)
+    delay = StrictIntegerField(required=False, allow_null=True, min_value=0)
+    maxRetries = StrictIntegerField(required=False, allow_null=True, min_value=0)
+    retryBackoff = StrictChoiceField(choices=RetryBackoff.values, required=False)
+    priority = StrictIntegerField(required=False, min_value=1, max_value=10)
+    queue = StrictCharField(required=False, max_length=100)
+    waitForSignal = StrictBooleanField(required=False)
+    maxWaitTime = StrictIntegerField(required=False, allow_null=True, min_value=1)
+    onCompleteUrl = TargetURLField(required=False, allow_null=True)
+    metadata = serializers.DictField(required=False)
+    idempotencyKey = StrictCharField(required=False, max_length=255, min_length=1)
+
+    def to_internal_value(self, data: Any) -> Any:
+        if not isinstance(data, dict):
+            raise serializers.ValidationError({"body": ["Request body must be a JSON object."]})
+        data = dict(data)
+        errors: dict[str, list[str]] = {}
+        for alias, canonical in ALIASES.items():
+            if alias in data:
+                if canonical in data:
+                    errors[alias] = [f"Give either {alias} or {canonical}, not both."]
+                    continue
+                data[canonical] = data.pop(alias)
+        unknown = sorted(set(data) - set(self.fields))
+        for name in unknown:
+            errors[name] = ["Unknown field."]
+        if errors:
+            raise serializers.ValidationError(errors)
+        return super().to_internal_value(data)
+
+    def validate_method(self, value: str) -> str:
+        method = value.upper()
+        if method not in METHODS:
+            raise serializers.ValidationError(f"Must be one of {', '.join(METHODS)}.")
+        return method
+
+    def validate_headers(self, value: dict[str, str]) -> dict[str, str]:
+        if len(value) > app_settings.MAX_HEADERS:
+            raise serializers.ValidationError(
+                f"At most {app_settings.MAX_HEADERS} headers are allowed."
+            )
+        seen: set[str] = set()
+        for name, header_value in value.items():
+            lower = name.lower()
+            if not HEADER_NAME_RE.match(name):
+                raise serializers.ValidationError(f"{name!r} is not a valid header name.")
+            if lower in FORBIDDEN_HEADERS or lower.startswith(("x-asyncqueue-", "webhook-")):
+                raise serializers.ValidationError(f"Header {name!r} may not be set.")
+            if lower in seen:
+                raise serializers.ValidationError(f"Header {name!r} is given twice.")
+            seen.add(lower)
+            if any(ch in header_value for ch in "\r\n\x00"):
+                raise serializers.ValidationError(
+                    f"Header {name!r} contains a line break or NUL character."
+                )
+            if len(header_value) > MAX_HEADER_VALUE:
+                raise serializers.ValidationError(
+                    f"Header {name!r} is longer than {MAX_HEADER_VALUE} characters."
+                )
+        return value
+
+    def validate_timeout(self, value: int | None) -> int | None:
+        if value is not None and not 1 <= value <= app_settings.MAX_TIMEOUT:
+            raise serializers.ValidationError(
+                f"Must be between 1 and {app_settings.MAX_TIMEOUT} seconds."
+            )
+        return value
+
+    def validate_maxRetries(self, value: int | None) -> int | None:  # noqa: N802
+        if value is not None and value > app_settings.MAX_RETRIES:
+            raise serializers.ValidationError(f"Must be between 0 and {app_settings.MAX_RETRIES}.")
+        return value
+
+    def validate_maxWaitTime(self, value: int | None) -> int | None:  # noqa: N802
+        if value is not None and value > app_settings.MAX_WAIT_TIME:
+            raise serializers.ValidationError(
+                f"Must be between 1 and {app_settings.MAX_WAIT_TIME} seconds."
+            )
+        return value
+
+    def validate_delay(self, value: int | None) -> int | None:
+        if value is not None and value > app_settings.MAX_DELAY:
+            raise serializers.ValidationError(f"Must be at most {app_settings.MAX_DELAY} seconds.")
+        return value
+
+    def validate_queue(self, value: str) -> str:
+        allowed = app_settings.QUEUES
+        if not QUEUE_NAME_RE.match(value):
+            raise serializers.ValidationError(
+                "Must be 1-100 characters of letters, digits, '_', '.' or '-'."
+            )
+        if allowed is not None and value not in allowed:
+            raise serializers.ValidationError(f"Unknown queue; use one of {', '.join(allowed)}.")
+        return value
+
+    def validate_metadata(self, value: dict[str, Any]) -> dict[str, Any]:
+        if json_size(value) > app_settings.MAX_METADATA_BYTES:
+            raise serializers.ValidationError(
+                f"Must be at most {app_settings.MAX_METADATA_BYTES} bytes as JSON."
+            )
+        return value
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        now = timezone.now()
+        payload, body = attrs.get("payload"), attrs.get("body")
+        if payload is not None and body is not None:
+            raise serializers.ValidationError({"body": "Give either payload or body, not both."})
+        if payload is not None and json_size(payload) > app_settings.MAX_BODY_BYTES:
+            raise serializers.ValidationError(
+                {"payload": f"Must be at most {app_settings.MAX_BODY_BYTES} bytes as JSON."}
+            )
+        if body is not None and len(body.encode("utf-8")) > app_settings.MAX_BODY_BYTES:
+            raise serializers.ValidationError(
+                {"body": f"Must be at most {app_settings.MAX_BODY_BYTES} bytes."}
+            )
+        delay, delay_until = attrs.get("delay"), attrs.get("delayUntil")
+        if delay is not None and delay_until is not None:
+            raise serializers.ValidationError({"delay": "Give either delay or delayUntil."})
+        if delay is not None:
+            attrs["delayUntil"] = now + timedelta(seconds=delay) if delay else None
+        elif delay_until is not None:
+            if delay_until > now + timedelta(seconds=app_settings.MAX_DELAY):
+                raise serializers.ValidationError(
+                    {"delayUntil": f"Must be at most {app_settings.MAX_DELAY} seconds ahead."}
+                )
+        return attrs
+
+    def to_spec(self) -> TaskSpec:
+        data = self.validated_data
+        return TaskSpec(
+            target_url=data["targetUrl"],
+            method=data.get("method", "POST"),
+            headers=data.get("headers") or {},
+            payload=data.get("payload"),
+            body=data.get("body"),
+            timeout=data.get("timeout"),
+            delay_until=data.get("delayUntil"),
+            priority=data.get("priority", 5),
+            queue=data.get("queue", "default"),
+            max_retries=data.get("maxRetries"),
+            retry_backoff=data.get("retryBackoff", RetryBackoff.EXPONENTIAL),
+            wait_for_signal=data.get("waitForSignal", False),
+            max_wait_time=data.get("maxWaitTime"),
+            on_complete_url=data.get("onCompleteUrl"),
+            metadata=data.get("metadata") or {},
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Output
+# --------------------------------------------------------------------------------------------
+
+
+def redact_headers(headers: dict[str, Any]) -> dict[str, Any]:
+    return {k: (REDACTED if SECRET_HEADER_RE.search(k) else v) for k, v in headers.items()}
+
+
+class AttemptSerializer(serializers.Serializer[Any]):
+    number = serializers.IntegerField()
+    startedAt = serializers.DateTimeField(source="started_at")
+    duration = serializers.IntegerField(source="duration_ms", allow_null=True)
+    statusCode = serializers.IntegerField(source="status_code", allow_null=True)
+    error = serializers.CharField(allow_null=True)
+    outcome = serializers.CharField()
+
+    def to_representation(self, instance: Any) -> dict[str, Any]:
+        data = super().to_representation(instance)
+        data["error"] = data["error"] or None
+        return data
+
+
+class TaskSerializer(serializers.Serializer[Task]):
+    """The public task object (SPEC §3)."""
+
+    id = serializers.UUIDField()
+    status = serializers.CharField()
+    targetUrl = serializers.CharField(source="target_url")
+    method = serializers.CharField()
+    headers = serializers.SerializerMethodField()
+    payload = serializers.JSONField()
+    body = serializers.CharField(allow_null=True)
+    timeout = serializers.IntegerField()
+    delayUntil = serializers.DateTimeField(source="delay_until", allow_null=True)
+    priority = serializers.IntegerField()
+    queue = serializers.CharField()
+    maxRetries = serializers.IntegerField(source="max_retries")
+    retryBackoff = serializers.CharField(source="retry_backoff")
+    retryCount = serializers.IntegerField(source="retry_count")
+    nextAttemptAt = serializers.SerializerMethodField()
+    waitForSignal = serializers.BooleanField(source="wait_for_signal")
+    maxWaitTime = serializers.IntegerField(source="max_wait_time")
+    waitDeadline = serializers.DateTimeField(source="wait_deadline", allow_null=True)
+    onCompleteUrl = serializers.CharField(source="on_complete_url", allow_null=True)
+    metadata = serializers.JSONField()
+    result = serializers.JSONField()
+    error = serializers.SerializerMethodField()
+    idempotencyKey = serializers.CharField(source="idempotency_key", allow_null=True)
+    createdAt = serializers.DateTimeField(source="created_at")
+    updatedAt = serializers.DateTimeField(source="updated_at")
+    startedAt = serializers.DateTimeField(source="started_at", allow_null=True)
+    completedAt = serializers.DateTimeField(source="completed_at", allow_null=True)
+
+    def get_headers(self, task: Task) -> dict[str, Any]:
+        return redact_headers(task.headers)
+
+    def get_nextAttemptAt(self, task: Task) -> str | None:  # noqa: N802
+        # Only meaningful while the task waits to run.
+        if task.status in ("pending", "delayed") and task.next_attempt_at:
+            return serializers.DateTimeField().to_representation(task.next_attempt_at)
+        return None
+
+    def get_error(self, task: Task) -> str | None:
+        return task.error or None
+
+
+class TaskDetailSerializer(TaskSerializer):
+    attempts = AttemptSerializer(many=True, source="attempts.all")

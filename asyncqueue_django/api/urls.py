@@ -1,0 +1,25 @@
+"""Routes under ``/v1``: exactly the spec's paths, a trailing slash accepted too."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.urls import re_path
+from rest_framework.routers import SimpleRouter
+
+from asyncqueue_django.api.views import NotFoundView, TaskViewSet
+
+
+class OptionalSlashRouter(SimpleRouter):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.trailing_slash = "/?"
+
+
+router = OptionalSlashRouter()
+router.register("tasks", TaskViewSet, basename="task")
+
+urlpatterns: list[Any] = [
+    *router.urls,
+    re_path(r"^.*$", NotFoundView.as_view(), name="not-found"),
+]

@@ -1,0 +1,189 @@
+"""DRF views for ``/v1``. Authentication, permissions, parsing and error handling are set here
+explicitly, so the host project's ``REST_FRAMEWORK`` defaults never change this API."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from django.db.models import QuerySet
+from rest_framework import status as http_status
+from rest_framework import viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
+from rest_framework.renderers import JSONRenderer
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from asyncqueue_django import services
+from asyncqueue_django.api.authentication import ApiKeyAuthentication, TeamPrincipal
+from asyncqueue_django.api.exceptions import PayloadTooLarge, error_response, exception_handler
+from asyncqueue_django.api.parsers import StrictJSONParser
+from asyncqueue_django.api.permissions import HasApiKey
+from asyncqueue_django.api.serializers import (
+    TaskCreateSerializer,
+    TaskDetailSerializer,
+    TaskSerializer,
+)
+from asyncqueue_django.conf import app_settings
+from asyncqueue_django.exceptions import TaskNotFound
+from asyncqueue_django.models import Task, Team
+from asyncqueue_django.states import TaskStatus
+
+DEFAULT_LIMIT = 20
+MAX_LIMIT = 100
+
+
+class AsyncQueueViewMixin:
+    """Everything a ``/v1`` view shares; none of it inherited from the host's DRF settings."""
+
+    authentication_classes = [ApiKeyAuthentication]
+    permission_classes = [HasApiKey]
+    parser_classes = [StrictJSONParser]
+    renderer_classes = [JSONRenderer]
+    throttle_classes: list[Any] = []
+    versioning_class = None
+    content_negotiation_class = APIView.content_negotiation_class
+
+    def get_exception_handler(self) -> Any:
+        return exception_handler
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        try:
+            length = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = 0
+        if length > app_settings.MAX_REQUEST_BYTES:
+            raise PayloadTooLarge(
+                f"Request body is larger than {app_settings.MAX_REQUEST_BYTES} bytes"
+            )
+        super().initial(request, *args, **kwargs)  # type: ignore[misc]
+
+    @property
+    def team(self) -> Team:
+        principal = self.request.user  # type: ignore[attr-defined]
+        assert isinstance(principal, TeamPrincipal)
+        return principal.team
+
+
+def _query_int(request: Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValidationError({name: f"Must be an integer between {low} and {high}."}) from None
+    if not low <= value <= high:
+        raise ValidationError({name: f"Must be between {low} and {high}."})
+    return value
+
+
+class TaskViewSet(AsyncQueueViewMixin, viewsets.GenericViewSet[Task]):
+    """``/v1/tasks``: create, list, get, cancel (also DELETE), retry."""
+
+    serializer_class = TaskSerializer
+    lookup_url_kwarg = "task_id"
+
+    def get_queryset(self) -> QuerySet[Task]:
+        return Task.objects.for_team(self.team)
+
+    def _task_id(self) -> uuid.UUID:
+        try:
+            return uuid.UUID(str(self.kwargs["task_id"]))
+        except ValueError:
+            raise TaskNotFound() from None
+
+    def create(self, request: Request) -> Response:
+        serializer = TaskCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        key = self._idempotency_key(request, serializer.validated_data.get("idempotencyKey"))
+        created = services.create_task(self.team, serializer.to_spec(), idempotency_key=key)
+        body: dict[str, Any] = {"task": TaskSerializer(created.task).data}
+        if created.signal_token:
+            body["signalToken"] = created.signal_token
+        code = http_status.HTTP_201_CREATED if created.created else http_status.HTTP_200_OK
+        return Response(body, status=code)
+
+    @staticmethod
+    def _idempotency_key(request: Request, from_body: str | None) -> str | None:
+        header = request.headers.get("Idempotency-Key")
+        if header is not None:
+            header = header.strip()
+            if not 1 <= len(header) <= 255:
+                raise ValidationError({"Idempotency-Key": "Must be 1-255 characters."})
+            if from_body is not None and from_body != header:
+                raise ValidationError(
+                    {"idempotencyKey": "Differs from the Idempotency-Key header."}
+                )
+            return header
+        return from_body
+
+    def list(self, request: Request) -> Response:
+        limit = _query_int(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
+        offset = _query_int(request, "offset", 0, 0, 10**9)
+        qs = self.get_queryset()
+        statuses = [s for s in request.query_params.get("status", "").split(",") if s]
+        bad = [s for s in statuses if s not in TaskStatus.values]
+        if bad:
+            raise ValidationError(
+                {"status": f"Unknown status {bad[0]!r}; use {', '.join(TaskStatus.values)}."}
+            )
+        if statuses:
+            qs = qs.filter(status__in=statuses)
+        queue = request.query_params.get("queue")
+        if queue:
+            qs = qs.filter(queue=queue)
+        wait = request.query_params.get("waitForSignal")
+        if wait is not None:
+            if wait not in ("true", "false"):
+                raise ValidationError({"waitForSignal": "Must be true or false."})
+            qs = qs.filter(wait_for_signal=wait == "true")
+        total = qs.count()
+        page = list(qs.order_by("-created_at", "-id")[offset : offset + limit])
+        return Response(
+            {
+                "tasks": TaskSerializer(page, many=True).data,
+                "pagination": {
+                    "total": total,
+                    "limit": limit,
+                    "offset": offset,
+                    "hasMore": offset + len(page) < total,
+                },
+            }
+        )
+
+    def retrieve(self, request: Request, task_id: str) -> Response:
+        task = (
+            self.get_queryset().filter(pk=self._task_id()).prefetch_related("attempts").first()
+        )
+        if task is None:
+            raise TaskNotFound()
+        return Response({"task": TaskDetailSerializer(task).data})
+
+    def destroy(self, request: Request, task_id: str) -> Response:
+        return self.cancel(request, task_id)
+
+    @action(detail=True, methods=["post"])
+    def cancel(self, request: Request, task_id: str) -> Response:
+        task = services.cancel_task(self.team, self._task_id())
+        return Response({"task": TaskSerializer(task).data})
+
+    @action(detail=True, methods=["post"])
+    def retry(self, request: Request, task_id: str) -> Response:
+        task = services.retry_task(self.team, self._task_id())
+        return Response({"task": TaskSerializer(task).data})
+
+
+class NotFoundView(AsyncQueueViewMixin, APIView):
+    """JSON 404 for any other path under ``/v1`` (instead of the host's HTML page)."""
+
+    authentication_classes = []
+    permission_classes = []
+
+    def dispatch(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+        self.args, self.kwargs, self.request = args, kwargs, self.initialize_request(request)
+        self.headers = self.default_response_headers
+        response = error_response("Not found", "not_found", 404)
+        return self.finalize_response(self.request, response, *args, **kwargs)

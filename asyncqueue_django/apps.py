@@ -1,0 +1,14 @@
+from __future__ import annotations
+
+from django.apps import AppConfig
+
+
+class AsyncQueueConfig(AppConfig):
+    name = "asyncqueue_django"
+    label = "asyncqueue"
+    verbose_name = "AsyncQueue"
+    # Pinned so a host project's DEFAULT_AUTO_FIELD never produces a migration for this app.
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from asyncqueue_django import checks  # noqa: F401  (registers the system checks)

@@ -1,0 +1,97 @@
+"""System checks for the ``ASYNCQUEUE`` settings dict (ids ``asyncqueue.E0xx`` / ``W0xx``)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from django.conf import settings
+from django.core.checks import CheckMessage, Error, Tags, Warning, register
+
+from asyncqueue_django.conf import SETTINGS
+
+QUEUE_NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,100}$")
+
+# Pairs that must be ordered: (smaller, larger).
+_ORDERED = [
+    ("DEFAULT_TIMEOUT", "MAX_TIMEOUT"),
+    ("DEFAULT_MAX_RETRIES", "MAX_RETRIES"),
+    ("DEFAULT_MAX_WAIT_TIME", "MAX_WAIT_TIME"),
+    ("MAX_STORED_RESPONSE_BYTES", "MAX_RESPONSE_BYTES"),
+    ("MAX_BODY_BYTES", "MAX_REQUEST_BYTES"),
+]
+
+
+def _type_name(t: type | tuple[type, ...]) -> str:
+    types = t if isinstance(t, tuple) else (t,)
+    return " or ".join("null" if x is type(None) else x.__name__ for x in types)
+
+
+def _check_value(name: str, value: Any) -> list[CheckMessage]:
+    spec = SETTINGS[name]
+    key = f"ASYNCQUEUE[{name!r}]"
+    # bool is an int subclass: True must not pass as a number, nor 1 as a bool.
+    if (isinstance(value, bool) and spec.type is not bool) or not isinstance(value, spec.type):
+        return [
+            Error(
+                f"{key} must be {_type_name(spec.type)}, not {type(value).__name__}.",
+                id="asyncqueue.E003",
+            )
+        ]
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if (spec.min is not None and value < spec.min) or (
+            spec.max is not None and value > spec.max
+        ):
+            bounds = f"{spec.min if spec.min is not None else '-inf'}..{spec.max or 'inf'}"
+            return [Error(f"{key} = {value!r} is outside {bounds}.", id="asyncqueue.E004")]
+    if name == "QUEUES" and value is not None:
+        bad = [q for q in value if not isinstance(q, str) or not QUEUE_NAME_RE.match(q)]
+        if bad or not value:
+            return [
+                Error(
+                    f"{key} must be a non-empty list of queue names matching "
+                    f"{QUEUE_NAME_RE.pattern}; bad entries: {bad!r}.",
+                    id="asyncqueue.E006",
+                )
+            ]
+    return []
+
+
+@register(Tags.compatibility)
+def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    user = getattr(settings, "ASYNCQUEUE", {})
+    if not isinstance(user, dict):
+        return [Error("settings.ASYNCQUEUE must be a dict.", id="asyncqueue.E001")]
+    errors: list[CheckMessage] = []
+    for name in sorted(set(user) - set(SETTINGS)):
+        errors.append(
+            Error(
+                f"Unknown setting ASYNCQUEUE[{name!r}].",
+                hint="See the settings table in the asyncqueue_django README.",
+                id="asyncqueue.E002",
+            )
+        )
+    for name in sorted(set(user) & set(SETTINGS)):
+        errors.extend(_check_value(name, user[name]))
+    if errors:
+        return errors
+    merged = {name: user.get(name, spec.default) for name, spec in SETTINGS.items()}
+    for small, large in _ORDERED:
+        if merged[small] > merged[large]:
+            errors.append(
+                Error(
+                    f"ASYNCQUEUE[{small!r}] ({merged[small]}) exceeds "
+                    f"ASYNCQUEUE[{large!r}] ({merged[large]}).",
+                    id="asyncqueue.E005",
+                )
+            )
+    if merged["ALLOW_PRIVATE_TARGETS"] and not settings.DEBUG:
+        errors.append(
+            Warning(
+                "ASYNCQUEUE['ALLOW_PRIVATE_TARGETS'] is on while DEBUG is off: tasks can make "
+                "this server call loopback, private and cloud-metadata addresses (SSRF).",
+                hint="Turn it off in production.",
+                id="asyncqueue.W001",
+            )
+        )
+    return errors

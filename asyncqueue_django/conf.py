@@ -1,0 +1,119 @@
+"""Settings: one ``ASYNCQUEUE`` dict in the host's settings, read through ``app_settings``.
+
+Every value is looked up in ``settings.ASYNCQUEUE`` at the moment it is used (never cached at
+import time), so ``override_settings(ASYNCQUEUE={...})`` just works. Each setting has a default,
+a type and bounds below; ``checks.py`` validates the host's dict against this table and reports
+unknown keys, and the README's settings table lists the same rows.
+
+This module imports no models, DRF or Celery.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+
+
+@dataclass(frozen=True)
+class Setting:
+    default: Any
+    type: type | tuple[type, ...]
+    doc: str
+    min: float | None = None
+    max: float | None = None
+
+
+DAY = 86_400
+
+SETTINGS: dict[str, Setting] = {
+    # Task creation limits.
+    "DEFAULT_TIMEOUT": Setting(30, int, "Per-attempt HTTP timeout (s) when a task gives none.", 1),
+    "MAX_TIMEOUT": Setting(300, int, "Largest `timeout` (s) a task may ask for.", 1),
+    "DEFAULT_MAX_RETRIES": Setting(3, int, "`maxRetries` when a task gives none.", 0),
+    "MAX_RETRIES": Setting(10, int, "Largest `maxRetries` a task may ask for.", 0, 100),
+    "DEFAULT_MAX_WAIT_TIME": Setting(DAY, int, "`maxWaitTime` (s) when a task gives none.", 1),
+    "MAX_WAIT_TIME": Setting(30 * DAY, int, "Largest `maxWaitTime` (s), also the heartbeat cap.", 1),
+    "MAX_DELAY": Setting(
+        365 * DAY, int, "How far in the future (s) `delayUntil`/`delay` may point.", 1
+    ),
+    "MAX_BODY_BYTES": Setting(
+        1_048_576, int, "Largest `payload`/`body` (encoded bytes) a task may carry.", 1
+    ),
+    "MAX_METADATA_BYTES": Setting(16_384, int, "Largest `metadata` (encoded bytes).", 0),
+    "MAX_REQUEST_BYTES": Setting(
+        2_097_152, int, "Largest HTTP request body the API accepts (413 above it).", 1024
+    ),
+    "MAX_HEADERS": Setting(50, int, "Most `headers` entries a task may carry.", 0),
+    "QUEUES": Setting(
+        None,
+        (list, type(None)),
+        "Queue names tasks may use (`null`: any name matching `[A-Za-z0-9_.-]{1,100}`).",
+    ),
+    "IDEMPOTENCY_TTL": Setting(
+        DAY, int, "Seconds an `Idempotency-Key` keeps returning the original task.", 1
+    ),
+    # Outbound HTTP.
+    "ALLOW_PRIVATE_TARGETS": Setting(
+        False,
+        bool,
+        "Allow targets/webhooks on loopback, private and link-local addresses (development only).",
+    ),
+    "MAX_RESPONSE_BYTES": Setting(
+        1_048_576, int, "Most bytes read from a target's response; the rest is discarded.", 1024
+    ),
+    "MAX_STORED_RESPONSE_BYTES": Setting(
+        65_536, int, "Response body kept in `result.body` and attempt history (truncated).", 0
+    ),
+    "MAX_REDIRECTS": Setting(5, int, "Redirects followed per attempt (each hop re-checked).", 0, 20),
+    "CONNECT_TIMEOUT": Setting(
+        10, (int, float), "TCP connect timeout (s); the read timeout is the task's `timeout`.", 0.1
+    ),
+    # Retries and scheduling.
+    "RETRY_BASE_DELAY": Setting(1.0, (int, float), "First retry delay (s) of every backoff.", 0),
+    "RETRY_MAX_DELAY": Setting(3600, (int, float), "Upper bound (s) of any retry delay.", 0),
+    "RETRY_JITTER": Setting(
+        0.1, (int, float), "Jitter as a fraction of the delay (+/-), 0 disables it.", 0, 1
+    ),
+    "RETRY_AFTER_MAX": Setting(
+        3600, int, "Largest `Retry-After` (s) from a target that is honoured.", 0
+    ),
+    "COUNTDOWN_MAX": Setting(
+        60,
+        int,
+        "Delays up to this many seconds use a Celery countdown; longer ones wait for the sweep.",
+        0,
+    ),
+    "LEASE_MARGIN": Setting(
+        30, int, "Seconds added to a task's timeout to form its claim lease.", 1
+    ),
+    "DISPATCH_GRACE": Setting(
+        60, int, "A due task not claimed this long after dispatch is dispatched again.", 1
+    ),
+    "SWEEP_INTERVAL": Setting(5, (int, float), "Seconds between expiry/due sweeps (beat).", 0.5),
+    "RECOVERY_INTERVAL": Setting(
+        30, (int, float), "Seconds between recovery sweeps (beat).", 1
+    ),
+    "SWEEP_BATCH_SIZE": Setting(500, int, "Rows one sweep batch handles.", 1, 10_000),
+    # Identity.
+    "API_KEY_PREFIX": Setting("aq_", str, "Prefix of generated API keys."),
+}
+
+DEFAULTS: dict[str, Any] = {name: s.default for name, s in SETTINGS.items()}
+
+
+class AppSettings:
+    """Attribute access to the ``ASYNCQUEUE`` dict, falling back to ``DEFAULTS``."""
+
+    def user_settings(self) -> dict[str, Any]:
+        value = getattr(settings, "ASYNCQUEUE", None)
+        return value if isinstance(value, dict) else {}
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in SETTINGS:
+            raise AttributeError(f"Unknown ASYNCQUEUE setting {name!r}")
+        return self.user_settings().get(name, SETTINGS[name].default)
+
+
+app_settings = AppSettings()

@@ -1,0 +1,45 @@
+"""Domain errors raised by ``services.py``. ``api/exceptions.py`` maps each to one HTTP status.
+
+Each carries a stable machine-readable ``code`` and a human message.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class AsyncQueueError(Exception):
+    code = "error"
+    message = "Request failed"
+
+    def __init__(self, message: str | None = None, **extra: Any) -> None:
+        self.message = message or self.message
+        self.extra = extra
+        super().__init__(self.message)
+
+
+class TaskNotFound(AsyncQueueError):
+    code = "not_found"
+    message = "Task not found"
+
+
+class InvalidTransition(AsyncQueueError):
+    """The task is not in a status the operation accepts (someone else won, or it is done)."""
+
+    code = "invalid_status"
+
+    def __init__(self, operation: str, current_status: str) -> None:
+        self.current_status = current_status
+        super().__init__(
+            f"Cannot {operation} a task that is {current_status}", status=current_status
+        )
+
+
+class IdempotencyConflict(AsyncQueueError):
+    code = "idempotency_conflict"
+    message = "Idempotency-Key was already used with a different request body"
+
+
+class SignalTokenNotFound(AsyncQueueError):
+    code = "not_found"
+    message = "Unknown signal token"

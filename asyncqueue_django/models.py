@@ -1,0 +1,270 @@
+"""Data model: teams and their API keys, tasks and their callback attempts.
+
+Models hold fields, constraints and indexes only; every write that changes a task's status goes
+through ``services.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from django.db import models
+from django.db.models import Q
+
+from asyncqueue_django import tokens
+from asyncqueue_django.querysets import ApiKeyQuerySet, AttemptQuerySet, TaskQuerySet
+from asyncqueue_django.states import TaskStatus
+
+
+def uuid7() -> uuid.UUID:
+    """A time-ordered UUID (RFC 9562 version 7): 48-bit Unix milliseconds, then randomness.
+
+    Time ordering keeps inserts at the right edge of the primary-key index and lets ids sort by
+    creation. Python 3.14 ships ``uuid.uuid7``; this is the same layout for 3.11+.
+    """
+    native = getattr(uuid, "uuid7", None)
+    if native is not None:
+        return native()  # type: ignore[no-any-return]
+    ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (ms & 0xFFFF_FFFF_FFFF) << 80 | (0x7 << 76) | ((rand >> 62) & 0xFFF) << 64
+    value |= (0b10 << 62) | (rand & 0x3FFF_FFFF_FFFF_FFFF)
+    return uuid.UUID(int=value)
+
+
+def _new_webhook_secret() -> str:
+    return tokens.new_webhook_secret()
+
+
+class Team(models.Model):
+    """A tenant: owns API keys and tasks, and signs its callbacks and webhooks."""
+
+    name = models.CharField(max_length=100, unique=True)
+    webhook_secret = models.CharField(max_length=100, default=_new_webhook_secret, editable=False)
+    # During rotation the previous secret keeps signing (next to the new one) until this moment.
+    previous_webhook_secret = models.CharField(max_length=100, blank=True, editable=False)
+    previous_secret_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ApiKey(models.Model):
+    """An API key of a team. Only the SHA-256 digest of the key is stored."""
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="api_keys")
+    name = models.CharField(max_length=100, blank=True)
+    prefix = models.CharField(max_length=32, editable=False, help_text="First characters, shown.")
+    digest = models.CharField(max_length=64, unique=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ApiKeyQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = "API key"
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        label = f" ({self.name})" if self.name else ""
+        return f"{self.prefix}…{label}"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
+
+
+class RetryBackoff(models.TextChoices):
+    EXPONENTIAL = "exponential", "Exponential (1, 2, 4, 8 … s)"
+    LINEAR = "linear", "Linear (1, 2, 3 … s)"
+    FIXED = "fixed", "Fixed"
+
+
+class SignalStatus(models.TextChoices):
+    COMPLETED = "completed", "Completed"
+    FAILED = "failed", "Failed"
+
+
+class Task(models.Model):
+    """One HTTP task: the call to make, its retry policy, and where it stands."""
+
+    id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="tasks")
+    status = models.CharField(
+        max_length=16, choices=TaskStatus.choices, default=TaskStatus.PENDING
+    )
+
+    # The call.
+    target_url = models.TextField()
+    method = models.CharField(max_length=8, default="POST")
+    headers = models.JSONField(default=dict, blank=True)
+    payload = models.JSONField(null=True, blank=True)
+    body = models.TextField(null=True, blank=True)
+    timeout = models.PositiveIntegerField(help_text="Per-attempt HTTP timeout, seconds.")
+
+    # Scheduling and retries.
+    delay_until = models.DateTimeField(null=True, blank=True)
+    priority = models.PositiveSmallIntegerField(default=5)
+    queue = models.CharField(max_length=100, default="default")
+    max_retries = models.PositiveSmallIntegerField()
+    retry_backoff = models.CharField(
+        max_length=16, choices=RetryBackoff.choices, default=RetryBackoff.EXPONENTIAL
+    )
+    retry_count = models.PositiveSmallIntegerField(
+        default=0, help_text="Retries made in the current attempt cycle."
+    )
+    attempt_count = models.PositiveIntegerField(
+        default=0, help_text="Attempts made over the task's life (numbers the attempts)."
+    )
+    next_attempt_at = models.DateTimeField(
+        null=True, blank=True, help_text="When a pending or delayed task is due."
+    )
+    dispatched_at = models.DateTimeField(
+        null=True, blank=True, help_text="When it was last handed to the broker."
+    )
+
+    # Claim lease of the worker running the callback.
+    leased_by = models.CharField(max_length=255, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+
+    # Wait for signal.
+    wait_for_signal = models.BooleanField(default=False)
+    max_wait_time = models.PositiveIntegerField(help_text="Seconds the task may stay waiting.")
+    wait_deadline = models.DateTimeField(null=True, blank=True)
+    signal_token_digest = models.CharField(
+        max_length=64, null=True, blank=True, unique=True, editable=False
+    )
+    # A signal that arrived before the callback finished, applied when it succeeds.
+    early_signal_status = models.CharField(
+        max_length=16, choices=SignalStatus.choices, blank=True
+    )
+    early_signal_result = models.JSONField(null=True, blank=True)
+    early_signal_error = models.TextField(blank=True)
+    signal_received_at = models.DateTimeField(null=True, blank=True)
+
+    # Notification and bookkeeping.
+    on_complete_url = models.TextField(null=True, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    result = models.JSONField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True)
+    idempotency_fingerprint = models.CharField(max_length=64, blank=True, editable=False)
+    idempotency_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    created_at = models.DateTimeField(auto_now_add=True, db_index=False)
+    updated_at = models.DateTimeField(auto_now=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    objects = TaskQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            # GET /v1/tasks: a team's tasks newest first, optionally filtered by status.
+            models.Index(fields=["team", "-created_at"], name="aq_task_team_created_idx"),
+            models.Index(
+                fields=["team", "status", "-created_at"], name="aq_task_team_status_idx"
+            ),
+            # Due sweep and recovery: runnable tasks by due time.
+            models.Index(
+                fields=["next_attempt_at"],
+                name="aq_task_due_idx",
+                condition=Q(status__in=[TaskStatus.PENDING, TaskStatus.DELAYED]),
+            ),
+            # Expiry sweep: waiting tasks by deadline (cost follows overdue rows, not the table).
+            models.Index(
+                fields=["wait_deadline"],
+                name="aq_task_wait_deadline_idx",
+                condition=Q(status=TaskStatus.WAITING),
+            ),
+            # Recovery of tasks whose worker died mid-call.
+            models.Index(
+                fields=["lease_expires_at"],
+                name="aq_task_lease_idx",
+                condition=Q(status=TaskStatus.PROCESSING),
+            ),
+            # Retention pruning of finished tasks.
+            models.Index(
+                fields=["completed_at"],
+                name="aq_task_completed_idx",
+                condition=Q(completed_at__isnull=False),
+            ),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["team", "idempotency_key"],
+                name="aq_task_idempotency_uniq",
+                condition=Q(idempotency_key__isnull=False),
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=TaskStatus.values), name="aq_task_status_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(priority__gte=1, priority__lte=10), name="aq_task_priority_range"
+            ),
+            models.CheckConstraint(
+                condition=Q(payload__isnull=True) | Q(body__isnull=True),
+                name="aq_task_payload_or_body",
+            ),
+            models.CheckConstraint(
+                condition=~Q(status=TaskStatus.WAITING) | Q(wait_deadline__isnull=False),
+                name="aq_task_waiting_has_deadline",
+            ),
+            models.CheckConstraint(
+                condition=~Q(status=TaskStatus.PROCESSING) | Q(lease_expires_at__isnull=False),
+                name="aq_task_processing_has_lease",
+            ),
+            models.CheckConstraint(
+                condition=Q(retry_count__lte=models.F("max_retries")),
+                name="aq_task_retry_count_bounded",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.id} ({self.status})"
+
+    @property
+    def is_terminal(self) -> bool:
+        from asyncqueue_django.states import is_terminal
+
+        return is_terminal(self.status)
+
+
+class AttemptOutcome(models.TextChoices):
+    SUCCEEDED = "succeeded", "Succeeded"
+    RETRYING = "retrying", "Failed, will retry"
+    FAILED = "failed", "Failed"
+    WORKER_LOST = "worker_lost", "Worker lost"
+
+
+class Attempt(models.Model):
+    """One HTTP call to a task's target."""
+
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="attempts")
+    number = models.PositiveIntegerField()
+    started_at = models.DateTimeField()
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    response_headers = models.JSONField(default=dict, blank=True)
+    response_body = models.TextField(blank=True)
+    error = models.TextField(blank=True)
+    outcome = models.CharField(max_length=16, choices=AttemptOutcome.choices)
+    worker = models.CharField(max_length=255, blank=True)
+
+    objects = AttemptQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["task", "number"]
+        constraints = [
+            models.UniqueConstraint(fields=["task", "number"], name="aq_attempt_number_uniq"),
+        ]
+
+    def __str__(self) -> str:
+        return f"attempt {self.number} of {self.task_id}"

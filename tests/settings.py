@@ -1,0 +1,104 @@
+"""Settings for the test suite.
+
+``DATABASE_URL`` (default: a SQLite file) and ``CELERY_BROKER_URL`` (default: the embedded
+SQLite broker) choose the real services the tests use; CI runs the suite twice, once on the
+defaults and once on PostgreSQL + Redis. A worker subprocess started by the tests gets
+``ASYNCQUEUE_TEST_DB_NAME`` so that it opens the test database, not the main one.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import dj_database_url
+
+STATE_DIR = Path(os.environ.get("ASYNCQUEUE_TEST_STATE_DIR") or tempfile.gettempdir()) / (
+    f"asyncqueue-tests-{os.environ.get('ASYNCQUEUE_TEST_RUN_ID', os.getpid())}"
+)
+STATE_DIR.mkdir(parents=True, exist_ok=True)
+
+SECRET_KEY = "tests-only-not-secret"  # noqa: S105
+DEBUG = False
+USE_TZ = True
+TIME_ZONE = "UTC"
+ALLOWED_HOSTS = ["*"]
+ROOT_URLCONF = "tests.urls"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "rest_framework",
+    "django_celery_beat",
+    "asyncqueue_django",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+]
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+
+_sqlite_file = STATE_DIR / "test.sqlite3"
+DATABASES = {
+    "default": dj_database_url.parse(
+        os.environ.get("DATABASE_URL") or f"sqlite:///{STATE_DIR / 'main.sqlite3'}",
+        conn_max_age=0,
+    )
+}
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+    DATABASES["default"]["OPTIONS"] = {
+        "timeout": 30,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+    # A file, not :memory:, so a worker process can open the same test database.
+    DATABASES["default"]["TEST"] = {"NAME": str(_sqlite_file)}
+if os.environ.get("ASYNCQUEUE_TEST_DB_NAME"):
+    DATABASES["default"]["NAME"] = os.environ["ASYNCQUEUE_TEST_DB_NAME"]
+
+CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL") or (
+    f"asyncqueue_django.embedded_broker.Transport+sqlite:///{STATE_DIR / 'broker.sqlite3'}"
+)
+CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_TASK_ALWAYS_EAGER = False  # never: tests run a real worker
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_QUEUE_MAX_PRIORITY = 10
+CELERY_BROKER_TRANSPORT_OPTIONS = {"priority_steps": list(range(10)), "queue_order_strategy": "priority"}
+CELERY_DB_REUSE_MAX = 200
+
+ASYNCQUEUE = {
+    # Callback targets in the tests are local HTTP servers on 127.0.0.1.
+    "ALLOW_PRIVATE_TARGETS": True,
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {"asyncqueue_django": {"handlers": ["console"], "level": "INFO"}},
+}
+SILENCED_SYSTEM_CHECKS = ["asyncqueue.W001"]  # tests allow private targets on purpose
