@@ -1,0 +1,19 @@
+"""The project's Celery app: configured from ``CELERY_*`` settings, tasks autodiscovered.
+
+Run a worker with embedded beat from ``example_project/``::
+
+    celery -A example_project worker -B -Q default -l info --pool threads --concurrency 8
+"""
+
+from __future__ import annotations
+
+import os
+
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "example_project.settings")
+
+app = Celery("example_project")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+# Finds ``tasks.py`` in every installed app, ``asyncqueue_django.tasks`` among them.
+app.autodiscover_tasks()
