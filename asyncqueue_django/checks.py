@@ -38,12 +38,12 @@ def _check_value(name: str, value: Any) -> list[CheckMessage]:
                 id="asyncqueue.E003",
             )
         ]
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        if (spec.min is not None and value < spec.min) or (
-            spec.max is not None and value > spec.max
-        ):
-            bounds = f"{spec.min if spec.min is not None else '-inf'}..{spec.max or 'inf'}"
-            return [Error(f"{key} = {value!r} is outside {bounds}.", id="asyncqueue.E004")]
+    numeric = isinstance(value, int | float) and not isinstance(value, bool)
+    if numeric and (
+        (spec.min is not None and value < spec.min) or (spec.max is not None and value > spec.max)
+    ):
+        bounds = f"{spec.min if spec.min is not None else '-inf'}..{spec.max or 'inf'}"
+        return [Error(f"{key} = {value!r} is outside {bounds}.", id="asyncqueue.E004")]
     if name == "QUEUES" and value is not None:
         bad = [q for q in value if not isinstance(q, str) or not QUEUE_NAME_RE.match(q)]
         if bad or not value:

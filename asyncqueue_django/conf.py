@@ -34,7 +34,9 @@ SETTINGS: dict[str, Setting] = {
     "DEFAULT_MAX_RETRIES": Setting(3, int, "`maxRetries` when a task gives none.", 0),
     "MAX_RETRIES": Setting(10, int, "Largest `maxRetries` a task may ask for.", 0, 100),
     "DEFAULT_MAX_WAIT_TIME": Setting(DAY, int, "`maxWaitTime` (s) when a task gives none.", 1),
-    "MAX_WAIT_TIME": Setting(30 * DAY, int, "Largest `maxWaitTime` (s), also the heartbeat cap.", 1),
+    "MAX_WAIT_TIME": Setting(
+        30 * DAY, int, "Largest `maxWaitTime` (s), also the heartbeat cap.", 1
+    ),
     "MAX_DELAY": Setting(
         365 * DAY, int, "How far in the future (s) `delayUntil`/`delay` may point.", 1
     ),
@@ -66,7 +68,9 @@ SETTINGS: dict[str, Setting] = {
     "MAX_STORED_RESPONSE_BYTES": Setting(
         65_536, int, "Response body kept in `result.body` and attempt history (truncated).", 0
     ),
-    "MAX_REDIRECTS": Setting(5, int, "Redirects followed per attempt (each hop re-checked).", 0, 20),
+    "MAX_REDIRECTS": Setting(
+        5, int, "Redirects followed per attempt (each hop re-checked).", 0, 20
+    ),
     "CONNECT_TIMEOUT": Setting(
         10, (int, float), "TCP connect timeout (s); the read timeout is the task's `timeout`.", 0.1
     ),
@@ -90,10 +94,6 @@ SETTINGS: dict[str, Setting] = {
     ),
     "DISPATCH_GRACE": Setting(
         60, int, "A due task not claimed this long after dispatch is dispatched again.", 1
-    ),
-    "SWEEP_INTERVAL": Setting(5, (int, float), "Seconds between expiry/due sweeps (beat).", 0.5),
-    "RECOVERY_INTERVAL": Setting(
-        30, (int, float), "Seconds between recovery sweeps (beat).", 1
     ),
     "SWEEP_BATCH_SIZE": Setting(500, int, "Rows one sweep batch handles.", 1, 10_000),
     # Identity.

@@ -1,7 +1,12 @@
 """A zero-service Celery broker for development and single-machine use: a SQLite file.
 
-Use it as ``CELERY_BROKER_URL = "asyncqueue_django.embedded_broker.Transport+sqlite:///path"``
-(the extra ``embedded`` installs SQLAlchemy). It is kombu's SQLAlchemy transport with three
+Use it with two settings (the extra ``embedded`` installs SQLAlchemy)::
+
+    CELERY_BROKER_URL = "sqlite:////abs/path/broker.sqlite3"
+    CELERY_BROKER_TRANSPORT = "asyncqueue_django.embedded_broker:Transport"
+
+(kombu refuses import paths inside a broker URL, so the transport is named separately; set
+``CELERY_BROKER_TRANSPORT`` only together with a ``sqlite:`` URL.) It is kombu's SQLAlchemy transport with three
 changes that make it dependable on one machine:
 
 - a consumed message is deleted in the same transaction that takes it (the stock transport

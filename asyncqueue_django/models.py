@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
+
 from django.db import models
 from django.db.models import Q
 
@@ -96,16 +97,14 @@ class Task(models.Model):
 
     id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
     team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="tasks")
-    status = models.CharField(
-        max_length=16, choices=TaskStatus.choices, default=TaskStatus.PENDING
-    )
+    status = models.CharField(max_length=16, choices=TaskStatus.choices, default=TaskStatus.PENDING)
 
     # The call.
     target_url = models.TextField()
     method = models.CharField(max_length=8, default="POST")
     headers = models.JSONField(default=dict, blank=True)
     payload = models.JSONField(null=True, blank=True)
-    body = models.TextField(null=True, blank=True)
+    body = models.TextField(null=True, blank=True)  # noqa: DJ001  (null: no body; "": empty body)
     timeout = models.PositiveIntegerField(help_text="Per-attempt HTTP timeout, seconds.")
 
     # Scheduling and retries.
@@ -131,6 +130,7 @@ class Task(models.Model):
 
     # Claim lease of the worker running the callback.
     leased_by = models.CharField(max_length=255, blank=True)
+    claimed_at = models.DateTimeField(null=True, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
 
     # Wait for signal.
@@ -141,19 +141,18 @@ class Task(models.Model):
         max_length=64, null=True, blank=True, unique=True, editable=False
     )
     # A signal that arrived before the callback finished, applied when it succeeds.
-    early_signal_status = models.CharField(
-        max_length=16, choices=SignalStatus.choices, blank=True
-    )
+    early_signal_status = models.CharField(max_length=16, choices=SignalStatus.choices, blank=True)
     early_signal_result = models.JSONField(null=True, blank=True)
     early_signal_error = models.TextField(blank=True)
     signal_received_at = models.DateTimeField(null=True, blank=True)
 
     # Notification and bookkeeping.
-    on_complete_url = models.TextField(null=True, blank=True)
+    on_complete_url = models.TextField(null=True, blank=True)  # noqa: DJ001
     metadata = models.JSONField(default=dict, blank=True)
     result = models.JSONField(null=True, blank=True)
     error = models.TextField(blank=True)
-    idempotency_key = models.CharField(max_length=255, null=True, blank=True)
+    # NULL, not "", so the partial unique constraint ignores tasks without a key.
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
     idempotency_fingerprint = models.CharField(max_length=64, blank=True, editable=False)
     idempotency_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
 
@@ -169,9 +168,7 @@ class Task(models.Model):
         indexes = [
             # GET /v1/tasks: a team's tasks newest first, optionally filtered by status.
             models.Index(fields=["team", "-created_at"], name="aq_task_team_created_idx"),
-            models.Index(
-                fields=["team", "status", "-created_at"], name="aq_task_team_status_idx"
-            ),
+            models.Index(fields=["team", "status", "-created_at"], name="aq_task_team_status_idx"),
             # Due sweep and recovery: runnable tasks by due time.
             models.Index(
                 fields=["next_attempt_at"],

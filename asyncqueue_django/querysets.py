@@ -67,4 +67,3 @@ class ApiKeyQuerySet(_KeyQS):
 class AttemptQuerySet(_AttemptQS):
     def for_history(self) -> AttemptQuerySet:
         return self.order_by("number")
-

@@ -23,9 +23,12 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from asyncqueue_django import states, tokens
+from asyncqueue_django.backoff import retry_delay
 from asyncqueue_django.conf import app_settings
 from asyncqueue_django.exceptions import IdempotencyConflict, InvalidTransition, TaskNotFound
-from asyncqueue_django.models import ApiKey, Task, Team
+from asyncqueue_django.http import CallResult
+from asyncqueue_django.models import ApiKey, Attempt, AttemptOutcome, Task, Team
+from asyncqueue_django.sanitize import check_json_value, redact_headers
 from asyncqueue_django.states import TaskStatus
 
 logger = logging.getLogger(__name__)
@@ -69,10 +72,7 @@ def authenticate_api_key(raw_key: str, now: datetime | None = None) -> ApiKey | 
     the hot path.
     """
     key = (
-        ApiKey.objects.active()
-        .select_related("team")
-        .filter(digest=tokens.digest(raw_key))
-        .first()
+        ApiKey.objects.active().select_related("team").filter(digest=tokens.digest(raw_key)).first()
     )
     if key is None:
         return None
@@ -359,6 +359,7 @@ def claim_task(task_id: Any, worker: str, now: datetime | None = None) -> Task |
         # Tolerate a second of clock skew between the machine that set the time and this one.
         filters={"next_attempt_at__lte": now + timedelta(seconds=1)},
         leased_by=worker,
+        claimed_at=now,
         lease_expires_at=lease,
         attempt_count=F("attempt_count") + 1,
         started_at=Coalesce(F("started_at"), Value(now), output_field=DateTimeField()),
@@ -367,3 +368,256 @@ def claim_task(task_id: Any, worker: str, now: datetime | None = None) -> Task |
         return None
     task.refresh_from_db()
     return task
+
+
+# --------------------------------------------------------------------------------------------
+# Execution outcomes
+# --------------------------------------------------------------------------------------------
+
+
+def _clean_text(raw: bytes, limit: int) -> str:
+    """Response bytes as storable text: decoded leniently, NULs replaced, truncated."""
+    return raw[:limit].decode("utf-8", errors="replace").replace("\x00", "\ufffd")
+
+
+def _result_body(call: CallResult, limit: int) -> Any:
+    """The response body for ``result.body``: parsed JSON when it is complete JSON, else text."""
+    text = _clean_text(call.body, limit)
+    content_type = call.headers.get("Content-Type", call.headers.get("content-type", ""))
+    if "json" in content_type.lower() and not call.truncated and len(call.body) <= limit:
+        try:
+            value = json.loads(call.body.decode("utf-8"), parse_constant=_reject_constant)
+            check_json_value(value)
+            return value
+        except (ValueError, RecursionError):
+            pass
+    return text
+
+
+def _reject_constant(value: str) -> Any:
+    raise ValueError(value)
+
+
+def _retry_fields(task: Task, retry_after: float | None, now: datetime) -> dict[str, Any]:
+    """Fields of a ``→ delayed`` transition for the next retry of ``task``."""
+    retry_number = task.retry_count + 1
+    capped_after = None if retry_after is None else min(retry_after, app_settings.RETRY_AFTER_MAX)
+    delay = retry_delay(
+        task.retry_backoff,
+        retry_number,
+        base=app_settings.RETRY_BASE_DELAY,
+        max_delay=app_settings.RETRY_MAX_DELAY,
+        jitter=app_settings.RETRY_JITTER,
+        retry_after=capped_after,
+    )
+    short = delay <= app_settings.COUNTDOWN_MAX
+    return {
+        "retry_count": retry_number,
+        "next_attempt_at": now + timedelta(seconds=delay),
+        # Short waits ride a Celery countdown; longer ones are sent by the due sweep, so no
+        # message sits in the broker with a long ETA (Redis redelivers those).
+        "dispatched_at": now if short else None,
+        "lease_expires_at": None,
+        "_countdown": delay if short else None,
+    }
+
+
+def _fail_or_retry(
+    task: Task, reason: str, retryable: bool, retry_after: float | None, now: datetime
+) -> tuple[TaskStatus, dict[str, Any]]:
+    if retryable and task.retry_count < task.max_retries:
+        return TaskStatus.DELAYED, _retry_fields(task, retry_after, now)
+    attempts = task.retry_count + 1
+    error = (
+        f"{reason} after {attempts} attempt{'s' if attempts != 1 else ''}"
+        if retryable
+        else f"{reason} (not retried)"
+    )
+    return TaskStatus.FAILED, {"error": error, "completed_at": now, "lease_expires_at": None}
+
+
+def _success_fields(
+    task: Task, call: CallResult, now: datetime
+) -> tuple[TaskStatus, dict[str, Any]]:
+    if task.early_signal_status:
+        # A signal arrived while the callback ran: go straight to its outcome.
+        status = TaskStatus(task.early_signal_status)
+        return status, {
+            "result": task.early_signal_result,
+            "error": task.early_signal_error,
+            "completed_at": now,
+            "lease_expires_at": None,
+        }
+    limit = app_settings.MAX_STORED_RESPONSE_BYTES
+    result = {
+        "statusCode": call.status_code,
+        "headers": redact_headers(call.headers),
+        "body": _result_body(call, limit),
+        "duration": call.duration_ms,
+    }
+    if task.wait_for_signal:
+        return TaskStatus.WAITING, {
+            "result": result,
+            "wait_deadline": now + timedelta(seconds=task.max_wait_time),
+            "lease_expires_at": None,
+        }
+    return TaskStatus.COMPLETED, {"result": result, "completed_at": now, "lease_expires_at": None}
+
+
+def finish_attempt(
+    task: Task, call: CallResult, *, worker: str, now: datetime | None = None
+) -> TaskStatus | None:
+    """Record the attempt a worker made after :func:`claim_task` and move the task on:
+
+    - 2xx → ``completed`` (or ``waiting`` when it waits for a signal, or straight to an early
+      signal's outcome);
+    - retryable failure with retries left → ``delayed`` until the backoff has passed;
+    - otherwise → ``failed`` with a readable error ("HTTP 503 after 4 attempts").
+
+    Returns the new status, or None when the worker no longer holds the claim (its lease
+    expired and the recovery sweep took the task over): then nothing is written.
+    """
+    now = now or timezone.now()
+    number = task.attempt_count
+    with transaction.atomic():
+        # Lock the row so an early signal cannot slip in between reading and moving it.
+        current = (
+            Task.objects.select_for_update()
+            .filter(
+                pk=task.pk, status=TaskStatus.PROCESSING, leased_by=worker, attempt_count=number
+            )
+            .first()
+        )
+        if current is None:
+            logger.info("Task %s: attempt %s result discarded, claim lost", task.pk, number)
+            return None
+        if call.succeeded:
+            outcome, (target, fields) = (
+                AttemptOutcome.SUCCEEDED,
+                _success_fields(current, call, now),
+            )
+        else:
+            target, fields = _fail_or_retry(
+                current, call.describe(), call.retryable, call.retry_after, now
+            )
+            outcome = (
+                AttemptOutcome.RETRYING if target == TaskStatus.DELAYED else AttemptOutcome.FAILED
+            )
+        countdown = fields.pop("_countdown", None)
+        moved = _transition(
+            task.pk,
+            target,
+            among=frozenset({TaskStatus.PROCESSING}),
+            now=now,
+            filters={"attempt_count": number},
+            **fields,
+        )
+        if not moved:  # cannot happen under the row lock; kept as the guard of record
+            return None
+        limit = app_settings.MAX_STORED_RESPONSE_BYTES
+        Attempt.objects.create(
+            task_id=task.pk,
+            number=number,
+            started_at=now - timedelta(milliseconds=call.duration_ms),
+            duration_ms=call.duration_ms,
+            status_code=call.status_code,
+            response_headers=redact_headers(call.headers),
+            response_body=_clean_text(call.body, limit),
+            error=call.error,
+            outcome=outcome,
+            worker=worker,
+        )
+        if states.is_terminal(target):
+            _on_terminal(task.pk, target)
+        if countdown is not None:
+            _enqueue_on_commit(current, countdown=countdown)
+    return target
+
+
+# --------------------------------------------------------------------------------------------
+# Sweeps (run by beat): due delayed tasks, lost messages, dead workers
+# --------------------------------------------------------------------------------------------
+
+
+def _dispatch_batch(qs: Any, now: datetime, batch_size: int) -> int:
+    with transaction.atomic():  # the row locks (SKIP LOCKED) hold until the commit
+        rows = list(qs.lock_batch(batch_size).values_list("pk", "queue", "priority"))
+        if not rows:
+            return 0
+        Task.objects.filter(pk__in=[r[0] for r in rows], status__in=list(states.RUNNABLE)).update(
+            dispatched_at=now
+        )
+        for pk, queue, priority in rows:
+            transaction.on_commit(
+                lambda pk=str(pk), q=queue, p=priority: enqueue(pk, q, p), robust=True
+            )
+    return len(rows)
+
+
+def _batches(step: Any, max_batches: int = 20) -> int:
+    """Run ``step(batch_size)`` until a batch comes back short (bounded per sweep)."""
+    size = app_settings.SWEEP_BATCH_SIZE
+    total = 0
+    for _ in range(max_batches):
+        done = int(step(size))
+        total += done
+        if done < size:
+            break
+    return total
+
+
+def dispatch_due(now: datetime | None = None) -> int:
+    """Send the messages of delayed tasks that have come due and were never sent (long delays
+    and long backoffs). Returns how many were sent."""
+    now = now or timezone.now()
+    qs = Task.objects.due(now).filter(dispatched_at__isnull=True)
+    return _batches(lambda size: _dispatch_batch(qs, now, size))
+
+
+def redispatch_lost(now: datetime | None = None) -> int:
+    """Re-send tasks that have been due and unclaimed for ``DISPATCH_GRACE`` since their last
+    message (the broker was down at commit, or the message was lost)."""
+    now = now or timezone.now()
+    grace = timedelta(seconds=app_settings.DISPATCH_GRACE)
+    qs = Task.objects.lost_dispatches(now, grace)
+    return _batches(lambda size: _dispatch_batch(qs, now, size))
+
+
+def _recover_batch(now: datetime, batch_size: int) -> int:
+    recovered = 0
+    with transaction.atomic():  # row locks (SKIP LOCKED) so parallel sweeps split the work
+        for task in Task.objects.stale_leases(now).lock_batch(batch_size):
+            target, fields = _fail_or_retry(task, "worker lost", True, None, now)
+            countdown = fields.pop("_countdown", None)
+            moved = _transition(
+                task.pk,
+                target,
+                among=frozenset({TaskStatus.PROCESSING}),
+                now=now,
+                filters={"attempt_count": task.attempt_count, "lease_expires_at__lt": now},
+                **fields,
+            )
+            if not moved:
+                continue
+            recovered += 1
+            Attempt.objects.create(
+                task_id=task.pk,
+                number=task.attempt_count,
+                started_at=task.claimed_at or now,
+                duration_ms=None,
+                error="worker lost (lease expired)",
+                outcome=AttemptOutcome.WORKER_LOST,
+                worker=task.leased_by,
+            )
+            if states.is_terminal(target):
+                _on_terminal(task.pk, target)
+            if countdown is not None:
+                _enqueue_on_commit(task, countdown=countdown)
+    return recovered
+
+
+def recover_stale_leases(now: datetime | None = None) -> int:
+    """``processing`` tasks whose lease expired (their worker died) → retried or failed by the
+    normal rules, the lost attempt recorded as "worker lost". Returns how many."""
+    now = now or timezone.now()
+    return _batches(lambda size: _recover_batch(now, size))

@@ -7,28 +7,34 @@ someone else holds it, so duplicate and late messages are harmless.
 from __future__ import annotations
 
 import functools
+import json
 import logging
+import os
 import socket
 from typing import Any
 
 from celery import current_app, shared_task
 
-from asyncqueue_django import services
+from asyncqueue_django import http, services
+from asyncqueue_django.models import Task
 
 logger = logging.getLogger(__name__)
-
-WORKER_ID = f"{socket.gethostname()}:{__import__('os').getpid()}"
 
 # Broker transports that order by a message priority, and which way round they count.
 _HIGH_FIRST = {"amqp"}  # RabbitMQ: 0..x-max-priority, higher first
 _LOW_FIRST = {"redis"}  # Celery's Redis transport: 0 is served first
 
 
+def worker_id() -> str:
+    """Who holds a claim: host and process (read per call: prefork children fork later)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
 @functools.lru_cache(maxsize=8)
-def _driver_type(broker_url: str) -> str:
+def _driver_type(broker_url: str, transport: str | None) -> str:
     from kombu import Connection
 
-    return str(Connection(broker_url).transport.driver_type)
+    return str(Connection(broker_url, transport=transport).transport.driver_type)
 
 
 def broker_priority(priority: int, driver_type: str) -> int | None:
@@ -47,7 +53,9 @@ def broker_priority(priority: int, driver_type: str) -> int | None:
 def send_execute(task_id: str, *, queue: str, priority: int, countdown: float = 0) -> None:
     """Publish one execution message for ``task_id`` on its queue."""
     options: dict[str, Any] = {"queue": queue}
-    mapped = broker_priority(priority, _driver_type(current_app.conf.broker_url or "memory://"))
+    conf = current_app.conf
+    driver = _driver_type(conf.broker_url or "memory://", conf.broker_transport)
+    mapped = broker_priority(priority, driver)
     if mapped is not None:
         options["priority"] = mapped
     if countdown > 0:
@@ -55,10 +63,54 @@ def send_execute(task_id: str, *, queue: str, priority: int, countdown: float = 
     execute_task.apply_async(args=(task_id,), **options)
 
 
+def build_callback(task: Task) -> tuple[dict[str, str], bytes | None]:
+    """Headers and body of the call to ``task.target_url`` (attempt ``task.attempt_count``)."""
+    headers = dict(task.headers)
+    lower = {k.lower() for k in headers}
+    body: bytes | None = None
+    if task.method != "GET":
+        if task.body is not None:
+            body = task.body.encode("utf-8")
+            if "content-type" not in lower:
+                headers["Content-Type"] = "text/plain; charset=utf-8"
+        elif task.payload is not None:
+            body = json.dumps(task.payload, separators=(",", ":"), ensure_ascii=False).encode()
+            if "content-type" not in lower:
+                headers["Content-Type"] = "application/json"
+    headers["X-AsyncQueue-Task-Id"] = str(task.pk)
+    headers["X-AsyncQueue-Attempt"] = str(task.attempt_count)
+    return headers, body
+
+
 @shared_task(name="asyncqueue.execute_task", ignore_result=True)
-def execute_task(task_id: str) -> None:
-    """Claim the task and call its target (the execution engine)."""
-    task = services.claim_task(task_id, worker=WORKER_ID)
+def execute_task(task_id: str) -> str | None:
+    """Claim the task, call its target once, and record the outcome. Returns the new status."""
+    me = worker_id()
+    task = services.claim_task(task_id, worker=me)
     if task is None:
         logger.debug("Task %s is not claimable (duplicate or late message)", task_id)
-        return
+        return None
+    headers, body = build_callback(task)
+    result = http.call(
+        task.method, task.target_url, headers=headers, body=body, timeout=task.timeout
+    )
+    status = services.finish_attempt(task, result, worker=me)
+    logger.info(
+        "Task %s attempt %s: %s -> %s", task_id, task.attempt_count, result.describe(), status
+    )
+    return status
+
+
+@shared_task(name="asyncqueue.dispatch_due", ignore_result=True)
+def dispatch_due() -> int:
+    """Beat: send delayed tasks whose long delay or backoff has passed."""
+    return services.dispatch_due()
+
+
+@shared_task(name="asyncqueue.recover", ignore_result=True)
+def recover() -> dict[str, int]:
+    """Beat: recover tasks of dead workers and re-send tasks whose message was lost."""
+    return {
+        "stale_leases": services.recover_stale_leases(),
+        "redispatched": services.redispatch_lost(),
+    }

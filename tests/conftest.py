@@ -8,6 +8,8 @@ from rest_framework.test import APIClient
 from asyncqueue_django import services
 from asyncqueue_django.models import Team
 
+pytest_plugins = ["tests.worker"]
+
 
 @pytest.fixture
 def team(db: Any) -> Team:

@@ -79,9 +79,10 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
 if os.environ.get("ASYNCQUEUE_TEST_DB_NAME"):
     DATABASES["default"]["NAME"] = os.environ["ASYNCQUEUE_TEST_DB_NAME"]
 
-CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL") or (
-    f"asyncqueue_django.embedded_broker.Transport+sqlite:///{STATE_DIR / 'broker.sqlite3'}"
-)
+CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL") or f"sqlite:///{STATE_DIR / 'broker.sqlite3'}"
+if CELERY_BROKER_URL.startswith("sqlite:"):
+    # The embedded broker: a SQLite file, no service to run.
+    CELERY_BROKER_TRANSPORT = "asyncqueue_django.embedded_broker:Transport"
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ALWAYS_EAGER = False  # never: tests run a real worker
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
@@ -93,6 +94,10 @@ CELERY_DB_REUSE_MAX = 200
 ASYNCQUEUE = {
     # Callback targets in the tests are local HTTP servers on 127.0.0.1.
     "ALLOW_PRIVATE_TARGETS": True,
+    # Short, exact retry delays keep end-to-end retry tests fast; the production sequence
+    # (1, 2, 4 … s with jitter) is tested on the pure backoff functions.
+    "RETRY_BASE_DELAY": 0.2,
+    "RETRY_JITTER": 0,
 }
 
 LOGGING = {

@@ -1,4 +1,4 @@
-"""One mapper from errors to HTTP responses: ``{"error": "...", "code": "...", "fields": {...}}``."""
+"""One mapper from errors to HTTP responses: ``{"error", "code", "fields"}`` bodies."""
 
 from __future__ import annotations
 

@@ -203,12 +203,12 @@ class TaskCreateSerializer(serializers.Serializer[Any]):
             )
         return value
 
-    def validate_maxRetries(self, value: int | None) -> int | None:  # noqa: N802
+    def validate_maxRetries(self, value: int | None) -> int | None:
         if value is not None and value > app_settings.MAX_RETRIES:
             raise serializers.ValidationError(f"Must be between 0 and {app_settings.MAX_RETRIES}.")
         return value
 
-    def validate_maxWaitTime(self, value: int | None) -> int | None:  # noqa: N802
+    def validate_maxWaitTime(self, value: int | None) -> int | None:
         if value is not None and value > app_settings.MAX_WAIT_TIME:
             raise serializers.ValidationError(
                 f"Must be between 1 and {app_settings.MAX_WAIT_TIME} seconds."
@@ -255,11 +255,12 @@ class TaskCreateSerializer(serializers.Serializer[Any]):
             raise serializers.ValidationError({"delay": "Give either delay or delayUntil."})
         if delay is not None:
             attrs["delayUntil"] = now + timedelta(seconds=delay) if delay else None
-        elif delay_until is not None:
-            if delay_until > now + timedelta(seconds=app_settings.MAX_DELAY):
-                raise serializers.ValidationError(
-                    {"delayUntil": f"Must be at most {app_settings.MAX_DELAY} seconds ahead."}
-                )
+        elif delay_until is not None and delay_until > now + timedelta(
+            seconds=app_settings.MAX_DELAY
+        ):
+            raise serializers.ValidationError(
+                {"delayUntil": f"Must be at most {app_settings.MAX_DELAY} seconds ahead."}
+            )
         return attrs
 
     def to_spec(self) -> TaskSpec:
@@ -340,7 +341,7 @@ class TaskSerializer(serializers.Serializer[Task]):
     def get_headers(self, task: Task) -> dict[str, Any]:
         return redact_headers(task.headers)
 
-    def get_nextAttemptAt(self, task: Task) -> str | None:  # noqa: N802
+    def get_nextAttemptAt(self, task: Task) -> str | None:
         # Only meaningful while the task waits to run.
         if task.status in ("pending", "delayed") and task.next_attempt_at:
             return serializers.DateTimeField().to_representation(task.next_attempt_at)

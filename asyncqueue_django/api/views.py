@@ -155,9 +155,7 @@ class TaskViewSet(AsyncQueueViewMixin, viewsets.GenericViewSet[Task]):
         )
 
     def retrieve(self, request: Request, task_id: str) -> Response:
-        task = (
-            self.get_queryset().filter(pk=self._task_id()).prefetch_related("attempts").first()
-        )
+        task = self.get_queryset().filter(pk=self._task_id()).prefetch_related("attempts").first()
         if task is None:
             raise TaskNotFound()
         return Response({"task": TaskDetailSerializer(task).data})

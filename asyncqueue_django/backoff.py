@@ -1,0 +1,45 @@
+"""Retry delays. Pure: no clock, no randomness unless given, no settings access."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+
+def base_delay(strategy: str, retry_number: int, base: float) -> float:
+    """Delay before retry ``retry_number`` (1-based), before jitter and cap.
+
+    ``exponential``: base·2^(n-1) → 1, 2, 4, 8 … s; ``linear``: base·n → 1, 2, 3 … s;
+    ``fixed``: base every time.
+    """
+    if retry_number < 1:
+        raise ValueError("retry_number starts at 1")
+    if strategy == "exponential":
+        # Clamp the exponent: 2**1000 would overflow a float long before any cap applies.
+        return float(base * (2 ** min(retry_number - 1, 62)))
+    if strategy == "linear":
+        return float(base * retry_number)
+    if strategy == "fixed":
+        return float(base)
+    raise ValueError(f"unknown backoff strategy {strategy!r}")
+
+
+def retry_delay(
+    strategy: str,
+    retry_number: int,
+    *,
+    base: float,
+    max_delay: float,
+    jitter: float,
+    retry_after: float | None = None,
+    rand: Callable[[float, float], float] = random.uniform,
+) -> float:
+    """The delay to wait: the backoff with ±``jitter`` (a fraction), never less than a
+    target's ``Retry-After`` (already capped by the caller), and never more than ``max_delay``.
+    """
+    delay = base_delay(strategy, retry_number, base)
+    if jitter:
+        delay *= 1 + rand(-jitter, jitter)
+    if retry_after is not None:
+        delay = max(delay, retry_after)
+    return max(0.0, min(delay, max_delay))

@@ -1,0 +1,148 @@
+"""A real Celery worker process for end-to-end tests, on the broker and database of the run.
+
+The worker is a subprocess (``celery -A tests.celery_app worker``) that opens the *test*
+database: its name is handed over in ``ASYNCQUEUE_TEST_DB_NAME`` once pytest-django has
+created it. Tests that use it need committed data: mark them ``transactional_db``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.conf import settings
+
+ROOT = Path(__file__).resolve().parent.parent
+QUEUES = "default,high,low"
+
+
+class Worker:
+    def __init__(self, log_path: Path, db_name: str, extra_env: dict[str, str] | None = None):
+        self.log_path = log_path
+        self.db_name = db_name
+        self.extra_env = extra_env or {}
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 60) -> None:
+        env = {
+            **os.environ,
+            "ASYNCQUEUE_TEST_DB_NAME": self.db_name,
+            "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+            "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+            **self.extra_env,
+        }
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        cmd = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "tests.celery_app",
+            "worker",
+            "-Q",
+            QUEUES,
+            "--pool",
+            "threads",
+            "--concurrency",
+            "4",
+            "--without-mingle",
+            "--without-gossip",
+            "--without-heartbeat",
+            "--loglevel",
+            "INFO",
+            "-n",
+            f"test-{uuid.uuid4().hex[:8]}@%h",
+        ]
+        self.log_path.touch()
+        start_offset = self.log_path.stat().st_size
+        with self.log_path.open("ab") as log:  # the child keeps its own copy of the descriptor
+            self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=log)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.log_path.read_bytes()[start_offset:]
+            if b" ready." in text:
+                return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"Celery worker did not start:\n{self.log_path.read_text()[-4000:]}")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def kill(self) -> None:
+        """SIGKILL: the worker dies mid-flight, as in a crash."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def purge_broker() -> None:
+    from tests.celery_app import app
+
+    with app.connection_for_write() as conn:
+        for queue in QUEUES.split(","):
+            try:
+                conn.default_channel.queue_purge(queue)
+            except Exception:  # noqa: S110 - a queue that does not exist yet has nothing to purge
+                pass
+
+
+@pytest.fixture(scope="session")
+def worker_factory(
+    django_db_setup: Any, django_db_blocker: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Callable[..., Worker]]:
+    """Start extra workers (e.g. to kill one); all are stopped at the end of the session."""
+    from django.db import connection
+
+    db_name = str(connection.settings_dict["NAME"])
+    started: list[Worker] = []
+    logs = tmp_path_factory.mktemp("workers")
+
+    def make(**extra_env: str) -> Worker:
+        worker = Worker(logs / f"worker-{len(started)}.log", db_name, extra_env)
+        worker.start()
+        started.append(worker)
+        return worker
+
+    yield make
+    for worker in started:
+        worker.stop()
+
+
+@pytest.fixture(scope="session")
+def celery_worker(worker_factory: Callable[..., Worker]) -> Worker:
+    """One shared worker for the session's end-to-end tests."""
+    purge_broker()
+    return worker_factory()
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 30, interval: float = 0.05) -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition not met within {timeout}s")
+        time.sleep(interval)
