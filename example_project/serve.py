@@ -1,8 +1,9 @@
 """Run the example project in the foreground: the ``./dev up`` supervisor.
 
 Steps: apply migrations, issue an API key for team ``demo``, start the web server and one
-Celery worker with embedded beat, wait until the HTTP port answers, print the key and
-ready-to-paste curl commands, then supervise both children until Ctrl-C, SIGTERM or SIGHUP.
+Celery worker with embedded beat, wait until the HTTP port answers and the worker has logged
+that it is ready, print the key and ready-to-paste curl commands, then supervise both children
+until Ctrl-C, SIGTERM or SIGHUP.
 
 The children run in their own sessions, so a Ctrl-C in the terminal reaches only this
 supervisor, which then stops each child exactly once (SIGTERM to its process group, SIGKILL
@@ -19,7 +20,10 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import io
 import os
+import re
+import selectors
 import signal
 import socket
 import subprocess
@@ -102,11 +106,19 @@ def http_answers(url: str) -> bool:
         return False
 
 
+WORKER_READY = re.compile(rb"celery@\S+ ready\.")
+
+
 class Supervisor:
+    """Starts the children, forwards the worker's log, and stops everything exactly once."""
+
     def __init__(self) -> None:
         self.children: dict[str, subprocess.Popen[bytes]] = {}
         self.stopping = False
         self.grace = float(env_int("STOP_GRACE", 10))
+        self.selector = selectors.DefaultSelector()
+        self.worker_ready = False
+        self._partial = b""
 
     def on_signal(self, signum: int, _frame: FrameType | None) -> None:
         if self.stopping:
@@ -116,15 +128,44 @@ class Supervisor:
         self.stopping = True
         raise Stop(signal.Signals(signum).name)
 
-    def start(self, name: str, argv: list[str]) -> None:
+    def start(self, name: str, argv: list[str], *, watch_stderr: bool = False) -> None:
+        """Start a child in its own session; with ``watch_stderr`` its stderr is read by
+        ``pump`` (forwarded as is, and scanned for the worker's ready line)."""
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.children[name] = subprocess.Popen(
+        proc = subprocess.Popen(
             argv,
             cwd=HERE,
             env=env,
+            stderr=subprocess.PIPE if watch_stderr else None,
             start_new_session=True,  # our Ctrl-C is ours to forward, once
-            preexec_fn=die_with_parent(),  # safe: no threads yet
+            preexec_fn=die_with_parent(),  # safe: this process starts no threads
         )
+        self.children[name] = proc
+        if proc.stderr is not None:
+            os.set_blocking(proc.stderr.fileno(), False)
+            self.selector.register(proc.stderr, selectors.EVENT_READ)
+
+    def pump(self, timeout: float) -> None:
+        """Wait up to ``timeout`` for child output, forward it to our stderr."""
+        if not self.selector.get_map():
+            time.sleep(timeout)
+            return
+        for key, _events in self.selector.select(timeout):
+            stream = key.fileobj
+            assert isinstance(stream, io.BufferedReader)
+            try:
+                chunk = os.read(stream.fileno(), 65536)
+            except BlockingIOError:
+                continue
+            if not chunk:
+                self.selector.unregister(stream)
+                continue
+            sys.stderr.buffer.write(chunk)
+            sys.stderr.flush()
+            lines = (self._partial + chunk).split(b"\n")
+            self._partial = lines.pop()[-4096:]
+            if any(WORKER_READY.search(line) for line in lines):
+                self.worker_ready = True
 
     def exited(self) -> tuple[str, int] | None:
         for name, proc in self.children.items():
@@ -140,31 +181,43 @@ class Supervisor:
                     os.killpg(proc.pid, sig)
 
     def stop_all(self) -> None:
+        """SIGTERM every child's process group, wait ``grace`` seconds, then SIGKILL."""
         self.stopping = True
         self.kill_all(signal.SIGTERM)
         deadline = time.monotonic() + self.grace
-        for name, proc in self.children.items():
-            try:
-                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                log(f"{name} did not stop within {self.grace:.0f}s: killing it")
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        # Anything left in the children's process groups (none expected) goes too.
+        while any(p.poll() is None for p in self.children.values()):
+            if time.monotonic() > deadline:
+                for name, proc in self.children.items():
+                    if proc.poll() is None:
+                        log(f"{name} did not stop within {self.grace:.0f}s: killing it")
+                self.kill_all(signal.SIGKILL)
+                break
+            self.pump(0.1)  # keep reading, so a chatty shutdown never blocks on a full pipe
         for proc in self.children.values():
+            proc.wait()
+            # Anything left in the child's process group (nothing expected) goes too.
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)
+        self.pump(0)
 
     def wait_ready(self, url: str) -> None:
+        """Return once the web server answers and the worker logged that it is ready."""
         deadline = time.monotonic() + READY_TIMEOUT
-        while not http_answers(url):
+        web_ready = False
+        while not (web_ready and self.worker_ready):
             gone = self.exited()
             if gone is not None:
                 raise SystemExit(f"[dev] {gone[0]} exited with code {gone[1]} while starting")
             if time.monotonic() > deadline:
-                raise SystemExit(f"[dev] {url} did not answer within {READY_TIMEOUT:.0f}s")
-            time.sleep(0.2)
+                if not web_ready:
+                    raise SystemExit(f"[dev] {url} did not answer within {READY_TIMEOUT:.0f}s")
+                log(
+                    f"the Celery worker is not ready after {READY_TIMEOUT:.0f}s (is the broker "
+                    "reachable?); tasks wait in the queue until it is"
+                )
+                return
+            web_ready = web_ready or http_answers(url)
+            self.pump(0.2)
 
     def watch(self) -> int:
         while True:
@@ -172,7 +225,7 @@ class Supervisor:
             if gone is not None:
                 log(f"{gone[0]} exited with code {gone[1]}: stopping everything")
                 return gone[1] or 1
-            time.sleep(0.2)
+            self.pump(0.5)
 
 
 def banner(base: str, key: str) -> str:
@@ -242,6 +295,7 @@ def main() -> int:
                 "--pool", "threads", "--concurrency", str(concurrency),
                 "-s", str(HERE / "var" / "celerybeat-schedule"),
             ],
+            watch_stderr=True,
         )  # fmt: skip
         supervisor.wait_ready(f"{base}/v1/tasks")
         print(banner(base, key), flush=True)

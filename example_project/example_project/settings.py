@@ -5,6 +5,7 @@ Zero-service by default (a SQLite database and the embedded SQLite broker, both 
 
 - ``DATABASE_URL``      e.g. ``postgres://user:pass@localhost:5432/asyncqueue``
 - ``CELERY_BROKER_URL`` e.g. ``redis://localhost:6379/0`` or ``amqp://guest@localhost//``
+  (a ``sqlite:///path`` URL selects the embedded broker)
 - ``SECRET_KEY``, ``DEBUG`` (``1``/``0``), ``ALLOWED_HOSTS`` (comma-separated),
   ``CSRF_TRUSTED_ORIGINS`` (comma-separated), ``DATABASE_CONN_MAX_AGE`` (seconds).
 
@@ -122,9 +123,11 @@ STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
 
 # Celery: every CELERY_* setting below is read by example_project/celery.py.
-CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL") or (
-    f"asyncqueue_django.embedded_broker.Transport+sqlite:///{VAR_DIR / 'broker.sqlite3'}"
-)
+CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL") or f"sqlite:///{VAR_DIR / 'broker.sqlite3'}"
+if CELERY_BROKER_URL.startswith("sqlite:"):
+    # The embedded broker: a SQLite file, no service to run. kombu refuses import paths inside
+    # a broker URL, so the transport class is named in its own setting.
+    CELERY_BROKER_TRANSPORT = "asyncqueue_django.embedded_broker:Transport"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TIMEZONE = TIME_ZONE
 CELERY_TASK_DEFAULT_QUEUE = "default"
