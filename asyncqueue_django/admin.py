@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin, messages
 from django.db.models import QuerySet
@@ -12,8 +12,19 @@ from asyncqueue_django import services
 from asyncqueue_django.exceptions import AsyncQueueError
 from asyncqueue_django.models import ApiKey, Attempt, Task, Team
 
+if TYPE_CHECKING:
+    # The stubs make these generic; at run time Django's classes take no type arguments.
+    AttemptInlineBase = admin.TabularInline[Attempt, Task]
+    ApiKeyInlineBase = admin.TabularInline[ApiKey, Team]
+    TaskAdminBase = admin.ModelAdmin[Task]
+    TeamAdminBase = admin.ModelAdmin[Team]
+    ApiKeyAdminBase = admin.ModelAdmin[ApiKey]
+else:
+    AttemptInlineBase = ApiKeyInlineBase = admin.TabularInline
+    TaskAdminBase = TeamAdminBase = ApiKeyAdminBase = admin.ModelAdmin
 
-class AttemptInline(admin.TabularInline):
+
+class AttemptInline(AttemptInlineBase):
     model = Attempt
     extra = 0
     can_delete = False
@@ -25,7 +36,7 @@ class AttemptInline(admin.TabularInline):
 
 
 @admin.register(Task)
-class TaskAdmin(admin.ModelAdmin):
+class TaskAdmin(TaskAdminBase):
     list_display = (
         "id",
         "status",
@@ -78,7 +89,7 @@ class TaskAdmin(admin.ModelAdmin):
         self._apply(request, queryset, "Re-queued", services.retry_task)
 
 
-class ApiKeyInline(admin.TabularInline):
+class ApiKeyInline(ApiKeyInlineBase):
     model = ApiKey
     extra = 0
     can_delete = False
@@ -90,14 +101,14 @@ class ApiKeyInline(admin.TabularInline):
 
 
 @admin.register(Team)
-class TeamAdmin(admin.ModelAdmin):
+class TeamAdmin(TeamAdminBase):
     list_display = ("name", "created_at")
     search_fields = ("name",)
     inlines = [ApiKeyInline]
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(admin.ModelAdmin):
+class ApiKeyAdmin(ApiKeyAdminBase):
     list_display = ("prefix", "name", "team", "created_at", "last_used_at", "revoked_at")
     list_filter = ("team",)
     list_select_related = ("team",)

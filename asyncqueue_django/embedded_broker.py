@@ -6,8 +6,9 @@ Use it with two settings (the extra ``embedded`` installs SQLAlchemy)::
     CELERY_BROKER_TRANSPORT = "asyncqueue_django.embedded_broker:Transport"
 
 (kombu refuses import paths inside a broker URL, so the transport is named separately; set
-``CELERY_BROKER_TRANSPORT`` only together with a ``sqlite:`` URL.) It is kombu's SQLAlchemy transport with three
-changes that make it dependable on one machine:
+``CELERY_BROKER_TRANSPORT`` only together with a ``sqlite:`` URL.)
+
+It is kombu's SQLAlchemy transport with three changes that make it dependable on one machine:
 
 - a consumed message is deleted in the same transaction that takes it (the stock transport
   keeps every message forever, marked invisible), so the file stays small;
@@ -32,9 +33,9 @@ from kombu.utils.encoding import bytes_to_str
 from sqlalchemy import create_engine, event, text
 
 
-class Channel(kombu_sqla.Channel):  # type: ignore[misc]
+class Channel(kombu_sqla.Channel):
     def _engine_from_config(self) -> Any:
-        conninfo = self.connection.client
+        conninfo: Any = self.connection.client
         engine = create_engine(conninfo.hostname, connect_args={"timeout": 30})
 
         @event.listens_for(engine, "connect")
@@ -47,8 +48,8 @@ class Channel(kombu_sqla.Channel):  # type: ignore[misc]
 
         return engine
 
-    def _get(self, queue: str) -> Any:
-        obj = self._get_or_create(queue)
+    def _get(self, queue: str, timeout: Any = None) -> Any:
+        obj = self._get_or_create(queue)  # type: ignore[attr-defined]
         session = self.session
         # IMMEDIATE takes the write lock up front, so two consumers never take one message.
         session.execute(text("BEGIN IMMEDIATE TRANSACTION"))
@@ -69,14 +70,16 @@ class Channel(kombu_sqla.Channel):  # type: ignore[misc]
             session.commit()
 
     def _purge(self, queue: str) -> int:
-        count = self._query_all(queue).delete(synchronize_session=False)
+        count = self._query_all(queue).delete(  # type: ignore[attr-defined]
+            synchronize_session=False
+        )
         self.session.commit()
         return int(count)
 
     def _size(self, queue: str) -> int:
-        return int(self._query_all(queue).count())
+        return int(self._query_all(queue).count())  # type: ignore[attr-defined]
 
 
-class Transport(kombu_sqla.Transport):  # type: ignore[misc]
+class Transport(kombu_sqla.Transport):
     Channel = Channel
     polling_interval = 0.1

@@ -13,14 +13,8 @@ from asyncqueue_django.states import RUNNABLE, TaskStatus
 if TYPE_CHECKING:
     from asyncqueue_django.models import ApiKey, Attempt, Task, Team  # noqa: F401
 
-    _TaskQS = models.QuerySet["Task"]
-    _KeyQS = models.QuerySet["ApiKey"]
-    _AttemptQS = models.QuerySet["Attempt"]
-else:
-    _TaskQS = _KeyQS = _AttemptQS = models.QuerySet
 
-
-class TaskQuerySet(_TaskQS):
+class TaskQuerySet(models.QuerySet["Task"]):
     def for_team(self, team: Team | int) -> TaskQuerySet:
         return self.filter(team=team)
 
@@ -59,11 +53,11 @@ class TaskQuerySet(_TaskQS):
         return self.select_for_update(skip_locked=True, of=("self",)).order_by()[:size]
 
 
-class ApiKeyQuerySet(_KeyQS):
+class ApiKeyQuerySet(models.QuerySet["ApiKey"]):
     def active(self) -> ApiKeyQuerySet:
         return self.filter(revoked_at__isnull=True)
 
 
-class AttemptQuerySet(_AttemptQS):
+class AttemptQuerySet(models.QuerySet["Attempt"]):
     def for_history(self) -> AttemptQuerySet:
         return self.order_by("number")

@@ -10,6 +10,7 @@ Side effects (enqueueing Celery work, Django signals) run after the transaction 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -548,9 +549,7 @@ def _dispatch_batch(qs: Any, now: datetime, batch_size: int) -> int:
             dispatched_at=now
         )
         for pk, queue, priority in rows:
-            transaction.on_commit(
-                lambda pk=str(pk), q=queue, p=priority: enqueue(pk, q, p), robust=True
-            )
+            transaction.on_commit(functools.partial(enqueue, str(pk), queue, priority), robust=True)
     return len(rows)
 
 

@@ -4,16 +4,21 @@ explicitly, so the host project's ``REST_FRAMEWORK`` defaults never change this 
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, cast
 
 from django.db.models import QuerySet
 from rest_framework import status as http_status
 from rest_framework import viewsets
+from rest_framework.authentication import BaseAuthentication
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
-from rest_framework.renderers import JSONRenderer
+from rest_framework.parsers import BaseParser
+from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.throttling import BaseThrottle
+from rest_framework.versioning import BaseVersioning
 from rest_framework.views import APIView
 
 from asyncqueue_django import services
@@ -38,13 +43,12 @@ MAX_LIMIT = 100
 class AsyncQueueViewMixin:
     """Everything a ``/v1`` view shares; none of it inherited from the host's DRF settings."""
 
-    authentication_classes = [ApiKeyAuthentication]
-    permission_classes = [HasApiKey]
-    parser_classes = [StrictJSONParser]
-    renderer_classes = [JSONRenderer]
-    throttle_classes: list[Any] = []
-    versioning_class = None
-    content_negotiation_class = APIView.content_negotiation_class
+    authentication_classes: Sequence[type[BaseAuthentication]] = [ApiKeyAuthentication]
+    permission_classes: Sequence[Any] = [HasApiKey]
+    parser_classes: Sequence[type[BaseParser]] = [StrictJSONParser]
+    renderer_classes: Sequence[type[BaseRenderer]] = [JSONRenderer]
+    throttle_classes: Sequence[type[BaseThrottle]] = []
+    versioning_class: type[BaseVersioning] | None = None
 
     def get_exception_handler(self) -> Any:
         return exception_handler
@@ -144,7 +148,7 @@ class TaskViewSet(AsyncQueueViewMixin, viewsets.GenericViewSet[Task]):
         page = list(qs.order_by("-created_at", "-id")[offset : offset + limit])
         return Response(
             {
-                "tasks": TaskSerializer(page, many=True).data,
+                "tasks": TaskSerializer(cast(Any, page), many=True).data,
                 "pagination": {
                     "total": total,
                     "limit": limit,
@@ -161,10 +165,14 @@ class TaskViewSet(AsyncQueueViewMixin, viewsets.GenericViewSet[Task]):
         return Response({"task": TaskDetailSerializer(task).data})
 
     def destroy(self, request: Request, task_id: str) -> Response:
-        return self.cancel(request, task_id)
+        """``DELETE /v1/tasks/{id}``: the same as cancel."""
+        return self._cancel()
 
     @action(detail=True, methods=["post"])
     def cancel(self, request: Request, task_id: str) -> Response:
+        return self._cancel()
+
+    def _cancel(self) -> Response:
         task = services.cancel_task(self.team, self._task_id())
         return Response({"task": TaskSerializer(task).data})
 
