@@ -96,7 +96,7 @@ def port_in_use(port: int) -> bool:
 
 
 def http_answers(url: str) -> bool:
-    """True once the server answers at all (the API answers 401 without a key)."""
+    """True once the server answers at all, whatever the status."""
     try:
         with urllib.request.urlopen(url, timeout=2):
             return True
@@ -297,7 +297,7 @@ def main() -> int:
             ],
             watch_stderr=True,
         )  # fmt: skip
-        supervisor.wait_ready(f"{base}/v1/tasks")
+        supervisor.wait_ready(f"{base}/admin/login/")
         print(banner(base, key), flush=True)
         code = supervisor.watch()
     except Stop as stop:
