@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Any
 
@@ -54,6 +55,14 @@ def _check_value(name: str, value: Any) -> list[CheckMessage]:
                     id="asyncqueue.E006",
                 )
             ]
+    if name == "ALLOWED_NETWORKS":
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except (TypeError, ValueError):
+                return [
+                    Error(f"{key} entry {entry!r} is not a CIDR network.", id="asyncqueue.E007")
+                ]
     return []
 
 

@@ -62,6 +62,11 @@ SETTINGS: dict[str, Setting] = {
         bool,
         "Allow targets/webhooks on loopback, private and link-local addresses (development only).",
     ),
+    "ALLOWED_NETWORKS": Setting(
+        [],
+        list,
+        "CIDR networks exempt from the SSRF guard (e.g. an internal service range).",
+    ),
     "MAX_RESPONSE_BYTES": Setting(
         1_048_576, int, "Most bytes read from a target's response; the rest is discarded.", 1024
     ),

@@ -5,7 +5,7 @@ an address that is not public: loopback, private (RFC 1918, IPv6 ULA), shared (C
 link-local (including cloud metadata at 169.254.169.254), multicast, reserved, unspecified,
 or any of those hidden inside IPv6 (IPv4-mapped, 6to4, NAT64, Teredo).
 ``ASYNCQUEUE["ALLOW_PRIVATE_TARGETS"]`` lifts the address rules (never the scheme rules) for
-development.
+development; ``ASYNCQUEUE["ALLOWED_NETWORKS"]`` exempts chosen networks only.
 """
 
 from __future__ import annotations
@@ -76,12 +76,24 @@ def _unwrap(ip: IPAddress) -> IPAddress:
     return ip
 
 
+def _allowed(ip: IPAddress) -> bool:
+    for entry in app_settings.ALLOWED_NETWORKS:
+        network = ipaddress.ip_network(entry, strict=False)
+        if ip.version == network.version and ip in network:
+            return True
+    return False
+
+
 def address_problem(address: str) -> str | None:
-    """Why ``address`` may not be connected to, or None if it is a public unicast address."""
+    """Why ``address`` may not be connected to, or None if it is a public unicast address
+    (or inside ``ALLOWED_NETWORKS``)."""
     try:
-        ip = _unwrap(ipaddress.ip_address(address.split("%", 1)[0]))
+        raw = ipaddress.ip_address(address.split("%", 1)[0])
     except ValueError:
         return f"{address} is not an IP address"
+    ip = _unwrap(raw)
+    if _allowed(raw) or _allowed(ip):
+        return None
     checks = (
         ("is_unspecified", "an unspecified"),
         ("is_loopback", "a loopback"),
@@ -142,8 +154,6 @@ def check_url(url: str, *, resolve_host: bool = True) -> None:
         ipaddress.ip_address(host.split("%", 1)[0])
         addresses = [host]
     except ValueError:
-        if host.lower().rstrip(".") == "localhost" or host.lower().endswith(".localhost"):
-            raise UnsafeURL(f"host {host} is a loopback name") from None
         if not resolve_host:
             return
         try:

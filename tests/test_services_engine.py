@@ -1,0 +1,297 @@
+"""The execution write path: claims, outcomes, leases and the dispatch/recovery sweeps."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.test import override_settings
+from django.utils import timezone
+from pytest_httpserver import HTTPServer
+
+from asyncqueue_django import services, tasks
+from asyncqueue_django.http import CallResult
+from asyncqueue_django.models import Attempt, Task, Team
+from asyncqueue_django.services import TaskSpec
+from tests.worker import Worker, wait_for
+
+
+def make_task(team: Team, url: str = "http://127.0.0.1:9/x", **spec: object) -> Task:
+    return services.create_task(team, TaskSpec(target_url=url, **spec)).task  # type: ignore[arg-type]
+
+
+def ok(status: int = 200, body: bytes = b"{}") -> CallResult:
+    return CallResult(
+        status_code=status, headers={"Content-Type": "application/json"}, body=body, duration_ms=12
+    )
+
+
+# ---------------------------------------------------------------- claim
+
+
+def test_claim_moves_pending_to_processing_with_a_lease(team: Team) -> None:
+    task = make_task(team, timeout=10)
+    now = timezone.now()
+    claimed = services.claim_task(task.pk, "w1", now=now)
+    assert claimed is not None
+    assert claimed.status == "processing"
+    assert claimed.leased_by == "w1"
+    assert claimed.attempt_count == 1
+    assert claimed.started_at == now
+    assert claimed.lease_expires_at > now + timedelta(seconds=10)
+
+
+def test_duplicate_or_late_message_is_a_no_op(team: Team) -> None:
+    task = make_task(team)
+    assert services.claim_task(task.pk, "w1") is not None
+    assert services.claim_task(task.pk, "w2") is None  # duplicate message
+    services.finish_attempt(Task.objects.get(pk=task.pk), ok(), worker="w1")
+    assert services.claim_task(task.pk, "w3") is None  # late message for a finished task
+    assert Task.objects.get(pk=task.pk).attempt_count == 1
+
+
+def test_a_delayed_task_is_not_claimed_before_it_is_due(team: Team) -> None:
+    now = timezone.now()
+    task = make_task(team, delay_until=now + timedelta(minutes=5))
+    assert task.status == "delayed"
+    assert services.claim_task(task.pk, "w1", now=now) is None
+    assert services.claim_task(task.pk, "w1", now=now + timedelta(minutes=5)) is not None
+
+
+def test_cancelled_task_is_never_claimed(team: Team) -> None:
+    task = make_task(team)
+    services.cancel_task(team, task.pk)
+    assert services.claim_task(task.pk, "w1") is None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_workers_racing_for_one_task_make_one_call(team: Team, httpserver: HTTPServer) -> None:
+    httpserver.expect_request("/once").respond_with_data("ok")
+    # A queue no test worker consumes: only the four threads below compete for the task.
+    task = make_task(team, url=httpserver.url_for("/once"), queue="unconsumed")
+    barrier = threading.Barrier(4)
+    results: list[object] = []
+
+    def run() -> None:
+        barrier.wait()
+        try:
+            results.append(tasks.execute_task.run(str(task.pk)))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(map(str, results)) == ["None", "None", "None", "completed"]
+    assert len(httpserver.log) == 1
+    assert Attempt.objects.filter(task=task).count() == 1
+
+
+# ---------------------------------------------------------------- outcomes
+
+
+def test_success_completes_with_result(team: Team) -> None:
+    task = services.claim_task(make_task(team).pk, "w1")
+    assert task is not None
+    status = services.finish_attempt(task, ok(body=b'{"done": true}'), worker="w1")
+    task.refresh_from_db()
+    assert status == task.status == "completed"
+    assert task.result == {
+        "statusCode": 200,
+        "headers": {"Content-Type": "application/json"},
+        "body": {"done": True},
+        "duration": 12,
+    }
+    assert task.completed_at is not None and task.lease_expires_at is None
+
+
+def test_non_json_and_truncated_bodies_are_stored_as_text(team: Team) -> None:
+    task = services.claim_task(make_task(team).pk, "w1")
+    assert task is not None
+    result = CallResult(
+        status_code=200, headers={"Content-Type": "text/html"}, body=b"<b>hi</b>\x00", duration_ms=1
+    )
+    services.finish_attempt(task, result, worker="w1")
+    task.refresh_from_db()
+    assert task.result["body"] == "<b>hi</b>\ufffd"
+
+
+def test_retryable_failure_schedules_a_delayed_retry(team: Team) -> None:
+    task = services.claim_task(make_task(team, max_retries=2).pk, "w1")
+    assert task is not None
+    now = timezone.now()
+    status = services.finish_attempt(
+        task, CallResult(status_code=503, duration_ms=5), worker="w1", now=now
+    )
+    task.refresh_from_db()
+    assert status == task.status == "delayed"
+    assert task.retry_count == 1
+    # tests.settings: RETRY_BASE_DELAY 0.2 s, no jitter.
+    assert task.next_attempt_at == now + timedelta(seconds=0.2)
+    attempt = Attempt.objects.get(task=task)
+    assert (attempt.number, attempt.status_code, attempt.outcome) == (1, 503, "retrying")
+
+
+def test_retry_after_is_honoured_up_to_the_cap(team: Team) -> None:
+    now = timezone.now()
+    first = services.claim_task(make_task(team).pk, "w1")
+    assert first is not None
+    services.finish_attempt(
+        first, CallResult(status_code=429, retry_after=30), worker="w1", now=now
+    )
+    first.refresh_from_db()
+    assert first.next_attempt_at == now + timedelta(seconds=30)
+    assert first.dispatched_at == now  # 30 s <= COUNTDOWN_MAX: sent now with a countdown
+
+    second = services.claim_task(make_task(team).pk, "w1")
+    assert second is not None
+    with override_settings(
+        ASYNCQUEUE={"ALLOW_PRIVATE_TARGETS": True, "RETRY_JITTER": 0, "RETRY_AFTER_MAX": 100}
+    ):
+        services.finish_attempt(
+            second, CallResult(status_code=503, retry_after=7200), worker="w1", now=now
+        )
+    second.refresh_from_db()
+    assert second.next_attempt_at == now + timedelta(seconds=100)
+
+
+def test_long_backoff_waits_for_the_due_sweep(team: Team) -> None:
+    task = services.claim_task(make_task(team).pk, "w1")
+    assert task is not None
+    now = timezone.now()
+    services.finish_attempt(
+        task, CallResult(status_code=503, retry_after=600), worker="w1", now=now
+    )
+    task.refresh_from_db()
+    assert task.status == "delayed"
+    assert task.next_attempt_at == now + timedelta(seconds=600)
+    assert task.dispatched_at is None
+    assert services.dispatch_due(now=now + timedelta(seconds=599)) == 0
+    assert services.dispatch_due(now=now + timedelta(seconds=601)) == 1
+    task.refresh_from_db()
+    assert task.dispatched_at == now + timedelta(seconds=601)
+    assert services.dispatch_due(now=now + timedelta(seconds=602)) == 0  # sent once
+
+
+@pytest.mark.parametrize(
+    ("result", "error"),
+    [
+        (CallResult(status_code=503), "HTTP 503 after 2 attempts"),
+        (
+            CallResult(error="connection refused", error_kind="connection"),
+            "connection refused after 2 attempts",
+        ),
+        (CallResult(status_code=404), "HTTP 404 (not retried)"),
+        (CallResult(error="blocked: x", error_kind="blocked"), "blocked: x (not retried)"),
+    ],
+)
+def test_exhausted_or_fatal_failures_fail_with_readable_errors(
+    team: Team, result: CallResult, error: str
+) -> None:
+    task = make_task(team, max_retries=1)
+    Task.objects.filter(pk=task.pk).update(retry_count=1)
+    claimed = services.claim_task(task.pk, "w1")
+    assert claimed is not None
+    assert services.finish_attempt(claimed, result, worker="w1") == "failed"
+    claimed.refresh_from_db()
+    assert claimed.error == error
+
+
+def test_result_of_a_worker_that_lost_its_claim_is_discarded(team: Team) -> None:
+    task = services.claim_task(make_task(team).pk, "w1")
+    assert task is not None
+    later = timezone.now() + timedelta(hours=1)
+    assert services.recover_stale_leases(now=later) == 1
+    assert services.finish_attempt(task, ok(), worker="w1") is None
+    task.refresh_from_db()
+    assert task.status == "delayed"
+    assert list(Attempt.objects.filter(task=task).values_list("outcome", flat=True)) == [
+        "worker_lost"
+    ]
+
+
+# ---------------------------------------------------------------- recovery
+
+
+def test_expired_lease_is_retried_and_recorded_as_worker_lost(team: Team) -> None:
+    task = services.claim_task(make_task(team, max_retries=3).pk, "dead-worker")
+    assert task is not None
+    now = task.lease_expires_at + timedelta(seconds=1)
+    assert services.recover_stale_leases(now=task.lease_expires_at - timedelta(seconds=1)) == 0
+    assert services.recover_stale_leases(now=now) == 1
+    task.refresh_from_db()
+    assert task.status == "delayed"
+    assert task.retry_count == 1
+    attempt = Attempt.objects.get(task=task)
+    assert (attempt.outcome, attempt.worker, attempt.error) == (
+        "worker_lost",
+        "dead-worker",
+        "worker lost (lease expired)",
+    )
+    assert services.recover_stale_leases(now=now) == 0  # once
+
+
+def test_expired_lease_without_retries_left_fails(team: Team) -> None:
+    task = services.claim_task(make_task(team, max_retries=0).pk, "dead-worker")
+    assert task is not None
+    services.recover_stale_leases(now=task.lease_expires_at + timedelta(seconds=1))
+    task.refresh_from_db()
+    assert task.status == "failed"
+    assert task.error == "worker lost after 1 attempt"
+
+
+def test_lost_dispatch_is_sent_again_after_the_grace_period(team: Team) -> None:
+    task = make_task(team)
+    created = task.dispatched_at
+    assert created is not None
+    assert services.redispatch_lost(now=created + timedelta(seconds=30)) == 0
+    assert services.redispatch_lost(now=created + timedelta(seconds=61)) == 1
+    task.refresh_from_db()
+    assert task.dispatched_at == created + timedelta(seconds=61)
+
+
+@contextmanager
+def broker_unreachable() -> Iterator[None]:
+    """Point the test Celery app at a port where nothing listens, as if the broker were down."""
+    from tests.celery_app import app
+
+    saved = (app.conf.broker_url, app.conf.broker_transport)
+    app.conf.broker_url, app.conf.broker_transport = "redis://127.0.0.1:1/0", None
+    app.conf.broker_connection_timeout = 0.5
+    app._pool = None
+    app.amqp._producer_pool = None
+    tasks._driver_type.cache_clear()
+    try:
+        yield
+    finally:
+        app.conf.broker_url, app.conf.broker_transport = saved
+        app._pool = None
+        app.amqp._producer_pool = None
+        tasks._driver_type.cache_clear()
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+def test_task_created_while_broker_is_down_runs_after_the_recovery_sweep(
+    client: object, celery_worker: Worker, httpserver: HTTPServer
+) -> None:
+    httpserver.expect_request("/later").respond_with_data("ok")
+    with broker_unreachable():
+        response = client.post(  # type: ignore[attr-defined]
+            "/v1/tasks", {"targetUrl": httpserver.url_for("/later")}, format="json"
+        )
+    assert response.status_code == 201
+    task_id = response.json()["task"]["id"]
+    task = Task.objects.get(pk=task_id)
+    assert task.status == "pending"
+    assert httpserver.log == []
+    sent = services.redispatch_lost(now=task.dispatched_at + timedelta(seconds=61))
+    assert sent == 1
+    wait_for(lambda: Task.objects.filter(pk=task_id, status="completed").exists())
+    assert len(httpserver.log) == 1
