@@ -1,0 +1,109 @@
+"""Celery wiring: the callback request, and priority ordering on Redis and RabbitMQ."""
+
+from __future__ import annotations
+
+import json
+import socket
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from celery import Celery
+from kombu import Queue
+
+from asyncqueue_django import services, tasks
+from asyncqueue_django.models import Team
+from asyncqueue_django.services import TaskSpec
+
+
+@pytest.mark.parametrize(
+    ("driver", "expected"),
+    [("redis", {1: 9, 5: 5, 10: 0}), ("amqp", {1: 1, 5: 5, 10: 10}), ("sqlalchemy", None)],
+)
+def test_priority_mapping(driver: str, expected: dict[int, int] | None) -> None:
+    for priority in (1, 5, 10):
+        mapped = tasks.broker_priority(priority, driver)
+        assert mapped == (None if expected is None else expected[priority])
+
+
+def test_callback_request_for_payload_body_and_get(team: Team) -> None:
+    task = services.create_task(
+        team, TaskSpec(target_url="http://127.0.0.1:9/", payload={"ü": [1, 2]}, headers={"A": "b"})
+    ).task
+    task.attempt_count = 2
+    headers, body = tasks.build_callback(task)
+    assert json.loads(body or b"") == {"ü": [1, 2]}
+    assert headers == {
+        "A": "b",
+        "Content-Type": "application/json",
+        "X-AsyncQueue-Task-Id": str(task.pk),
+        "X-AsyncQueue-Attempt": "2",
+    }
+    task.payload, task.body = None, "raw text"
+    headers, body = tasks.build_callback(task)
+    assert body == b"raw text"
+    assert headers["Content-Type"] == "text/plain; charset=utf-8"
+    task.headers = {"content-type": "application/xml"}
+    headers, _ = tasks.build_callback(task)
+    assert "Content-Type" not in headers and headers["content-type"] == "application/xml"
+    task.method = "GET"
+    assert tasks.build_callback(task)[1] is None
+
+
+def _answers(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+BROKERS = {
+    "redis": ("redis://127.0.0.1:6379/14", 6379),
+    "rabbitmq": ("amqp://guest:guest@127.0.0.1:5672//", 5672),
+}
+
+
+@pytest.fixture(params=sorted(BROKERS))
+def broker_app(request: pytest.FixtureRequest) -> Iterator[Celery]:
+    url, port = BROKERS[request.param]
+    if not _answers("127.0.0.1", port):
+        pytest.fail(f"{request.param} is not running on 127.0.0.1:{port} (CI starts it)")
+    app = Celery(f"priority-{request.param}", broker=url, set_as_current=False)
+    app.conf.task_queue_max_priority = 10
+    app.conf.broker_transport_options = {
+        "priority_steps": list(range(10)),
+        "queue_order_strategy": "priority",
+    }
+    previous = tasks.current_app._get_current_object()
+    app.set_current()
+    tasks._driver_type.cache_clear()
+    try:
+        yield app
+    finally:
+        previous.set_current()
+        tasks._driver_type.cache_clear()
+
+
+def test_priority_10_is_served_before_1(broker_app: Celery) -> None:
+    """Publish low, then high priority into a fresh queue; the broker hands out high first."""
+    queue_name = f"prio-{uuid.uuid4().hex[:8]}"
+    queue = Queue(queue_name, queue_arguments={"x-max-priority": 10})
+    with broker_app.connection_for_write() as conn:
+        queue(conn.default_channel).declare()
+    try:
+        tasks.send_execute("low-1", queue=queue_name, priority=1)
+        tasks.send_execute("low-2", queue=queue_name, priority=1)
+        tasks.send_execute("high", queue=queue_name, priority=10)
+        tasks.send_execute("mid", queue=queue_name, priority=5)
+        order = []
+        with broker_app.connection_for_read() as conn:
+            simple = conn.SimpleQueue(queue, no_ack=True)
+            for _ in range(4):
+                message = simple.get(timeout=5)
+                order.append(message.payload[0][0])
+            simple.close()
+        assert order == ["high", "mid", "low-1", "low-2"]
+    finally:
+        with broker_app.connection_for_write() as conn:
+            queue(conn.default_channel).delete()
