@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-SWEEP_INTERVAL = 5.0  # seconds between due-dispatch (and wait-expiry) sweeps
+SWEEP_INTERVAL = 5.0  # seconds between wait-expiry and due-dispatch sweeps
 RECOVERY_INTERVAL = 30.0  # seconds between recovery sweeps
 
 
@@ -25,6 +25,11 @@ def beat_schedule(
     """The schedule entries, keyed by a stable name (also the ``PeriodicTask`` name)."""
     # An entry that cannot run before the next one is due is useless: let it expire.
     return {
+        "asyncqueue-expire-waits": {
+            "task": "asyncqueue.expire_waits",
+            "schedule": sweep_interval,
+            "options": {"expires": sweep_interval},
+        },
         "asyncqueue-dispatch-due": {
             "task": "asyncqueue.dispatch_due",
             "schedule": sweep_interval,

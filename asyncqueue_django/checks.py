@@ -12,6 +12,7 @@ from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from asyncqueue_django.conf import SETTINGS
 
 QUEUE_NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,100}$")
+RATE_RE = re.compile(r"^\d+/(s|sec|second|m|min|minute|h|hour|d|day)$")
 
 # Pairs that must be ordered: (smaller, larger).
 _ORDERED = [
@@ -55,6 +56,13 @@ def _check_value(name: str, value: Any) -> list[CheckMessage]:
                     id="asyncqueue.E006",
                 )
             ]
+    if name == "SIGNAL_RATE_LIMIT" and value is not None and not RATE_RE.match(value):
+        return [
+            Error(
+                f"{key} = {value!r} is not a rate like '600/min' (s, m, min, h, d).",
+                id="asyncqueue.E008",
+            )
+        ]
     if name == "ALLOWED_NETWORKS":
         for entry in value:
             try:

@@ -101,6 +101,12 @@ SETTINGS: dict[str, Setting] = {
         60, int, "A due task not claimed this long after dispatch is dispatched again.", 1
     ),
     "SWEEP_BATCH_SIZE": Setting(500, int, "Rows one sweep batch handles.", 1, 10_000),
+    # Rate limits (DRF rate strings such as "600/min"; null disables).
+    "SIGNAL_RATE_LIMIT": Setting(
+        "600/min",
+        (str, type(None)),
+        "Signal and heartbeat requests per client IP (uses the default cache).",
+    ),
     # Identity.
     "API_KEY_PREFIX": Setting("aq_", str, "Prefix of generated API keys."),
 }

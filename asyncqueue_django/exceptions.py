@@ -43,3 +43,10 @@ class IdempotencyConflict(AsyncQueueError):
 class SignalTokenNotFound(AsyncQueueError):
     code = "not_found"
     message = "Unknown signal token"
+
+
+class AlreadySignalled(AsyncQueueError):
+    """An early signal was already recorded for the task, and this one differs from it."""
+
+    code = "already_signalled"
+    message = "A different signal was already recorded for this task"

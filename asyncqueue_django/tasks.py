@@ -107,6 +107,12 @@ def dispatch_due() -> int:
     return services.dispatch_due()
 
 
+@shared_task(name="asyncqueue.expire_waits", ignore_result=True)
+def expire_waits() -> int:
+    """Beat: time out waiting tasks whose ``waitDeadline`` has passed."""
+    return services.expire_overdue()
+
+
 @shared_task(name="asyncqueue.recover", ignore_result=True)
 def recover() -> dict[str, int]:
     """Beat: recover tasks of dead workers and re-send tasks whose message was lost."""

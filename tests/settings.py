@@ -14,6 +14,8 @@ from pathlib import Path
 
 import dj_database_url
 
+from asyncqueue_django.beat import beat_schedule
+
 STATE_DIR = Path(os.environ.get("ASYNCQUEUE_TEST_STATE_DIR") or tempfile.gettempdir()) / (
     f"asyncqueue-tests-{os.environ.get('ASYNCQUEUE_TEST_RUN_ID', os.getpid())}"
 )
@@ -90,6 +92,8 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_QUEUE_MAX_PRIORITY = 10
 CELERY_BROKER_TRANSPORT_OPTIONS = {"priority_steps": list(range(10)), "queue_order_strategy": "priority"}
 CELERY_DB_REUSE_MAX = 200
+# The sweeps every second, so end-to-end expiry tests finish quickly.
+CELERY_BEAT_SCHEDULE = beat_schedule(sweep_interval=1.0, recovery_interval=5.0)
 
 ASYNCQUEUE = {
     # Callback targets in the tests are local HTTP servers on 127.0.0.1.

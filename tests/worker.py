@@ -46,6 +46,9 @@ class Worker:
             "-A",
             "tests.celery_app",
             "worker",
+            "--beat",  # embedded beat runs the sweeps, as in the quick start
+            "--schedule",
+            str(self.log_path.with_suffix(".beat")),
             "-Q",
             QUEUES,
             "--pool",

@@ -24,6 +24,7 @@ DOMAIN_STATUS: dict[type[domain.AsyncQueueError], int] = {
     domain.SignalTokenNotFound: 404,
     domain.InvalidTransition: 409,
     domain.IdempotencyConflict: 409,
+    domain.AlreadySignalled: 409,
 }
 
 DRF_CODES: dict[type[exceptions.APIException], str] = {

@@ -59,6 +59,14 @@ SECRET_HEADER_RE = re.compile(
 REDACTED = "[redacted]"
 
 
+def check_idempotency_key(value: str) -> str:
+    """An idempotency key is stored and compared as is: no control characters (NUL would
+    also break PostgreSQL)."""
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        raise serializers.ValidationError("Must not contain control characters.")
+    return value
+
+
 def json_size(value: Any) -> int:
     return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
 
@@ -179,7 +187,7 @@ class TaskCreateSerializer(serializers.Serializer[Any]):
         seen: set[str] = set()
         for name, header_value in value.items():
             lower = name.lower()
-            if not HEADER_NAME_RE.match(name):
+            if not HEADER_NAME_RE.fullmatch(name):  # not match: '$' allows a trailing \n
                 raise serializers.ValidationError(f"{name!r} is not a valid header name.")
             if lower in FORBIDDEN_HEADERS or lower.startswith(("x-asyncqueue-", "webhook-")):
                 raise serializers.ValidationError(f"Header {name!r} may not be set.")
@@ -229,6 +237,9 @@ class TaskCreateSerializer(serializers.Serializer[Any]):
         if allowed is not None and value not in allowed:
             raise serializers.ValidationError(f"Unknown queue; use one of {', '.join(allowed)}.")
         return value
+
+    def validate_idempotencyKey(self, value: str) -> str:
+        return check_idempotency_key(value)
 
     def validate_metadata(self, value: dict[str, Any]) -> dict[str, Any]:
         if json_size(value) > app_settings.MAX_METADATA_BYTES:
@@ -333,6 +344,8 @@ class TaskSerializer(serializers.Serializer[Task]):
     result = serializers.JSONField()
     error = serializers.SerializerMethodField()
     idempotencyKey = serializers.CharField(source="idempotency_key", allow_null=True)
+    signalReceivedAt = serializers.DateTimeField(source="signal_received_at", allow_null=True)
+    earlySignal = serializers.SerializerMethodField()
     createdAt = serializers.DateTimeField(source="created_at")
     updatedAt = serializers.DateTimeField(source="updated_at")
     startedAt = serializers.DateTimeField(source="started_at", allow_null=True)
@@ -350,6 +363,60 @@ class TaskSerializer(serializers.Serializer[Task]):
     def get_error(self, task: Task) -> str | None:
         return task.error or None
 
+    def get_earlySignal(self, task: Task) -> dict[str, Any] | None:
+        """A signal that arrived before the callback finished (kept after it is applied)."""
+        if not task.early_signal_status:
+            return None
+        return {
+            "status": task.early_signal_status,
+            "result": task.early_signal_result,
+            "error": task.early_signal_error or None,
+        }
+
 
 class TaskDetailSerializer(TaskSerializer):
     attempts = AttemptSerializer(many=True, source="attempts.all")
+
+
+class SignalSerializer(serializers.Serializer[Any]):
+    """``POST /v1/signals/{token}`` body."""
+
+    status = StrictChoiceField(choices=["completed", "failed"])
+    result = AnyJSONField(required=False, allow_null=True)
+    error = StrictCharField(required=False, allow_null=True, allow_blank=True, max_length=10_000)
+
+    def to_internal_value(self, data: Any) -> Any:
+        if not isinstance(data, dict):
+            raise serializers.ValidationError({"body": ["Request body must be a JSON object."]})
+        unknown = sorted(set(data) - set(self.fields))
+        if unknown:
+            raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
+        return super().to_internal_value(data)
+
+    def validate_result(self, value: Any) -> Any:
+        if value is not None and json_size(value) > app_settings.MAX_BODY_BYTES:
+            raise serializers.ValidationError(
+                f"Must be at most {app_settings.MAX_BODY_BYTES} bytes as JSON."
+            )
+        return value
+
+
+class HeartbeatSerializer(serializers.Serializer[Any]):
+    """``POST /v1/signals/{token}/heartbeat`` body."""
+
+    extendBy = StrictIntegerField(min_value=1)
+
+    def to_internal_value(self, data: Any) -> Any:
+        if not isinstance(data, dict):
+            raise serializers.ValidationError({"body": ["Request body must be a JSON object."]})
+        unknown = sorted(set(data) - set(self.fields))
+        if unknown:
+            raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
+        return super().to_internal_value(data)
+
+    def validate_extendBy(self, value: int) -> int:
+        if value > app_settings.MAX_WAIT_TIME:
+            raise serializers.ValidationError(
+                f"Must be between 1 and {app_settings.MAX_WAIT_TIME} seconds."
+            )
+        return value

@@ -7,7 +7,7 @@ from typing import Any
 from django.urls import re_path
 from rest_framework.routers import SimpleRouter
 
-from asyncqueue_django.api.views import NotFoundView, TaskViewSet
+from asyncqueue_django.api.views import HeartbeatView, NotFoundView, SignalView, TaskViewSet
 
 
 class OptionalSlashRouter(SimpleRouter):
@@ -21,5 +21,7 @@ router.register("tasks", TaskViewSet, basename="task")
 
 urlpatterns: list[Any] = [
     *router.urls,
+    re_path(r"^signals/(?P<token>[^/]+)/heartbeat/?$", HeartbeatView.as_view(), name="heartbeat"),
+    re_path(r"^signals/(?P<token>[^/]+)/?$", SignalView.as_view(), name="signal"),
     re_path(r"^.*$", NotFoundView.as_view(), name="not-found"),
 ]

@@ -27,10 +27,15 @@ from asyncqueue_django.api.exceptions import PayloadTooLarge, error_response, ex
 from asyncqueue_django.api.parsers import StrictJSONParser
 from asyncqueue_django.api.permissions import HasApiKey
 from asyncqueue_django.api.serializers import (
+    HeartbeatSerializer,
+    SignalSerializer,
     TaskCreateSerializer,
     TaskDetailSerializer,
     TaskSerializer,
+    check_idempotency_key,
 )
+from asyncqueue_django.api.throttles import SignalIPThrottle
+from asyncqueue_django.checks import QUEUE_NAME_RE
 from asyncqueue_django.conf import app_settings
 from asyncqueue_django.exceptions import TaskNotFound
 from asyncqueue_django.models import Task, Team
@@ -117,6 +122,10 @@ class TaskViewSet(AsyncQueueViewMixin, viewsets.GenericViewSet[Task]):
             header = header.strip()
             if not 1 <= len(header) <= 255:
                 raise ValidationError({"Idempotency-Key": "Must be 1-255 characters."})
+            try:
+                check_idempotency_key(header)
+            except ValidationError as exc:
+                raise ValidationError({"Idempotency-Key": exc.detail}) from None
             if from_body is not None and from_body != header:
                 raise ValidationError(
                     {"idempotencyKey": "Differs from the Idempotency-Key header."}
@@ -138,6 +147,8 @@ class TaskViewSet(AsyncQueueViewMixin, viewsets.GenericViewSet[Task]):
             qs = qs.filter(status__in=statuses)
         queue = request.query_params.get("queue")
         if queue:
+            if not QUEUE_NAME_RE.fullmatch(queue):
+                raise ValidationError({"queue": "Not a valid queue name."})
             qs = qs.filter(queue=queue)
         wait = request.query_params.get("waitForSignal")
         if wait is not None:
@@ -193,3 +204,31 @@ class NotFoundView(AsyncQueueViewMixin, APIView):
         self.headers = self.default_response_headers
         response = error_response("Not found", "not_found", 404)
         return self.finalize_response(self.request, response, *args, **kwargs)
+
+
+class SignalView(AsyncQueueViewMixin, APIView):
+    """``POST /v1/signals/{token}``: the token is the credential; no API key."""
+
+    authentication_classes: Sequence[type[BaseAuthentication]] = []
+    permission_classes: Sequence[Any] = []
+    throttle_classes: Sequence[type[BaseThrottle]] = [SignalIPThrottle]
+
+    def post(self, request: Request, token: str) -> Response:
+        serializer = SignalSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        outcome = services.signal_task(
+            token, data["status"], result=data.get("result"), error=data.get("error")
+        )
+        code = http_status.HTTP_200_OK if outcome.applied else http_status.HTTP_202_ACCEPTED
+        return Response({"task": TaskSerializer(outcome.task).data}, status=code)
+
+
+class HeartbeatView(SignalView):
+    """``POST /v1/signals/{token}/heartbeat``: push ``waitDeadline`` out."""
+
+    def post(self, request: Request, token: str) -> Response:
+        serializer = HeartbeatSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        task = services.heartbeat(token, serializer.validated_data["extendBy"])
+        return Response({"task": TaskSerializer(task).data})
