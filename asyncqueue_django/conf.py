@@ -95,7 +95,10 @@ SETTINGS: dict[str, Setting] = {
         0,
     ),
     "LEASE_MARGIN": Setting(
-        30, int, "Seconds added to a task's timeout to form its claim lease.", 1
+        30,
+        int,
+        "Seconds a claim outlives its attempt's longest run (timeout + connect timeout).",
+        1,
     ),
     "DISPATCH_GRACE": Setting(
         60, int, "A due task not claimed this long after dispatch is dispatched again.", 1

@@ -355,8 +355,9 @@ def claim_task(task_id: Any, worker: str, now: datetime | None = None) -> Task |
     task = Task.objects.filter(pk=task_id).first()
     if task is None or task.status not in states.RUNNABLE:
         return None
+    # http.call bounds a whole attempt (all redirect hops) by timeout + connect timeout.
     lease = now + timedelta(
-        seconds=task.timeout * (app_settings.MAX_REDIRECTS + 1) + app_settings.LEASE_MARGIN
+        seconds=task.timeout + app_settings.CONNECT_TIMEOUT + app_settings.LEASE_MARGIN
     )
     moved = _transition(
         task_id,
