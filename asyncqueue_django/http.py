@@ -254,7 +254,9 @@ class CallResult:
 
     @property
     def succeeded(self) -> bool:
-        return self.status_code is not None and 200 <= self.status_code < 300 and not self.error
+        """2xx, or a 3xx that was not followed (no ``Location``, or 304): SPEC §4 counts 3xx
+        as success; redirects with a ``Location`` are followed before this is asked."""
+        return self.status_code is not None and 200 <= self.status_code < 400 and not self.error
 
     @property
     def retryable(self) -> bool:
@@ -363,7 +365,11 @@ def call(
                             for k, v in current_headers.items()
                             if k.lower() not in CREDENTIAL_HEADERS
                         }
-                    if response.status_code in (301, 302, 303) and current_method != "HEAD":
+                    code = response.status_code
+                    # As browsers and requests do: 303 → GET; 301/302 after a POST → GET.
+                    if (code == 303 and current_method != "HEAD") or (
+                        code in (301, 302) and current_method == "POST"
+                    ):
                         current_method, current_body = "GET", None
                         current_headers = {
                             k: v for k, v in current_headers.items() if k.lower() != "content-type"

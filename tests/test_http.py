@@ -33,6 +33,7 @@ def call(url: str, method: str = "POST", body: bytes | None = b"{}", timeout: fl
         (200, True, False),
         (201, True, False),
         (204, True, False),
+        (304, True, False),
         (400, False, False),
         (401, False, False),
         (403, False, False),
@@ -151,6 +152,21 @@ def test_redirects_are_followed_and_303_becomes_get(httpserver: HTTPServer) -> N
     assert result.status_code == 200
     assert result.body == b"done"
     assert [r.method for r, _ in httpserver.log] == ["POST", "GET"]
+
+
+def test_302_after_put_keeps_the_method(httpserver: HTTPServer) -> None:
+    httpserver.expect_request("/a", method="PUT").respond_with_data(
+        "", status=302, headers={"Location": "/b"}
+    )
+    httpserver.expect_request("/b", method="PUT").respond_with_data("put again")
+    result = http.call("PUT", httpserver.url_for("/a"), headers={}, body=b"x", timeout=5)
+    assert result.body == b"put again"
+
+
+def test_redirect_without_location_counts_as_success(httpserver: HTTPServer) -> None:
+    httpserver.expect_request("/r").respond_with_data("moved?", status=302)
+    result = call(httpserver.url_for("/r"))
+    assert (result.status_code, result.succeeded) == (302, True)
 
 
 def test_307_keeps_method_and_body(httpserver: HTTPServer) -> None:
