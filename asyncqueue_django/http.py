@@ -154,12 +154,17 @@ def check_url(url: str, *, resolve_host: bool = True) -> None:
         ipaddress.ip_address(host.split("%", 1)[0])
         addresses = [host]
     except ValueError:
-        if not resolve_host:
+        name = host.lower().rstrip(".")
+        if name == "localhost" or name.endswith(".localhost"):
+            # RFC 6761: these names are loopback whatever a resolver says.
+            addresses = ["127.0.0.1", "::1"]
+        elif not resolve_host:
             return
-        try:
-            addresses = resolve(host, default_port(parts))
-        except (OSError, UnicodeError):
-            return
+        else:
+            try:
+                addresses = resolve(host, default_port(parts))
+            except (OSError, UnicodeError):
+                return
     for address in addresses:
         problem = address_problem(address)
         if problem:

@@ -35,7 +35,7 @@ def new_signal_token() -> str:
 
 
 def is_signal_token(value: str) -> bool:
-    return bool(SIGNAL_TOKEN_RE.match(value))
+    return bool(SIGNAL_TOKEN_RE.fullmatch(value))
 
 
 def new_api_key(prefix: str) -> tuple[str, str]:

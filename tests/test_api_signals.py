@@ -41,7 +41,7 @@ def signal(token: str, body: Any, **extra: Any) -> Any:
 
 
 def test_signal_completes_a_waiting_task(team: Team) -> None:
-    task, token = waiting_task(team)
+    _, token = waiting_task(team)
     response = signal(token, {"status": "completed", "result": {"paymentId": "pi_1"}})
     assert response.status_code == 200
     body = response.json()["task"]

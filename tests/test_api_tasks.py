@@ -864,13 +864,6 @@ def test_private_target_is_refused(client: APIClient, url: str) -> None:
     assert Task.objects.count() == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="http.check_url no longer refuses localhost names itself (since 02e1c03): a loopback "
-    "name (RFC 6761: localhost, *.localhost) that does not resolve at create time is let "
-    "through; plain 'localhost' is refused today only because /etc/hosts resolves it. Fix: treat "
-    "these names as 127.0.0.1/::1 and run address_problem (keeps ALLOWED_NETWORKS working)",
-)
 @pytest.mark.parametrize(
     "url", ["http://localhost/", "http://localhost./", "http://foo.localhost/", "http://LOCALHOST/"]
 )
@@ -1356,11 +1349,6 @@ def test_alias_and_canonical_spelling_are_the_same_request(client: APIClient) ->
     assert (first.status_code, second.status_code) == (201, 200)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="services.TaskSpec.fingerprint hashes the resolved delay_until (now + delay), so an "
-    "identical retry of a request using `delay` gets 409 idempotency_conflict",
-)
 def test_same_key_same_body_with_relative_delay_returns_the_original(client: APIClient) -> None:
     data = {"targetUrl": TARGET, "delay": 60}
     first = post(client, data, HTTP_IDEMPOTENCY_KEY="k-7")

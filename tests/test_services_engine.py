@@ -108,7 +108,8 @@ def test_success_completes_with_result(team: Team) -> None:
         "body": {"done": True},
         "duration": 12,
     }
-    assert task.completed_at is not None and task.lease_expires_at is None
+    assert task.completed_at is not None
+    assert task.lease_expires_at is None
 
 
 def test_non_json_and_truncated_bodies_are_stored_as_text(team: Team) -> None:

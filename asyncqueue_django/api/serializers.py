@@ -19,7 +19,7 @@ from asyncqueue_django import http
 from asyncqueue_django.checks import QUEUE_NAME_RE
 from asyncqueue_django.conf import app_settings
 from asyncqueue_django.models import RetryBackoff, Task
-from asyncqueue_django.services import TaskSpec
+from asyncqueue_django.services import TaskSpec, fingerprint_of
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 
@@ -171,6 +171,10 @@ class TaskCreateSerializer(serializers.Serializer[Any]):
             errors[name] = ["Unknown field."]
         if errors:
             raise serializers.ValidationError(errors)
+        # The request as sent (aliases resolved): what an Idempotency-Key replay must match.
+        self.request_fingerprint = fingerprint_of(
+            {k: v for k, v in data.items() if k != "idempotencyKey"}
+        )
         return super().to_internal_value(data)
 
     def validate_method(self, value: str) -> str:
@@ -230,7 +234,7 @@ class TaskCreateSerializer(serializers.Serializer[Any]):
 
     def validate_queue(self, value: str) -> str:
         allowed = app_settings.QUEUES
-        if not QUEUE_NAME_RE.match(value):
+        if not QUEUE_NAME_RE.fullmatch(value):
             raise serializers.ValidationError(
                 "Must be 1-100 characters of letters, digits, '_', '.' or '-'."
             )

@@ -108,7 +108,12 @@ class TaskViewSet(AsyncQueueViewMixin, viewsets.GenericViewSet[Task]):
         serializer = TaskCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         key = self._idempotency_key(request, serializer.validated_data.get("idempotencyKey"))
-        created = services.create_task(self.team, serializer.to_spec(), idempotency_key=key)
+        created = services.create_task(
+            self.team,
+            serializer.to_spec(),
+            idempotency_key=key,
+            fingerprint=serializer.request_fingerprint,
+        )
         body: dict[str, Any] = {"task": TaskSerializer(created.task).data}
         if created.signal_token:
             body["signalToken"] = created.signal_token
