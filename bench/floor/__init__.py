@@ -1,0 +1,1 @@
+"""Bench-only Django app: the create benchmark's floor (a bare DRF view inserting one row)."""
