@@ -10,17 +10,18 @@ from django.http import HttpRequest
 
 from asyncqueue_django import services
 from asyncqueue_django.exceptions import AsyncQueueError
-from asyncqueue_django.models import ApiKey, Attempt, Task, Team
+from asyncqueue_django.models import ApiKey, Attempt, Task, Team, WebhookDelivery
 
 if TYPE_CHECKING:
     # The stubs make these generic; at run time Django's classes take no type arguments.
     AttemptInlineBase = admin.TabularInline[Attempt, Task]
+    WebhookDeliveryInlineBase = admin.TabularInline[WebhookDelivery, Task]
     ApiKeyInlineBase = admin.TabularInline[ApiKey, Team]
     TaskAdminBase = admin.ModelAdmin[Task]
     TeamAdminBase = admin.ModelAdmin[Team]
     ApiKeyAdminBase = admin.ModelAdmin[ApiKey]
 else:
-    AttemptInlineBase = ApiKeyInlineBase = admin.TabularInline
+    AttemptInlineBase = ApiKeyInlineBase = WebhookDeliveryInlineBase = admin.TabularInline
     TaskAdminBase = TeamAdminBase = ApiKeyAdminBase = admin.ModelAdmin
 
 
@@ -32,6 +33,33 @@ class AttemptInline(AttemptInlineBase):
     readonly_fields = fields
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class WebhookDeliveryInline(WebhookDeliveryInlineBase):
+    """The task's onComplete events (read-only; re-send with the task action)."""
+
+    model = WebhookDelivery
+    extra = 0
+    can_delete = False
+    fields = (
+        "id",
+        "event",
+        "status",
+        "attempt_count",
+        "last_status_code",
+        "last_error",
+        "created_at",
+        "delivered_at",
+        "next_attempt_at",
+    )
+    readonly_fields = fields
+    ordering = ("created_at",)
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
 
@@ -52,8 +80,8 @@ class TaskAdmin(TaskAdminBase):
     list_select_related = ("team",)
     ordering = ("-created_at",)
     date_hierarchy = "created_at"
-    inlines = [AttemptInline]
-    actions = ["cancel_tasks", "retry_tasks"]
+    inlines = [AttemptInline, WebhookDeliveryInline]
+    actions = ["cancel_tasks", "retry_tasks", "resend_webhooks"]
     show_full_result_count = False
 
     def get_readonly_fields(self, request: HttpRequest, obj: Task | None = None) -> list[str]:
@@ -87,6 +115,10 @@ class TaskAdmin(TaskAdminBase):
     @admin.action(description="Retry selected failed/timed-out tasks")
     def retry_tasks(self, request: HttpRequest, queryset: QuerySet[Task]) -> None:
         self._apply(request, queryset, "Re-queued", services.retry_task)
+
+    @admin.action(description="Re-send the latest webhook event of selected tasks")
+    def resend_webhooks(self, request: HttpRequest, queryset: QuerySet[Task]) -> None:
+        self._apply(request, queryset, "Re-sent the webhook of", services.resend_latest_webhook)
 
 
 class ApiKeyInline(ApiKeyInlineBase):

@@ -43,3 +43,22 @@ def retry_delay(
     if retry_after is not None:
         delay = max(delay, retry_after)
     return max(0.0, min(delay, max_delay))
+
+
+def schedule_delay(
+    schedule: list[float] | tuple[float, ...],
+    retry_number: int,
+    *,
+    jitter: float,
+    rand: Callable[[float, float], float] = random.uniform,
+) -> float | None:
+    """The delay before retry ``retry_number`` (1-based) on a fixed ``schedule`` of seconds
+    (webhook re-deliveries), with ±``jitter``; None once the schedule is used up."""
+    if retry_number < 1:
+        raise ValueError("retry_number starts at 1")
+    if retry_number > len(schedule):
+        return None
+    delay = float(schedule[retry_number - 1])
+    if jitter:
+        delay *= 1 + rand(-jitter, jitter)
+    return max(0.0, delay)

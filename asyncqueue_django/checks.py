@@ -12,6 +12,8 @@ from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from asyncqueue_django.conf import SETTINGS
 
 QUEUE_NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,100}$")
+MAX_WEBHOOK_RETRIES = 50
+MAX_WEBHOOK_RETRY_DELAY = 7 * 86_400
 RATE_RE = re.compile(r"^\d+/(s|sec|second|m|min|minute|h|hour|d|day)$")
 
 # Pairs that must be ordered: (smaller, larger).
@@ -61,6 +63,29 @@ def _check_value(name: str, value: Any) -> list[CheckMessage]:
             Error(
                 f"{key} = {value!r} is not a rate like '600/min' (s, m, min, h, d).",
                 id="asyncqueue.E008",
+            )
+        ]
+    if name == "WEBHOOK_RETRY_SCHEDULE":
+        bad = [
+            d
+            for d in value
+            if isinstance(d, bool)
+            or not isinstance(d, int | float)
+            or not 0 <= d <= MAX_WEBHOOK_RETRY_DELAY
+        ]
+        if bad or len(value) > MAX_WEBHOOK_RETRIES:
+            return [
+                Error(
+                    f"{key} must be a list of at most {MAX_WEBHOOK_RETRIES} delays in seconds, "
+                    f"each 0..{MAX_WEBHOOK_RETRY_DELAY}; bad entries: {bad!r}.",
+                    id="asyncqueue.E009",
+                )
+            ]
+    if name == "WEBHOOK_QUEUE" and not QUEUE_NAME_RE.fullmatch(value):
+        return [
+            Error(
+                f"{key} = {value!r} is not a queue name matching {QUEUE_NAME_RE.pattern}.",
+                id="asyncqueue.E010",
             )
         ]
     if name == "ALLOWED_NETWORKS":

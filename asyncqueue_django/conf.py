@@ -104,6 +104,20 @@ SETTINGS: dict[str, Setting] = {
         60, int, "A due task not claimed this long after dispatch is dispatched again.", 1
     ),
     "SWEEP_BATCH_SIZE": Setting(500, int, "Rows one sweep batch handles.", 1, 10_000),
+    # onComplete webhooks.
+    "WEBHOOK_TIMEOUT": Setting(
+        10, int, "Read timeout (s) of one webhook delivery attempt.", 1, 300
+    ),
+    "WEBHOOK_RETRY_SCHEDULE": Setting(
+        [5, 30, 120, 600, 1800, 3600, 10800, 21600, 43200],
+        list,
+        "Delays (s) before each webhook re-delivery (with `RETRY_JITTER`); after the last, "
+        "the event is `failed`. `[]`: one attempt only.",
+    ),
+    "WEBHOOK_SECRET_OVERLAP": Setting(
+        DAY, int, "Seconds the previous webhook secret keeps signing after a rotation.", 0
+    ),
+    "WEBHOOK_QUEUE": Setting("default", str, "Celery queue that webhook deliveries are sent on."),
     # Rate limits (DRF rate strings such as "600/min"; null disables).
     "SIGNAL_RATE_LIMIT": Setting(
         "600/min",

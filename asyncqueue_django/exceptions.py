@@ -50,3 +50,15 @@ class AlreadySignalled(AsyncQueueError):
 
     code = "already_signalled"
     message = "A different signal was already recorded for this task"
+
+
+class WebhookNotFound(AsyncQueueError):
+    code = "not_found"
+    message = "No webhook event found"
+
+
+class WebhookInFlight(AsyncQueueError):
+    """A worker is delivering the event right now; re-send it once that attempt is over."""
+
+    code = "webhook_in_flight"
+    message = "The webhook event is being delivered right now"

@@ -1,4 +1,5 @@
-"""Data model: teams and their API keys, tasks and their callback attempts.
+"""Data model: teams and their API keys, tasks and their callback attempts, webhook events and
+their delivery attempts.
 
 Models hold fields, constraints and indexes only; every write that changes a task's status goes
 through ``services.py``.
@@ -9,12 +10,18 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from datetime import datetime
 
 from django.db import models
 from django.db.models import Q
 
 from asyncqueue_django import tokens
-from asyncqueue_django.querysets import ApiKeyQuerySet, AttemptQuerySet, TaskQuerySet
+from asyncqueue_django.querysets import (
+    ApiKeyQuerySet,
+    AttemptQuerySet,
+    TaskQuerySet,
+    WebhookDeliveryQuerySet,
+)
 from asyncqueue_django.states import TaskStatus
 
 
@@ -53,6 +60,15 @@ class Team(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def signing_secrets(self, now: datetime) -> list[str]:
+        """The secrets that sign right now: the current one, and the previous one while its
+        rotation overlap lasts."""
+        secrets = [self.webhook_secret]
+        expires = self.previous_secret_expires_at
+        if self.previous_webhook_secret and expires is not None and expires > now:
+            secrets.append(self.previous_webhook_secret)
+        return secrets
 
 
 class ApiKey(models.Model):
@@ -265,3 +281,103 @@ class Attempt(models.Model):
 
     def __str__(self) -> str:
         return f"attempt {self.number} of {self.task_id}"
+
+
+class DeliveryStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    DELIVERED = "delivered", "Delivered"
+    FAILED = "failed", "Failed (retries exhausted)"
+    GONE = "gone", "Gone (410, not retried)"
+
+
+class WebhookDelivery(models.Model):
+    """One onComplete event of a task and the state of its delivery.
+
+    Exactly one row per terminal transition of a task that has an ``on_complete_url``. Its id
+    is the event id: every delivery attempt (and every re-send) carries it as ``webhook-id``.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="webhook_deliveries")
+    event = models.CharField(max_length=32)
+    url = models.TextField(help_text="The task's onCompleteUrl when the event was created.")
+    status = models.CharField(
+        max_length=16, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING
+    )
+    # The exact JSON sent, fixed at the first attempt so every retry sends the same bytes.
+    body = models.TextField(blank=True)
+
+    attempt_count = models.PositiveIntegerField(
+        default=0, help_text="Attempts made over the event's life (numbers the attempts)."
+    )
+    retry_count = models.PositiveSmallIntegerField(
+        default=0, help_text="Retries scheduled in the current attempt cycle."
+    )
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    dispatched_at = models.DateTimeField(
+        null=True, blank=True, help_text="When it was last handed to the broker."
+    )
+    # Claim lease of the worker making the current attempt.
+    leased_by = models.CharField(max_length=255, blank=True)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+
+    last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    objects = WebhookDeliveryQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = "webhook delivery"
+        verbose_name_plural = "webhook deliveries"
+        ordering = ["created_at", "id"]
+        indexes = [
+            # Due sweep: pending deliveries by due time.
+            models.Index(
+                fields=["next_attempt_at"],
+                name="aq_whd_due_idx",
+                condition=Q(status=DeliveryStatus.PENDING),
+            ),
+            # Recovery of deliveries whose worker died mid-call.
+            models.Index(
+                fields=["lease_expires_at"],
+                name="aq_whd_lease_idx",
+                condition=Q(status=DeliveryStatus.PENDING, lease_expires_at__isnull=False),
+            ),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(status__in=DeliveryStatus.values), name="aq_whd_status_valid"
+            ),
+            models.CheckConstraint(
+                condition=~Q(status=DeliveryStatus.PENDING) | Q(next_attempt_at__isnull=False),
+                name="aq_whd_pending_is_scheduled",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event} {self.id} ({self.status})"
+
+
+class WebhookAttempt(models.Model):
+    """One POST of a webhook event to its URL."""
+
+    delivery = models.ForeignKey(WebhookDelivery, on_delete=models.CASCADE, related_name="attempts")
+    number = models.PositiveIntegerField()
+    started_at = models.DateTimeField()
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    worker = models.CharField(max_length=255, blank=True)
+
+    class Meta:
+        ordering = ["delivery", "number"]
+        constraints = [
+            models.UniqueConstraint(fields=["delivery", "number"], name="aq_whattempt_number_uniq"),
+        ]
+
+    def __str__(self) -> str:
+        return f"attempt {self.number} of webhook {self.delivery_id}"

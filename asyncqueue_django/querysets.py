@@ -11,7 +11,13 @@ from django.db.models import Q
 from asyncqueue_django.states import RUNNABLE, TaskStatus
 
 if TYPE_CHECKING:
-    from asyncqueue_django.models import ApiKey, Attempt, Task, Team  # noqa: F401
+    from asyncqueue_django.models import (  # noqa: F401
+        ApiKey,
+        Attempt,
+        Task,
+        Team,
+        WebhookDelivery,
+    )
 
 
 class TaskQuerySet(models.QuerySet["Task"]):
@@ -61,3 +67,30 @@ class ApiKeyQuerySet(models.QuerySet["ApiKey"]):
 class AttemptQuerySet(models.QuerySet["Attempt"]):
     def for_history(self) -> AttemptQuerySet:
         return self.order_by("number")
+
+
+class WebhookDeliveryQuerySet(models.QuerySet["WebhookDelivery"]):
+    """Deliveries are ``pending`` until delivered, given up (``failed``) or refused (``gone``).
+
+    A pending delivery with no lease waits for its ``next_attempt_at``; one with a lease is in
+    flight on a worker until the lease runs out.
+    """
+
+    def due(self, now: datetime) -> WebhookDeliveryQuerySet:
+        """Pending, not in flight, and due (uses ``aq_whd_due_idx``)."""
+        return self.filter(
+            status="pending", next_attempt_at__lte=now, lease_expires_at__isnull=True
+        )
+
+    def lost_dispatches(self, now: datetime, grace: timedelta) -> WebhookDeliveryQuerySet:
+        """Due for longer than ``grace`` and not handed to the broker within ``grace``."""
+        cutoff = now - grace
+        return self.due(cutoff).filter(Q(dispatched_at__isnull=True) | Q(dispatched_at__lt=cutoff))
+
+    def stale_leases(self, now: datetime) -> WebhookDeliveryQuerySet:
+        """In flight on a worker whose lease ran out (uses ``aq_whd_lease_idx``)."""
+        return self.filter(status="pending", lease_expires_at__lt=now)
+
+    def lock_batch(self, size: int) -> WebhookDeliveryQuerySet:
+        """At most ``size`` rows, locked, skipping rows another transaction holds."""
+        return self.select_for_update(skip_locked=True, of=("self",)).order_by()[:size]

@@ -1,9 +1,14 @@
-"""THE ONLY WRITE PATH for tasks: create, claim, cancel, retry (and, later, signal and expire).
+"""THE ONLY WRITE PATH for tasks and their webhook events: create, claim, cancel, retry, signal,
+expire; deliver, recover and re-send webhook events; rotate webhook secrets.
 
 Every status change is a guarded conditional UPDATE (``_transition``): the ``WHERE`` clause
 names the statuses the lifecycle allows the change from (``states.sources_for``), so of two
 concurrent actors exactly one updates the row and the other sees 0 rows, a normal outcome
 reported as :class:`~asyncqueue_django.exceptions.InvalidTransition` or ``None``.
+
+Every terminal transition passes through :func:`_on_terminal` (or its bulk form) inside the
+transaction that makes it: that is where the one webhook event of the transition is created, so
+no path can end a task without its event, and none can create two.
 
 Side effects (enqueueing Celery work, Django signals) run after the transaction commits.
 """
@@ -14,6 +19,8 @@ import functools
 import hashlib
 import json
 import logging
+import uuid
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -24,7 +31,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from asyncqueue_django import states, tokens
-from asyncqueue_django.backoff import retry_delay
+from asyncqueue_django.backoff import retry_delay, schedule_delay
 from asyncqueue_django.conf import app_settings
 from asyncqueue_django.exceptions import (
     AlreadySignalled,
@@ -32,10 +39,22 @@ from asyncqueue_django.exceptions import (
     InvalidTransition,
     SignalTokenNotFound,
     TaskNotFound,
+    WebhookInFlight,
+    WebhookNotFound,
 )
 from asyncqueue_django.http import CallResult
-from asyncqueue_django.models import ApiKey, Attempt, AttemptOutcome, Task, Team
+from asyncqueue_django.models import (
+    ApiKey,
+    Attempt,
+    AttemptOutcome,
+    DeliveryStatus,
+    Task,
+    Team,
+    WebhookAttempt,
+    WebhookDelivery,
+)
 from asyncqueue_django.sanitize import check_json_value, redact_headers
+from asyncqueue_django.signals import task_finished
 from asyncqueue_django.states import TaskStatus
 
 logger = logging.getLogger(__name__)
@@ -57,6 +76,31 @@ class IssuedApiKey:
 def get_or_create_team(name: str) -> tuple[Team, bool]:
     """The team called ``name``, created (with a fresh webhook secret) if it does not exist."""
     return Team.objects.get_or_create(name=name)
+
+
+def rotate_webhook_secret(team: Team, now: datetime | None = None) -> str:
+    """Give ``team`` a new webhook secret and return it.
+
+    The previous secret keeps signing next to the new one for ``WEBHOOK_SECRET_OVERLAP``
+    seconds, so receivers can switch without losing a request. Rotating again inside that
+    window retires the oldest secret at once (only two ever sign). ``team`` is refreshed.
+    """
+    now = now or timezone.now()
+    overlap = app_settings.WEBHOOK_SECRET_OVERLAP
+    with transaction.atomic():
+        # Row lock: two concurrent rotations must not both keep the same "previous" secret.
+        current = Team.objects.select_for_update().get(pk=team.pk)
+        new_secret = tokens.new_webhook_secret()
+        Team.objects.filter(pk=team.pk).update(
+            webhook_secret=new_secret,
+            previous_webhook_secret=current.webhook_secret if overlap else "",
+            previous_secret_expires_at=now + timedelta(seconds=overlap) if overlap else None,
+        )
+    team.refresh_from_db(
+        fields=["webhook_secret", "previous_webhook_secret", "previous_secret_expires_at"]
+    )
+    logger.info("Rotated the webhook secret of team %s", team.pk)
+    return new_secret
 
 
 def create_api_key(team: Team, name: str = "") -> IssuedApiKey:
@@ -277,9 +321,60 @@ def _current_status(task_id: Any, team: Team | None = None) -> str:
     return status
 
 
-def _on_terminal(task_id: Any, status: TaskStatus) -> None:
-    """The one place every terminal transition passes through, inside its transaction."""
-    logger.info("Task %s finished: %s", task_id, status)
+def _on_terminal(
+    task_id: Any, status: TaskStatus, on_complete_url: str | None, now: datetime
+) -> None:
+    """The one place every terminal transition passes through, inside its transaction.
+
+    Creates the transition's one webhook event (when the task has an ``on_complete_url``) in
+    the same transaction, so the event exists if and only if the transition committed; after
+    the commit, the event is enqueued for delivery and ``task_finished`` is sent.
+    """
+    _on_terminal_many([(task_id, on_complete_url)], status, now)
+
+
+def _on_terminal_many(
+    tasks: Iterable[tuple[Any, str | None]], status: TaskStatus, now: datetime
+) -> None:
+    """:func:`_on_terminal` for many tasks moved to ``status`` by one statement (one INSERT)."""
+    event = states.EVENT_NAMES[status]
+    task_ids: list[str] = []
+    deliveries: list[WebhookDelivery] = []
+    for task_id, url in tasks:
+        task_ids.append(str(task_id))
+        logger.info("Task %s finished: %s", task_id, status)
+        if url:
+            deliveries.append(
+                WebhookDelivery(
+                    task_id=task_id,
+                    event=event,
+                    url=url,
+                    status=DeliveryStatus.PENDING,
+                    next_attempt_at=now,
+                    # Optimistic, as for tasks: a message lost at commit is re-sent by the sweep.
+                    dispatched_at=now,
+                )
+            )
+    if deliveries:
+        WebhookDelivery.objects.bulk_create(deliveries)
+        delivery_ids = [str(d.pk) for d in deliveries]
+        transaction.on_commit(functools.partial(_enqueue_webhooks, delivery_ids), robust=True)
+    transaction.on_commit(functools.partial(_send_finished, task_ids, str(status)), robust=True)
+
+
+def _send_finished(task_ids: list[str], status: str) -> None:
+    """Send ``task_finished`` for each task; a failing receiver does not stop the others."""
+    for task_id in task_ids:
+        for receiver, result in task_finished.send_robust(
+            sender=Task, task_id=uuid.UUID(task_id), status=status
+        ):
+            if isinstance(result, Exception):
+                logger.error(
+                    "task_finished receiver %r failed for task %s",
+                    receiver,
+                    task_id,
+                    exc_info=result,
+                )
 
 
 def get_task(team: Team, task_id: Any) -> Task:
@@ -308,8 +403,9 @@ def cancel_task(team: Team, task_id: Any, now: datetime | None = None) -> Task:
         )
         if not moved:
             raise InvalidTransition("cancel", _current_status(task_id, team))
-        _on_terminal(task_id, TaskStatus.CANCELLED)
-    return get_task(team, task_id)
+        task = get_task(team, task_id)
+        _on_terminal(task.pk, TaskStatus.CANCELLED, task.on_complete_url, now)
+    return task
 
 
 def retry_task(team: Team, task_id: Any, now: datetime | None = None) -> Task:
@@ -374,8 +470,8 @@ def claim_task(task_id: Any, worker: str, now: datetime | None = None) -> Task |
     )
     if not moved:
         return None
-    task.refresh_from_db()
-    return task
+    # Re-read with the team: the callback is signed with the team's secrets (one query).
+    return Task.objects.select_related("team").get(pk=task_id)
 
 
 # --------------------------------------------------------------------------------------------
@@ -536,7 +632,7 @@ def finish_attempt(
             worker=worker,
         )
         if states.is_terminal(target):
-            _on_terminal(task.pk, target)
+            _on_terminal(task.pk, target, current.on_complete_url, now)
         if countdown is not None:
             _enqueue_on_commit(current, countdown=countdown)
     return target
@@ -616,7 +712,7 @@ def _recover_batch(now: datetime, batch_size: int) -> int:
                 worker=task.leased_by,
             )
             if states.is_terminal(target):
-                _on_terminal(task.pk, target)
+                _on_terminal(task.pk, target, task.on_complete_url, now)
             if countdown is not None:
                 _enqueue_on_commit(task, countdown=countdown)
     return recovered
@@ -665,7 +761,7 @@ def _expire_one(task: Task, now: datetime) -> bool:
         completed_at=now,
     )
     if moved:
-        _on_terminal(task.pk, TaskStatus.TIMEOUT)
+        _on_terminal(task.pk, TaskStatus.TIMEOUT, task.on_complete_url, now)
     return moved
 
 
@@ -717,7 +813,7 @@ def signal_task(
                     signal_received_at=now,
                 )
                 if moved:
-                    _on_terminal(task.pk, target)
+                    _on_terminal(task.pk, target, task.on_complete_url, now)
                     task.refresh_from_db()
                     return SignalResult(task, applied=True)
                 continue
@@ -802,12 +898,15 @@ def expire_overdue(now: datetime | None = None) -> int:
 def _expire_batch(now: datetime, batch_size: int) -> int:
     with transaction.atomic():
         rows = list(
-            Task.objects.overdue(now).lock_batch(batch_size).values_list("pk", "max_wait_time")
+            Task.objects.overdue(now)
+            .lock_batch(batch_size)
+            .values_list("pk", "max_wait_time", "on_complete_url")
         )
         if not rows:
             return 0
+        urls = {pk: url for pk, _, url in rows}
         by_wait: dict[int, list[Any]] = {}
-        for pk, max_wait in rows:
+        for pk, max_wait, _ in rows:
             by_wait.setdefault(max_wait, []).append(pk)
         expired: list[Any] = []
         for max_wait, pks in by_wait.items():
@@ -828,8 +927,7 @@ def _expire_batch(now: datetime, batch_size: int) -> int:
                         pk__in=pks, status=TaskStatus.TIMEOUT, completed_at=now
                     ).values_list("pk", flat=True)
                 )
-        for pk in expired:
-            _on_terminal(pk, TaskStatus.TIMEOUT)
+        _on_terminal_many([(pk, urls[pk]) for pk in expired], TaskStatus.TIMEOUT, now)
     return len(rows)
 
 
@@ -895,3 +993,273 @@ def prune_finished(
             break
     logger.info("Pruned %s finished tasks completed before %s", total, cutoff.isoformat())
     return total
+
+
+# --------------------------------------------------------------------------------------------
+# Webhook events (onCompleteUrl): delivery, retries, recovery, re-send
+# --------------------------------------------------------------------------------------------
+
+
+def _enqueue_webhooks(delivery_ids: list[str], countdown: float = 0) -> None:
+    for delivery_id in delivery_ids:
+        enqueue_webhook(delivery_id, countdown)
+
+
+def enqueue_webhook(delivery_id: str, countdown: float = 0) -> bool:
+    """Send the delivery message of one event. False (logged) if the broker refused it: the
+    event row is committed, and the recovery sweep re-sends it after ``DISPATCH_GRACE``."""
+    from asyncqueue_django.tasks import send_webhook
+
+    try:
+        send_webhook(delivery_id, countdown=countdown)
+    except Exception:
+        logger.warning(
+            "Could not enqueue webhook %s; the recovery sweep will dispatch it",
+            delivery_id,
+            exc_info=True,
+        )
+        return False
+    return True
+
+
+def _webhook_lease(now: datetime) -> datetime:
+    # One attempt lasts at most the read timeout plus the connect timeout (http.call's
+    # deadline covers every redirect hop); the margin absorbs a slow database.
+    seconds = (
+        app_settings.WEBHOOK_TIMEOUT + app_settings.CONNECT_TIMEOUT + app_settings.LEASE_MARGIN
+    )
+    return now + timedelta(seconds=seconds)
+
+
+def claim_webhook(
+    delivery_id: Any, worker: str, now: datetime | None = None
+) -> WebhookDelivery | None:
+    """A due, pending, not-in-flight event → leased to ``worker`` for one attempt.
+
+    Returns the delivery with its task and team (one query), or None: the normal answer to a
+    duplicate or late message (delivered, given up, in flight elsewhere, or not due yet).
+    """
+    now = now or timezone.now()
+    claimed = WebhookDelivery.objects.filter(
+        pk=delivery_id,
+        status=DeliveryStatus.PENDING,
+        lease_expires_at__isnull=True,
+        # Tolerate a second of clock skew between the machine that set the time and this one.
+        next_attempt_at__lte=now + timedelta(seconds=1),
+    ).update(
+        leased_by=worker,
+        claimed_at=now,
+        lease_expires_at=_webhook_lease(now),
+        attempt_count=F("attempt_count") + 1,
+        updated_at=now,
+    )
+    if not claimed:
+        return None
+    return WebhookDelivery.objects.select_related("task__team").get(pk=delivery_id)
+
+
+def _webhook_retry(
+    delivery: WebhookDelivery, now: datetime
+) -> tuple[DeliveryStatus, dict[str, Any], float | None]:
+    """Next step after a failed attempt: ``pending`` on the ``WEBHOOK_RETRY_SCHEDULE`` (with a
+    Celery countdown when short, else left to the due sweep), or ``failed`` when it is used up.
+    """
+    retry_number = delivery.retry_count + 1
+    delay = schedule_delay(
+        app_settings.WEBHOOK_RETRY_SCHEDULE, retry_number, jitter=app_settings.RETRY_JITTER
+    )
+    if delay is None:
+        return DeliveryStatus.FAILED, {"next_attempt_at": None}, None
+    short = delay <= app_settings.COUNTDOWN_MAX
+    fields = {
+        "retry_count": retry_number,
+        "next_attempt_at": now + timedelta(seconds=delay),
+        "dispatched_at": now if short else None,
+    }
+    return DeliveryStatus.PENDING, fields, delay if short else None
+
+
+def finish_webhook_attempt(
+    delivery: WebhookDelivery,
+    call: CallResult,
+    *,
+    worker: str,
+    body: str,
+    now: datetime | None = None,
+) -> DeliveryStatus | None:
+    """Record the attempt a worker made after :func:`claim_webhook` and move the event on:
+
+    - 2xx → ``delivered``;
+    - 410 Gone → ``gone`` (the receiver asked to stop; not retried);
+    - an address the SSRF guard blocks, or a request that cannot be made → ``failed`` at once;
+    - anything else (other statuses, timeouts, connection errors) → ``pending`` for the next
+      retry on ``WEBHOOK_RETRY_SCHEDULE``, or ``failed`` once it is used up.
+
+    ``body`` is the JSON sent; it is stored so every later attempt sends the same bytes. The
+    task is never touched. Returns the new status, or None when the worker no longer holds the
+    lease (the recovery sweep took the event over): then nothing is written.
+    """
+    now = now or timezone.now()
+    number = delivery.attempt_count
+    countdown: float | None = None
+    fields: dict[str, Any]
+    # Only a 2xx delivers (stricter than a callback, where an unfollowed 3xx also counts).
+    delivered = call.status_code is not None and 200 <= call.status_code < 300 and not call.error
+    if delivered:
+        target, fields = DeliveryStatus.DELIVERED, {"delivered_at": now, "next_attempt_at": None}
+    elif call.status_code == 410 and not call.error:
+        target, fields = DeliveryStatus.GONE, {"next_attempt_at": None}
+    elif call.error_kind in ("blocked", "invalid"):
+        target, fields = DeliveryStatus.FAILED, {"next_attempt_at": None}
+    else:
+        target, fields, countdown = _webhook_retry(delivery, now)
+    with transaction.atomic():  # the outcome and its attempt row commit together
+        moved = WebhookDelivery.objects.filter(
+            pk=delivery.pk,
+            status=DeliveryStatus.PENDING,
+            leased_by=worker,
+            attempt_count=number,
+            lease_expires_at__isnull=False,
+        ).update(
+            status=target,
+            body=body,
+            leased_by="",
+            lease_expires_at=None,
+            last_status_code=call.status_code,
+            last_error="" if delivered else call.describe(),
+            updated_at=now,
+            **fields,
+        )
+        if not moved:
+            logger.info("Webhook %s: attempt %s result discarded, lease lost", delivery.pk, number)
+            return None
+        WebhookAttempt.objects.create(
+            delivery_id=delivery.pk,
+            number=number,
+            started_at=now - timedelta(milliseconds=call.duration_ms),
+            duration_ms=call.duration_ms,
+            status_code=call.status_code,
+            error=call.error,
+            worker=worker,
+        )
+        if countdown is not None:
+            delivery_id = str(delivery.pk)
+            transaction.on_commit(
+                functools.partial(enqueue_webhook, delivery_id, countdown), robust=True
+            )
+    return target
+
+
+def _dispatch_webhook_batch(qs: Any, now: datetime, batch_size: int) -> int:
+    with transaction.atomic():  # the row locks (SKIP LOCKED) hold until the commit
+        ids = [str(pk) for pk in qs.lock_batch(batch_size).values_list("pk", flat=True)]
+        if not ids:
+            return 0
+        WebhookDelivery.objects.filter(pk__in=ids, status=DeliveryStatus.PENDING).update(
+            dispatched_at=now
+        )
+        transaction.on_commit(functools.partial(_enqueue_webhooks, ids), robust=True)
+    return len(ids)
+
+
+def dispatch_due_webhooks(now: datetime | None = None) -> int:
+    """Send the messages of events whose long retry delay has passed (delays longer than
+    ``COUNTDOWN_MAX`` wait here, not in the broker). Returns how many were sent."""
+    now = now or timezone.now()
+    qs = WebhookDelivery.objects.due(now).filter(dispatched_at__isnull=True)
+    return _batches(lambda size: _dispatch_webhook_batch(qs, now, size))
+
+
+def redispatch_lost_webhooks(now: datetime | None = None) -> int:
+    """Re-send events due and unclaimed for ``DISPATCH_GRACE`` since their last message (the
+    broker was down, the message was lost, or the worker restarted before running it)."""
+    now = now or timezone.now()
+    grace = timedelta(seconds=app_settings.DISPATCH_GRACE)
+    qs = WebhookDelivery.objects.lost_dispatches(now, grace)
+    return _batches(lambda size: _dispatch_webhook_batch(qs, now, size))
+
+
+def _recover_webhook_batch(now: datetime, batch_size: int) -> int:
+    recovered = 0
+    with transaction.atomic():  # row locks (SKIP LOCKED) so parallel sweeps split the work
+        for delivery in WebhookDelivery.objects.stale_leases(now).lock_batch(batch_size):
+            target, fields, countdown = _webhook_retry(delivery, now)
+            moved = WebhookDelivery.objects.filter(
+                pk=delivery.pk,
+                status=DeliveryStatus.PENDING,
+                attempt_count=delivery.attempt_count,
+                lease_expires_at__lt=now,
+            ).update(
+                status=target,
+                leased_by="",
+                lease_expires_at=None,
+                last_status_code=None,
+                last_error="worker lost (lease expired)",
+                updated_at=now,
+                **fields,
+            )
+            if not moved:
+                continue
+            recovered += 1
+            WebhookAttempt.objects.create(
+                delivery_id=delivery.pk,
+                number=delivery.attempt_count,
+                started_at=delivery.claimed_at or now,
+                duration_ms=None,
+                error="worker lost (lease expired)",
+                worker=delivery.leased_by,
+            )
+            if countdown is not None:
+                transaction.on_commit(
+                    functools.partial(enqueue_webhook, str(delivery.pk), countdown), robust=True
+                )
+    return recovered
+
+
+def recover_stale_webhooks(now: datetime | None = None) -> int:
+    """Events whose delivering worker died (lease expired) → retried or failed by the normal
+    schedule, the lost attempt recorded as "worker lost". Returns how many."""
+    now = now or timezone.now()
+    return _batches(lambda size: _recover_webhook_batch(now, size))
+
+
+def resend_webhook(delivery: WebhookDelivery, now: datetime | None = None) -> WebhookDelivery:
+    """Deliver an event again (an operator's re-send): any status → ``pending``, due now, in
+    a new attempt cycle (the retry schedule starts over). The event id and body stay the same,
+    so receivers can tell it is the same event.
+
+    Raises :class:`WebhookInFlight` while a worker is delivering it.
+    """
+    now = now or timezone.now()
+    with transaction.atomic():
+        moved = WebhookDelivery.objects.filter(
+            pk=delivery.pk, lease_expires_at__isnull=True
+        ).update(
+            status=DeliveryStatus.PENDING,
+            retry_count=0,
+            next_attempt_at=now,
+            dispatched_at=now,
+            delivered_at=None,
+            updated_at=now,
+        )
+        if not moved:
+            if not WebhookDelivery.objects.filter(pk=delivery.pk).exists():
+                raise WebhookNotFound()
+            raise WebhookInFlight()
+        delivery_id = str(delivery.pk)
+        transaction.on_commit(functools.partial(enqueue_webhook, delivery_id), robust=True)
+    delivery.refresh_from_db()
+    return delivery
+
+
+def resend_latest_webhook(team: Team, task_id: Any, now: datetime | None = None) -> WebhookDelivery:
+    """:func:`resend_webhook` for the newest event of a task of ``team``.
+
+    Raises :class:`TaskNotFound`, :class:`WebhookNotFound` (the task has no event yet) or
+    :class:`WebhookInFlight`.
+    """
+    task = get_task(team, task_id)
+    delivery = task.webhook_deliveries.order_by("-created_at", "-id").first()
+    if delivery is None:
+        raise WebhookNotFound("Task has no webhook event")
+    return resend_webhook(delivery, now)

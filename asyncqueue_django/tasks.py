@@ -14,9 +14,11 @@ import socket
 from typing import Any
 
 from celery import current_app, shared_task
+from django.utils import timezone
 
-from asyncqueue_django import http, services
-from asyncqueue_django.models import Task
+from asyncqueue_django import http, services, signing
+from asyncqueue_django.conf import app_settings
+from asyncqueue_django.models import Task, WebhookDelivery
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +52,11 @@ def broker_priority(priority: int, driver_type: str) -> int | None:
     return None
 
 
+#: One quick retry when publishing: a broker that is down must not hold an API request for
+#: seconds (the row is committed; the recovery sweep re-sends what could not be published).
+PUBLISH_RETRY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.1, "interval_max": 0.1}
+
+
 def send_execute(task_id: str, *, queue: str, priority: int, countdown: float = 0) -> None:
     """Publish one execution message for ``task_id`` on its queue."""
     options: dict[str, Any] = {"queue": queue}
@@ -60,11 +67,25 @@ def send_execute(task_id: str, *, queue: str, priority: int, countdown: float = 
         options["priority"] = mapped
     if countdown > 0:
         options["countdown"] = countdown
-    execute_task.apply_async(args=(task_id,), **options)
+    execute_task.apply_async(args=(task_id,), retry_policy=PUBLISH_RETRY, **options)
+
+
+def send_webhook(delivery_id: str, *, countdown: float = 0) -> None:
+    """Publish one delivery message for the webhook event ``delivery_id``."""
+    queue = app_settings.WEBHOOK_QUEUE
+    options: dict[str, Any] = {"queue": queue}
+    conf = current_app.conf
+    mapped = broker_priority(5, _driver_type(conf.broker_url or "memory://", conf.broker_transport))
+    if mapped is not None:
+        options["priority"] = mapped
+    if countdown > 0:
+        options["countdown"] = countdown
+    deliver_webhook.apply_async(args=(delivery_id,), **options)
 
 
 def build_callback(task: Task) -> tuple[dict[str, str], bytes | None]:
-    """Headers and body of the call to ``task.target_url`` (attempt ``task.attempt_count``)."""
+    """Headers and body of the call to ``task.target_url`` (attempt ``task.attempt_count``),
+    signed with the team's secrets (``webhook-id`` is ``<task id>-<attempt>``)."""
     headers = dict(task.headers)
     lower = {k.lower() for k in headers}
     body: bytes | None = None
@@ -79,7 +100,39 @@ def build_callback(task: Task) -> tuple[dict[str, str], bytes | None]:
                 headers["Content-Type"] = "application/json"
     headers["X-AsyncQueue-Task-Id"] = str(task.pk)
     headers["X-AsyncQueue-Attempt"] = str(task.attempt_count)
+    secrets = task.team.signing_secrets(timezone.now())
+    headers.update(signing.sign(secrets, f"{task.pk}-{task.attempt_count}", body or b""))
     return headers, body
+
+
+def render_webhook(delivery: WebhookDelivery) -> str:
+    """The JSON body of an event: ``{"event": …, "task": <the API representation>}``.
+
+    Rendered at the first attempt and then stored, so retries and re-sends carry the same
+    bytes (and the task as it was when the event was first sent).
+    """
+    if delivery.body:
+        return delivery.body
+    from rest_framework.utils.encoders import JSONEncoder
+
+    from asyncqueue_django.api.serializers import TaskSerializer
+
+    data = {"event": delivery.event, "task": TaskSerializer(delivery.task).data}
+    return json.dumps(data, cls=JSONEncoder, ensure_ascii=False, separators=(",", ":"))
+
+
+def build_webhook(delivery: WebhookDelivery, body: str) -> dict[str, str]:
+    """Headers of one delivery attempt: JSON, the event and task ids, and both signatures
+    (``webhook-id`` is the event id, the same on every attempt and re-send)."""
+    headers = {
+        "Content-Type": "application/json",
+        "X-AsyncQueue-Event": delivery.event,
+        "X-AsyncQueue-Task-Id": str(delivery.task_id),
+        "X-AsyncQueue-Delivery-Attempt": str(delivery.attempt_count),
+    }
+    secrets = delivery.task.team.signing_secrets(timezone.now())
+    headers.update(signing.sign(secrets, str(delivery.pk), body.encode("utf-8")))
+    return headers
 
 
 @shared_task(name="asyncqueue.execute_task", ignore_result=True)
@@ -101,10 +154,40 @@ def execute_task(task_id: str) -> str | None:
     return status
 
 
+@shared_task(name="asyncqueue.deliver_webhook", ignore_result=True)
+def deliver_webhook(delivery_id: str) -> str | None:
+    """Claim the webhook event, POST it to its URL once, and record the outcome (the task is
+    never changed). Returns the event's new delivery status."""
+    me = worker_id()
+    delivery = services.claim_webhook(delivery_id, worker=me)
+    if delivery is None:
+        logger.debug("Webhook %s is not claimable (duplicate or late message)", delivery_id)
+        return None
+    body = render_webhook(delivery)
+    result = http.call(
+        "POST",
+        delivery.url,
+        headers=build_webhook(delivery, body),
+        body=body.encode("utf-8"),
+        timeout=app_settings.WEBHOOK_TIMEOUT,
+    )
+    status = services.finish_webhook_attempt(delivery, result, worker=me, body=body)
+    logger.info(
+        "Webhook %s (%s of task %s) attempt %s: %s -> %s",
+        delivery_id,
+        delivery.event,
+        delivery.task_id,
+        delivery.attempt_count,
+        result.describe(),
+        status,
+    )
+    return status
+
+
 @shared_task(name="asyncqueue.dispatch_due", ignore_result=True)
-def dispatch_due() -> int:
-    """Beat: send delayed tasks whose long delay or backoff has passed."""
-    return services.dispatch_due()
+def dispatch_due() -> dict[str, int]:
+    """Beat: send delayed tasks and webhook re-deliveries whose long delay has passed."""
+    return {"tasks": services.dispatch_due(), "webhooks": services.dispatch_due_webhooks()}
 
 
 @shared_task(name="asyncqueue.expire_waits", ignore_result=True)
@@ -115,8 +198,11 @@ def expire_waits() -> int:
 
 @shared_task(name="asyncqueue.recover", ignore_result=True)
 def recover() -> dict[str, int]:
-    """Beat: recover tasks of dead workers and re-send tasks whose message was lost."""
+    """Beat: recover tasks and webhook events of dead workers, and re-send the ones whose
+    message was lost."""
     return {
         "stale_leases": services.recover_stale_leases(),
         "redispatched": services.redispatch_lost(),
+        "stale_webhooks": services.recover_stale_webhooks(),
+        "redispatched_webhooks": services.redispatch_lost_webhooks(),
     }

@@ -102,6 +102,8 @@ ASYNCQUEUE = {
     # (1, 2, 4 … s with jitter) is tested on the pure backoff functions.
     "RETRY_BASE_DELAY": 0.2,
     "RETRY_JITTER": 0,
+    # The same for webhook re-deliveries (the worker subprocess reads this file too).
+    "WEBHOOK_RETRY_SCHEDULE": [0.2, 0.2, 0.2],
 }
 
 LOGGING = {

@@ -264,3 +264,27 @@ def test_bad_signal_rate_is_e008(rate: str) -> None:
 @pytest.mark.parametrize("rate", ["600/min", "1/s", "10/second", "5/hour", "100/d"])
 def test_good_signal_rate(rate: str) -> None:
     assert ids(SIGNAL_RATE_LIMIT=rate) == []
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    [[-1], [True], ["5"], [None], [5, 8 * 86_400], [1] * 51, [float("nan")]],
+    ids=["negative", "bool", "str", "none", "over-a-week", "too-many", "nan"],
+)
+def test_bad_webhook_retry_schedule_is_e009(schedule: list[Any]) -> None:
+    assert ids(WEBHOOK_RETRY_SCHEDULE=schedule) == ["asyncqueue.E009"]
+
+
+@pytest.mark.parametrize("schedule", [[], [0], [0.2, 0.2], [5, 30, 7 * 86_400], [1] * 50])
+def test_good_webhook_retry_schedule(schedule: list[Any]) -> None:
+    assert ids(WEBHOOK_RETRY_SCHEDULE=schedule) == []
+
+
+@pytest.mark.parametrize("queue", ["", "has space", "x" * 101, "webhooks\n", "a/b"])
+def test_bad_webhook_queue_is_e010(queue: str) -> None:
+    assert ids(WEBHOOK_QUEUE=queue) == ["asyncqueue.E010"]
+
+
+@pytest.mark.parametrize("queue", ["default", "webhooks", "hooks.high-1"])
+def test_good_webhook_queue(queue: str) -> None:
+    assert ids(WEBHOOK_QUEUE=queue) == []

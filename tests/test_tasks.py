@@ -11,7 +11,7 @@ import pytest
 from celery import Celery
 from kombu import Queue
 
-from asyncqueue_django import services, tasks
+from asyncqueue_django import services, signing, tasks
 from asyncqueue_django.models import Team
 from asyncqueue_django.services import TaskSpec
 
@@ -33,12 +33,21 @@ def test_callback_request_for_payload_body_and_get(team: Team) -> None:
     task.attempt_count = 2
     headers, body = tasks.build_callback(task)
     assert json.loads(body or b"") == {"ü": [1, 2]}
-    assert headers == {
+    signature_headers = {
+        "X-AsyncQueue-Signature",
+        "webhook-id",
+        "webhook-timestamp",
+        "webhook-signature",
+    }
+    assert {k: v for k, v in headers.items() if k not in signature_headers} == {
         "A": "b",
         "Content-Type": "application/json",
         "X-AsyncQueue-Task-Id": str(task.pk),
         "X-AsyncQueue-Attempt": "2",
     }
+    # Signed with the team's secret over the exact body; the id names task and attempt.
+    assert headers["webhook-id"] == f"{task.pk}-2"
+    signing.verify(body or b"", headers, [team.webhook_secret])
     task.payload, task.body = None, "raw text"
     headers, body = tasks.build_callback(task)
     assert body == b"raw text"
@@ -48,7 +57,9 @@ def test_callback_request_for_payload_body_and_get(team: Team) -> None:
     assert "Content-Type" not in headers
     assert headers["content-type"] == "application/xml"
     task.method = "GET"
-    assert tasks.build_callback(task)[1] is None
+    headers, body = tasks.build_callback(task)
+    assert body is None
+    signing.verify(b"", headers, [team.webhook_secret])  # an empty body is signed as ""
 
 
 def _answers(host: str, port: int) -> bool:

@@ -378,8 +378,32 @@ class TaskSerializer(serializers.Serializer[Task]):
         }
 
 
+class WebhookDeliverySerializer(serializers.Serializer[Any]):
+    """One onComplete event of a task and where its delivery stands."""
+
+    id = serializers.UUIDField()
+    event = serializers.CharField()
+    status = serializers.CharField()
+    attempts = serializers.IntegerField(source="attempt_count")
+    lastStatusCode = serializers.IntegerField(source="last_status_code", allow_null=True)
+    lastError = serializers.SerializerMethodField()
+    createdAt = serializers.DateTimeField(source="created_at")
+    deliveredAt = serializers.DateTimeField(source="delivered_at", allow_null=True)
+    nextAttemptAt = serializers.SerializerMethodField()
+
+    def get_lastError(self, delivery: Any) -> str | None:
+        return delivery.last_error or None
+
+    def get_nextAttemptAt(self, delivery: Any) -> str | None:
+        # Only meaningful while the event waits to be delivered.
+        if delivery.status == "pending" and delivery.next_attempt_at:
+            return serializers.DateTimeField().to_representation(delivery.next_attempt_at)
+        return None
+
+
 class TaskDetailSerializer(TaskSerializer):
     attempts = AttemptSerializer(many=True, source="attempts.all")
+    webhookDeliveries = WebhookDeliverySerializer(many=True, source="webhook_deliveries.all")
 
 
 class SignalSerializer(serializers.Serializer[Any]):

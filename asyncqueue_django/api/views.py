@@ -175,7 +175,12 @@ class TaskViewSet(AsyncQueueViewMixin, viewsets.GenericViewSet[Task]):
         )
 
     def retrieve(self, request: Request, task_id: str) -> Response:
-        task = self.get_queryset().filter(pk=self._task_id()).prefetch_related("attempts").first()
+        task = (
+            self.get_queryset()
+            .filter(pk=self._task_id())
+            .prefetch_related("attempts", "webhook_deliveries")
+            .first()
+        )
         if task is None:
             raise TaskNotFound()
         return Response({"task": TaskDetailSerializer(task).data})
