@@ -1,0 +1,141 @@
+"""2. Create throughput: ``POST /v1/tasks`` under concurrent clients on gunicorn, against a
+bare DRF view inserting one row with the same column shapes (``bench.floor``) on the same
+server and database.
+
+Rounds alternate floor and app (each for ``--create-seconds``); the ratio of requests/s per
+round is reported as the median over rounds. Tasks are published to the benchmark queue, which
+no worker consumes here (it is purged afterwards): the publish is part of what is measured.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from bench import harness
+
+NAME = "create"
+TITLE = "Create throughput: POST /v1/tasks on gunicorn"
+FLOOR = "bare DRF view inserting one comparable row (bench.floor), same server and database"
+GOAL = "≥ 0.7× floor"
+BACKENDS = ("pg", "embedded")
+
+
+def add_arguments(group: Any) -> None:
+    group.add_argument("--create-seconds", type=float, default=6.0, help="per run")
+    group.add_argument("--create-clients", type=int, default=8, help="concurrent clients")
+    group.add_argument("--create-workers", type=int, default=4, help="gunicorn workers")
+    group.add_argument(
+        "--create-threads", type=int, default=1, help="gunicorn threads (>1: gthread)"
+    )
+
+
+def run(ctx: harness.Context) -> dict[str, Any]:
+    args = ctx.args
+    seconds = 1.0 if ctx.smoke else args.create_seconds
+    rounds = ctx.rounds(3)
+    clients = 2 if ctx.smoke else args.create_clients
+    _, key = harness.bench_team()
+    headers = {"Authorization": f"Bearer {key}"}
+    # Never called: no worker consumes the queue in this benchmark.
+    target = "http://127.0.0.1:9/never-called"
+
+    def body(i: int) -> bytes:
+        return json.dumps(
+            {"targetUrl": target, "payload": {"orderId": i, "amount": 99.99}, "queue": harness.QUEUE}
+        ).encode()
+
+    per: list[dict[str, Any]] = []
+    with harness.ApiServer(ctx.log_dir, workers=args.create_workers, threads=args.create_threads) as api:
+        runs = {"floor": api.url("/bench/floor"), "app": api.url("/v1/tasks")}
+        ctx.say(f"gunicorn {args.create_workers}×{args.create_threads}, {clients} clients; warm-up")
+        for url in runs.values():
+            harness.load(url, body, headers, clients=clients, seconds=min(1.0, seconds))
+        for r in range(rounds):
+            order = ["floor", "app"] if r % 2 == 0 else ["app", "floor"]
+            got: dict[str, harness.LoadResult] = {}
+            for which in order:
+                got[which] = harness.load(
+                    runs[which], body, headers, clients=clients, seconds=seconds
+                )
+                if got[which].errors:
+                    ctx.say(f"{which}: {got[which].errors} errors, statuses {got[which].statuses}")
+            harness.purge_queue()
+            row = {
+                w: {
+                    "rps": round(got[w].rps, 1),
+                    "requests": got[w].ok,
+                    "errors": got[w].errors,
+                    "latency_ms": harness.percentiles_ms(got[w].latencies),
+                }
+                for w in ("floor", "app")
+            }
+            row["ratio"] = round(harness.ratio(got["app"].rps, got["floor"].rps), 3)
+            per.append(row)
+            ctx.say(
+                f"round {r + 1}/{rounds}: app {row['app']['rps']:.0f}/s vs floor "
+                f"{row['floor']['rps']:.0f}/s ({row['ratio']:.2f}×)"
+            )
+    result: dict[str, Any] = {
+        "server": {"gunicorn_workers": args.create_workers, "threads": args.create_threads},
+        "clients": clients,
+        "seconds_per_run": seconds,
+        "rounds": rounds,
+        "floor_rps": harness.median(p["floor"]["rps"] for p in per),
+        "app_rps": harness.median(p["app"]["rps"] for p in per),
+        "ratio": round(harness.median(p["ratio"] for p in per), 3),
+        "floor_p50_ms": harness.median(p["floor"]["latency_ms"]["p50"] for p in per),
+        "app_p50_ms": harness.median(p["app"]["latency_ms"]["p50"] for p in per),
+        "errors": sum(p["app"]["errors"] + p["floor"]["errors"] for p in per),
+        "per_round": per,
+    }
+    result["goal_holds"] = result["ratio"] >= 0.7
+    return result
+
+
+HEADERS = ["backend", "floor req/s", "app req/s", "ratio", "p50 ms floor/app", "goal ≥ 0.7×"]
+
+
+def _rows(merged: dict[str, Any]) -> list[list[Any]]:
+    rows = []
+    for name, r in merged["backends"].items():
+        if "error" in r:
+            rows.append([name, r["error"], "", "", "", ""])
+            continue
+        rows.append(
+            [r["backend"], r["floor_rps"], r["app_rps"], f"{r['ratio']:.2f}×",
+             f"{r['floor_p50_ms']:.1f} / {r['app_p50_ms']:.1f}",
+             "holds" if r["goal_holds"] else "misses"]
+        )  # fmt: skip
+    return rows
+
+
+def report(merged: dict[str, Any]) -> str:
+    notes = [
+        f"{r['backend']}: gunicorn {r['server']['gunicorn_workers']} workers × "
+        f"{r['server']['threads']} threads, {r['clients']} clients, {r['rounds']} rounds × "
+        f"{r['seconds_per_run']}s each (median of rounds), {r['errors']} errors"
+        for r in merged["backends"].values()
+        if "error" not in r
+    ]
+    return harness.table(HEADERS, _rows(merged)) + "\n" + "\n".join(notes)
+
+
+def markdown(merged: dict[str, Any]) -> str:
+    return harness.markdown_table(HEADERS, _rows(merged))
+
+
+def chart(merged: dict[str, Any], path: Any) -> None:
+    items = [r for r in merged["backends"].values() if "error" not in r]
+    with harness.figure(path, 1, TITLE, width=7) as (_fig, axes):
+        harness.grouped_bars(
+            axes[0],
+            [r["backend"] for r in items],
+            {
+                "floor: bare DRF insert": [r["floor_rps"] for r in items],
+                "app: POST /v1/tasks": [r["app_rps"] for r in items],
+            },
+            ylabel="requests/s (median of rounds)",
+            title="higher is better",
+            annotate=[f"{r['ratio']:.2f}× floor" for r in items],
+        )
