@@ -1,0 +1,560 @@
+"""A Python client for the asyncqueue HTTP API (``/v1``), for other Python services.
+
+It imports only ``requests`` and the standard library: no Django settings, DRF or Celery are
+needed to use it, so any Python program can talk to an asyncqueue deployment::
+
+    from asyncqueue_django.client import AsyncQueueClient, ConflictError
+
+    aq = AsyncQueueClient("https://queue.example.com", "aq_...")
+    created = aq.tasks.create(targetUrl="https://api.example.com/convert",
+                              payload={"videoId": "v1"}, idempotency_key="convert-v1")
+    task = aq.tasks.wait(created["task"]["id"], timeout=120)
+
+Task fields are passed and returned exactly as the API spells them (camelCase): what the
+HTTP reference documents is what the client takes. Every error the API answers is raised as a
+typed :class:`AsyncQueueError` carrying the API's ``error`` message, ``code``, ``fields`` and
+the HTTP status; network failures raise :class:`TransportError`. Nothing is retried
+automatically: :meth:`Tasks.create` with an ``idempotency_key`` is safe to retry yourself.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import math
+import time
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, Literal, NotRequired, TypedDict, cast
+from urllib.parse import quote
+
+import requests
+
+from asyncqueue_django import __version__
+
+__all__ = [
+    "TERMINAL_STATUSES",
+    "AsyncQueueClient",
+    "AsyncQueueError",
+    "Attempt",
+    "AuthenticationError",
+    "ConflictError",
+    "CreatedTask",
+    "NotFoundError",
+    "Pagination",
+    "RateLimitError",
+    "ServerError",
+    "Task",
+    "TaskPage",
+    "TransportError",
+    "ValidationError",
+    "WaitTimeout",
+    "error_from_response",
+]
+
+DEFAULT_TIMEOUT = 30.0
+MAX_LONG_POLL = 25  # seconds the server holds GET /v1/tasks/{id}?wait=N at most
+TERMINAL_STATUSES: frozenset[str] = frozenset({"completed", "failed", "timeout", "cancelled"})
+USER_AGENT = f"asyncqueue-django-client/{__version__} python-requests/{requests.__version__}"
+
+TaskStatus = Literal[
+    "pending", "delayed", "processing", "waiting", "completed", "failed", "timeout", "cancelled"
+]
+
+
+# --------------------------------------------------------------------------------------------
+# Response shapes
+# --------------------------------------------------------------------------------------------
+
+
+class Attempt(TypedDict):
+    """One call to the task's target (``GET /v1/tasks/{id}`` only)."""
+
+    number: int
+    startedAt: str
+    duration: int | None
+    statusCode: int | None
+    error: str | None
+    outcome: str
+
+
+class Task(TypedDict, total=False):
+    """The task object. Timestamps are ISO 8601 strings, as the API sends them. ``total=False``
+    so that fields a newer server adds, or a list view leaves out (``attempts``), are fine."""
+
+    id: str
+    status: TaskStatus
+    targetUrl: str
+    method: str
+    headers: dict[str, str]
+    payload: Any
+    body: str | None
+    timeout: int
+    delayUntil: str | None
+    priority: int
+    queue: str
+    maxRetries: int
+    retryBackoff: str
+    retryCount: int
+    nextAttemptAt: str | None
+    waitForSignal: bool
+    maxWaitTime: int
+    waitDeadline: str | None
+    onCompleteUrl: str | None
+    metadata: dict[str, Any]
+    result: Any
+    error: str | None
+    idempotencyKey: str | None
+    signalReceivedAt: str | None
+    earlySignal: dict[str, Any] | None
+    createdAt: str
+    updatedAt: str
+    startedAt: str | None
+    completedAt: str | None
+    attempts: list[Attempt]
+
+
+class CreatedTask(TypedDict):
+    """``POST /v1/tasks``: the task, and its one-time ``signalToken`` when it waits for a
+    signal (absent when an Idempotency-Key replay returned the original task)."""
+
+    task: Task
+    signalToken: NotRequired[str]
+
+
+class Pagination(TypedDict):
+    total: int
+    limit: int
+    offset: int
+    hasMore: bool
+
+
+class TaskPage(TypedDict):
+    tasks: list[Task]
+    pagination: Pagination
+
+
+# --------------------------------------------------------------------------------------------
+# Errors
+# --------------------------------------------------------------------------------------------
+
+
+class AsyncQueueError(Exception):
+    """An error answered by the API (or, for subclasses below, around it).
+
+    ``error`` is the API's human message, ``code`` its machine-readable code, ``fields`` the
+    per-field messages of a validation error, ``http_status`` the HTTP status (None when no
+    response arrived) and ``body`` the parsed error body.
+    """
+
+    def __init__(
+        self,
+        error: str,
+        *,
+        http_status: int | None = None,
+        code: str | None = None,
+        fields: Mapping[str, str] | None = None,
+        body: Any = None,
+    ) -> None:
+        super().__init__(error)
+        self.error = error
+        self.http_status = http_status
+        self.code = code
+        self.fields: dict[str, str] = dict(fields or {})
+        self.body = body
+
+    @property
+    def message(self) -> str:
+        return self.error
+
+    def __str__(self) -> str:
+        prefix = f"HTTP {self.http_status}" if self.http_status is not None else ""
+        if self.code:
+            prefix = f"{prefix} {self.code}".strip()
+        return f"{prefix}: {self.error}" if prefix else self.error
+
+
+class AuthenticationError(AsyncQueueError):
+    """401: no API key, or an invalid or revoked one."""
+
+
+class NotFoundError(AsyncQueueError):
+    """404: no such task (or another team's), or an unknown signal token."""
+
+
+class ConflictError(AsyncQueueError):
+    """409: the task is not in a status the operation accepts; ``status`` names the status it
+    is in (None for conflicts that are not about a status, e.g. an Idempotency-Key reused with
+    a different request)."""
+
+    def __init__(self, error: str, *, status: str | None = None, **kwargs: Any) -> None:
+        super().__init__(error, **kwargs)
+        self.status = status
+
+
+class ValidationError(AsyncQueueError):
+    """400 (invalid request; see ``fields``), 413 (request too large), 415 (not JSON)."""
+
+
+class RateLimitError(AsyncQueueError):
+    """429: too many requests; ``retry_after`` is the number of seconds to wait (or None)."""
+
+    def __init__(self, error: str, *, retry_after: float | None = None, **kwargs: Any) -> None:
+        super().__init__(error, **kwargs)
+        self.retry_after = retry_after
+
+
+class ServerError(AsyncQueueError):
+    """5xx: the server (or a proxy in front of it) failed."""
+
+
+class TransportError(AsyncQueueError):
+    """No usable HTTP response: connection refused or reset, DNS failure, TLS error, timeout."""
+
+
+class WaitTimeout(AsyncQueueError, TimeoutError):
+    """:meth:`Tasks.wait` ran out of time; ``task`` is the task as last seen."""
+
+    def __init__(self, error: str, *, task: Task) -> None:
+        super().__init__(error, code="wait_timeout")
+        self.task = task
+
+
+_ERRORS_BY_STATUS: dict[int, type[AsyncQueueError]] = {
+    400: ValidationError,
+    401: AuthenticationError,
+    404: NotFoundError,
+    409: ConflictError,
+    413: ValidationError,
+    415: ValidationError,
+    429: RateLimitError,
+}
+
+
+def _retry_after(value: str | None) -> float | None:
+    """``Retry-After`` as seconds: delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - datetime.now(UTC)).total_seconds()
+    return max(0.0, seconds) if math.isfinite(seconds) else None
+
+
+def error_from_response(response: requests.Response) -> AsyncQueueError:
+    """The typed error for an HTTP error response (``{"error", "code", "fields"}`` bodies, or
+    anything else a proxy may answer)."""
+    status = response.status_code
+    try:
+        body: Any = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and isinstance(body.get("error"), str):
+        message: str = body["error"]
+        code = body.get("code") if isinstance(body.get("code"), str) else None
+        raw_fields = body.get("fields")
+        fields = (
+            {str(k): str(v) for k, v in raw_fields.items()} if isinstance(raw_fields, dict) else {}
+        )
+    else:
+        text = " ".join(response.text.split())[:200] if response.content else ""
+        message = f"HTTP {status} {response.reason or ''}".strip() + (f": {text}" if text else "")
+        code, fields = None, {}
+    common: dict[str, Any] = {"http_status": status, "code": code, "fields": fields, "body": body}
+    if status == 409:
+        task_status = body.get("status") if isinstance(body, dict) else None
+        return ConflictError(
+            message, status=task_status if isinstance(task_status, str) else None, **common
+        )
+    if status == 429:
+        retry_after = _retry_after(response.headers.get("Retry-After"))
+        return RateLimitError(message, retry_after=retry_after, **common)
+    if status >= 500:
+        return ServerError(message, **common)
+    return _ERRORS_BY_STATUS.get(status, AsyncQueueError)(message, **common)
+
+
+# --------------------------------------------------------------------------------------------
+# The client
+# --------------------------------------------------------------------------------------------
+
+
+def _segment(value: object, what: str) -> str:
+    text = str(value)
+    if not text:
+        raise ValueError(f"{what} must not be empty")
+    return quote(text, safe="")
+
+
+class AsyncQueueClient:
+    """A client for one asyncqueue deployment.
+
+    ``base_url`` is where the app's URLs are mounted (``/v1`` is appended; a trailing ``/v1``
+    is accepted too). ``api_key`` authenticates task calls; signals need none (the token is
+    the credential), so a client made only to send signals may leave it out. ``timeout`` is
+    the per-request timeout in seconds (long polls add their hold time to it). Pass a
+    ``requests.Session`` to share connection pools, proxies or TLS settings; a session made
+    here is closed by :meth:`close` (or by leaving a ``with`` block).
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None = None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        session: requests.Session | None = None,
+    ) -> None:
+        base = base_url.strip().rstrip("/")
+        if not base.startswith(("http://", "https://")):
+            raise ValueError("base_url must be an http:// or https:// URL")
+        if not timeout > 0:
+            raise ValueError("timeout must be positive")
+        self.base_url = base.removesuffix("/v1")
+        self.timeout = float(timeout)
+        self._api_key = api_key
+        self._own_session = session is None
+        self.session = session if session is not None else requests.Session()
+        self.tasks = Tasks(self)
+        self.signals = Signals(self)
+
+    def __repr__(self) -> str:  # never shows the key
+        return f"AsyncQueueClient({self.base_url!r})"
+
+    def close(self) -> None:
+        if self._own_session:
+            self.session.close()
+
+    def __enter__(self) -> AsyncQueueClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        params: Mapping[str, str | int] | None = None,
+        headers: Mapping[str, str] | None = None,
+        authenticated: bool = True,
+        timeout: float | None = None,
+        secret: str | None = None,
+    ) -> Any:
+        """Send one request to ``path`` (e.g. ``/v1/tasks``) and return the parsed JSON body.
+
+        ``secret`` (a signal token in the path) is kept out of error messages.
+        """
+        all_headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
+        if authenticated and self._api_key:
+            all_headers["Authorization"] = f"Bearer {self._api_key}"
+        data = None
+        if body is not None:
+            data = json.dumps(body, allow_nan=False, separators=(",", ":")).encode("utf-8")
+            all_headers["Content-Type"] = "application/json"
+        all_headers.update(headers or {})
+        shown = f"{method} {path.replace(secret, '<token>') if secret else path}"
+        try:
+            response = self.session.request(
+                method,
+                self.base_url + path,
+                data=data,
+                params=params,
+                headers=all_headers,
+                timeout=timeout if timeout is not None else self.timeout,
+                allow_redirects=False,  # a redirected POST would silently become a GET
+            )
+        except requests.RequestException as exc:
+            reason = str(exc).replace(secret, "<token>") if secret else str(exc)
+            if self._api_key:
+                reason = reason.replace(self._api_key, "<api key>")
+            kind = "timed out" if isinstance(exc, requests.Timeout) else "failed"
+            # "from None": the original exception's text may carry the token in the URL.
+            raise TransportError(
+                f"{shown} {kind}: {type(exc).__name__}: {reason}", code="transport_error"
+            ) from None
+        if response.status_code >= 400:
+            raise error_from_response(response)
+        if 300 <= response.status_code < 400:
+            raise AsyncQueueError(
+                f"{shown}: unexpected redirect to {response.headers.get('Location', '?')}",
+                http_status=response.status_code,
+                code="unexpected_redirect",
+            )
+        try:
+            return response.json()
+        except ValueError:
+            raise AsyncQueueError(
+                f"{shown}: the response is not JSON",
+                http_status=response.status_code,
+                code="invalid_response",
+            ) from None
+
+
+class Tasks:
+    """``client.tasks``: ``/v1/tasks``."""
+
+    def __init__(self, client: AsyncQueueClient) -> None:
+        self._client = client
+
+    def create(
+        self,
+        fields: Mapping[str, Any] | None = None,
+        /,
+        *,
+        idempotency_key: str | None = None,
+        **more_fields: Any,
+    ) -> CreatedTask:
+        """``POST /v1/tasks``. Fields are the API's, in camelCase (``targetUrl``, ``payload``,
+        ``delay``, ``waitForSignal`` …), as keywords and/or one mapping. ``idempotency_key``
+        is sent as the ``Idempotency-Key`` header: a replay returns the original task."""
+        body = {**(fields or {}), **more_fields}
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key is not None else None
+        return cast(
+            CreatedTask, self._client.request("POST", "/v1/tasks", body=body, headers=headers)
+        )
+
+    def get(self, task_id: object, *, wait: int | None = None) -> Task:
+        """``GET /v1/tasks/{id}`` (with its attempt history). ``wait`` (1-25 s) asks the server
+        to hold the request until the status changes (long polling)."""
+        params: dict[str, str | int] = {}
+        timeout = None
+        if wait is not None:
+            if not 0 <= wait <= MAX_LONG_POLL:
+                raise ValueError(f"wait must be between 0 and {MAX_LONG_POLL} seconds")
+            params["wait"] = wait
+            timeout = self._client.timeout + wait
+        path = f"/v1/tasks/{_segment(task_id, 'task_id')}"
+        body = self._client.request("GET", path, params=params or None, timeout=timeout)
+        return cast(Task, body["task"])
+
+    def list(
+        self,
+        status: str | Iterable[str] | None = None,
+        queue: str | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
+        *,
+        wait_for_signal: bool | None = None,
+    ) -> TaskPage:
+        """``GET /v1/tasks``: newest first, ``{"tasks": [...], "pagination": {...}}``.
+        ``status`` may be one status or several."""
+        params: dict[str, str | int] = {}
+        if status is not None:
+            params["status"] = status if isinstance(status, str) else ",".join(status)
+        if queue is not None:
+            params["queue"] = queue
+        if limit is not None:
+            params["limit"] = limit
+        if offset is not None:
+            params["offset"] = offset
+        if wait_for_signal is not None:
+            params["waitForSignal"] = "true" if wait_for_signal else "false"
+        return cast(TaskPage, self._client.request("GET", "/v1/tasks", params=params or None))
+
+    def cancel(self, task_id: object) -> Task:
+        """``POST /v1/tasks/{id}/cancel``: pending, delayed or waiting → cancelled; otherwise
+        :class:`ConflictError` naming the status."""
+        path = f"/v1/tasks/{_segment(task_id, 'task_id')}/cancel"
+        return cast(Task, self._client.request("POST", path)["task"])
+
+    def retry(self, task_id: object) -> Task:
+        """``POST /v1/tasks/{id}/retry``: a failed or timed-out task runs again; otherwise
+        :class:`ConflictError` naming the status."""
+        path = f"/v1/tasks/{_segment(task_id, 'task_id')}/retry"
+        return cast(Task, self._client.request("POST", path)["task"])
+
+    def wait(
+        self,
+        task_id: object,
+        timeout: float = 60.0,
+        *,
+        poll: float = 1.0,
+        until: Iterable[str] | None = None,
+    ) -> Task:
+        """Wait until the task's status is in ``until`` (default: a terminal status) and return
+        it; a terminal status that is not in ``until`` also returns, as it cannot change.
+
+        Uses long polling (``?wait=N``, N ≤ 25) and re-requests until then; a server that
+        answers at once anyway is polled every ``poll`` seconds. Raises :class:`WaitTimeout`
+        (carrying the last-seen task) after ``timeout`` seconds.
+        """
+        if not timeout >= 0:
+            raise ValueError("timeout must be 0 or more seconds")
+        if not poll > 0:
+            raise ValueError("poll must be positive")
+        targets = frozenset(until) if until is not None else TERMINAL_STATUSES
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            hold = min(MAX_LONG_POLL, int(remaining)) if remaining >= 1 else 0
+            asked = time.monotonic()
+            task = self.get(task_id, wait=hold or None)
+            status = task.get("status")
+            if status in targets or status in TERMINAL_STATUSES:
+                return task
+            now = time.monotonic()
+            if now >= deadline:
+                raise WaitTimeout(f"Task {task_id} is still {status} after {timeout:g}s", task=task)
+            # Pace the loop: a long poll that returned early (or a server that ignores
+            # ?wait=) must not turn into a busy loop.
+            pause = min(poll - (now - asked), deadline - now)
+            if pause > 0:
+                time.sleep(pause)
+
+
+class Signals:
+    """``client.signals``: ``/v1/signals/{token}`` (no API key: the token is the credential)."""
+
+    def __init__(self, client: AsyncQueueClient) -> None:
+        self._client = client
+
+    def send(
+        self,
+        token: str,
+        status: Literal["completed", "failed"],
+        result: Any = None,
+        error: str | None = None,
+    ) -> Task:
+        """Complete or fail the task behind ``token``. A waiting task is resolved at once; a
+        task whose callback has not finished records the signal (its ``earlySignal``) and
+        applies it when the callback succeeds. :class:`ConflictError` names the status when
+        the task can no longer be signalled; :class:`NotFoundError` for an unknown token."""
+        body: dict[str, Any] = {"status": status}
+        if result is not None:
+            body["result"] = result
+        if error is not None:
+            body["error"] = error
+        path = f"/v1/signals/{_segment(token, 'token')}"
+        response = self._client.request(
+            "POST", path, body=body, authenticated=False, secret=_segment(token, "token")
+        )
+        return cast(Task, response["task"])
+
+    def heartbeat(self, token: str, extend_by: int) -> Task:
+        """Push the waiting task's ``waitDeadline`` to at least ``extend_by`` seconds from now
+        (bounded by the server's maximum wait time)."""
+        path = f"/v1/signals/{_segment(token, 'token')}/heartbeat"
+        response = self._client.request(
+            "POST",
+            path,
+            body={"extendBy": extend_by},
+            authenticated=False,
+            secret=_segment(token, "token"),
+        )
+        return cast(Task, response["task"])
