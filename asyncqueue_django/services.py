@@ -1231,7 +1231,7 @@ def resend_webhook(delivery: WebhookDelivery, now: datetime | None = None) -> We
     Raises :class:`WebhookInFlight` while a worker is delivering it.
     """
     now = now or timezone.now()
-    with transaction.atomic():
+    with transaction.atomic():  # the message is sent only once the reset has committed
         moved = WebhookDelivery.objects.filter(
             pk=delivery.pk, lease_expires_at__isnull=True
         ).update(
