@@ -1,9 +1,9 @@
 """Run the example project in the foreground: the ``./dev up`` supervisor.
 
-Steps: apply migrations, issue an API key for team ``demo``, start the web server and one
-Celery worker with embedded beat, wait until the HTTP port answers and the worker has logged
-that it is ready, print the key and ready-to-paste curl commands, then supervise both children
-until Ctrl-C, SIGTERM or SIGHUP.
+Steps: apply migrations, issue an API key for team ``demo`` (also handed to the demo app as
+``DEMO_API_KEY``), start the web server and one Celery worker with embedded beat, wait until
+the HTTP port answers and the worker has logged that it is ready, print the key and
+ready-to-paste curl commands, then supervise both children until Ctrl-C, SIGTERM or SIGHUP.
 
 The children run in their own sessions, so a Ctrl-C in the terminal reaches only this
 supervisor, which then stops each child exactly once (SIGTERM to its process group, SIGKILL
@@ -238,6 +238,7 @@ def banner(base: str, key: str) -> str:
             f"  API:      {base}/v1/tasks",
             f"  Admin:    {base}/admin/  (make a login: ./dev manage createsuperuser)",
             f'  API key:  {key}   (team "demo"; shown once, only its digest is stored)',
+            f"  Demo:     {base}/demo/  (polling, signal, payment: the seed guide's patterns)",
             "",
             "Create a task:",
             f'  curl -X POST {base}/v1/tasks {auth} -H "Content-Type: application/json" '
@@ -275,6 +276,9 @@ def main() -> int:
     key = lines[-1].strip()
     for line in lines[:-1]:
         log(line)
+
+    # The demo client (/demo/) creates its tasks with this key, unless one is set already.
+    os.environ.setdefault("DEMO_API_KEY", key)
 
     supervisor = Supervisor()
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):

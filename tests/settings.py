@@ -113,3 +113,18 @@ LOGGING = {
     "loggers": {"asyncqueue_django": {"handlers": ["console"], "level": "INFO"}},
 }
 SILENCED_SYSTEM_CHECKS = ["asyncqueue.W001"]  # tests allow private targets on purpose
+
+# --- The example project's demo app (tests/test_demo.py, tests/test_browser.py) -------------
+# It lives next to example_project/manage.py and is imported as ``demo``, as it is there; the
+# path is added here so the worker subprocess, which loads these settings too, finds it.
+# The DEMO_* settings are set per test (the demo reads them when used).
+import sys  # noqa: E402
+
+_EXAMPLE_PROJECT = str(Path(__file__).resolve().parent.parent / "example_project")
+if _EXAMPLE_PROJECT not in sys.path:
+    sys.path.append(_EXAMPLE_PROJECT)
+INSTALLED_APPS += ["django.contrib.staticfiles", "demo"]
+# live_server serves static files, so it needs a STATIC_URL; with staticfiles installed it
+# serves the admin's CSS and JavaScript to the browser test as runserver would.
+STATIC_URL = "static/"
+# --- end of the demo app ----------------------------------------------------------------------

@@ -57,6 +57,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "django_celery_beat",
     "asyncqueue_django",
+    "demo",  # example_project/demo: the seed guide's three patterns, see README
 ]
 
 MIDDLEWARE = [
@@ -152,6 +153,15 @@ ASYNCQUEUE = {
     # asyncqueue.W001 warns when this is on with DEBUG off (it is deliberately not silenced).
     "ALLOW_PRIVATE_TARGETS": True,
 }
+
+# The demo app (/demo/). Its client creates tasks with DEMO_API_KEY (./dev up passes the key
+# it prints) against DEMO_BASE_URL (default: the origin the request came to), and verifies
+# callbacks and webhooks with DEMO_WEBHOOK_SECRETS (default: team DEMO_TEAM's secrets, read from
+# the database because the demo runs inside the service's own project).
+DEMO_API_KEY = os.environ.get("DEMO_API_KEY", "")
+DEMO_BASE_URL = os.environ.get("DEMO_BASE_URL", "")
+DEMO_TEAM = "demo"
+DEMO_WEBHOOK_SECRETS = env_list("DEMO_WEBHOOK_SECRETS", [])
 
 LOGGING = {
     "version": 1,

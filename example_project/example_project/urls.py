@@ -1,4 +1,5 @@
-"""The whole URL configuration a host needs: the admin and the app's ``/v1`` API."""
+"""The whole URL configuration a host needs: the admin and the app's ``/v1`` API; plus the
+``/demo/`` app of this example project."""
 
 from __future__ import annotations
 
@@ -7,5 +8,6 @@ from django.urls import include, path
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("demo/", include("demo.urls")),
     path("", include("asyncqueue_django.urls")),
 ]
