@@ -170,7 +170,9 @@ def test_demo_review_page_approves_a_waiting_task(
     browser.find_element(By.CSS_SELECTOR, "#review-form button[type=submit]").click()
     _until(browser, ec.url_contains("/demo/reviews/"))
     review = Review.objects.get(document_id="doc_browser")
-    wait_for(lambda: Task.objects.filter(pk=review.task_id, status="waiting").exists())
+    task_id = review.task_id
+    assert task_id is not None
+    wait_for(lambda: Task.objects.filter(pk=task_id, status="waiting").exists())
 
     row = "tr[data-document='doc_browser']"
 
@@ -187,5 +189,5 @@ def test_demo_review_page_approves_a_waiting_task(
     assert "doc_browser: approved" in message.text
     assert not browser.find_elements(By.CSS_SELECTOR, row)
 
-    assert Task.objects.get(pk=review.task_id).status == "completed"
+    assert Task.objects.get(pk=task_id).status == "completed"
     assert Review.objects.get(pk=review.pk).status == ReviewStatus.APPROVED

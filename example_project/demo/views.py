@@ -210,8 +210,9 @@ ORDER_OUTCOMES = {
 def _event_fields(request: HttpRequest) -> dict[str, str]:
     """What the events page shows, read leniently (also from requests that are refused)."""
     data = _json_object(request) or {}
-    task = data.get("task") if isinstance(data.get("task"), dict) else {}
-    assert isinstance(task, dict)
+    task = data.get("task")
+    if not isinstance(task, dict):
+        task = {}
 
     def text(value: Any, limit: int) -> str:
         return value[:limit] if isinstance(value, str) else ""
@@ -238,9 +239,12 @@ def order_webhook(request: HttpRequest) -> HttpResponse:
     fields = _event_fields(request)
     try:
         verify(request.body, request.headers, secrets)
-    except SignatureError as exc:
+    except SignatureError as exc:  # missing, malformed, too old or too new, or no match
         ReceivedEvent.objects.create(verified=False, refusal=str(exc)[:200], **fields)
         return _error("Invalid webhook signature", 400)
+    except ValueError as exc:  # a configured secret is not a whsec_ secret
+        logger.error("Cannot verify webhooks: %s", exc)
+        return _error("Receiver not configured", 503)
 
     with transaction.atomic():  # the event row and the order update commit together
         if fields["event_id"]:
@@ -309,7 +313,7 @@ def client_form(request: HttpRequest, action: str) -> HttpResponse:
     form = CLIENT_FORMS[action](request.POST)
     if not form.is_valid():
         for field, errors in form.errors.items():
-            messages.error(request, f"{field}: {' '.join(errors)}")
+            messages.error(request, f"{field}: {' '.join(str(e) for e in errors)}")
         return HttpResponseRedirect(reverse("demo:index"))
     try:
         summary = _run_client_action(client.base_url(request), action, form.cleaned_data)
