@@ -8,10 +8,10 @@ JSON client endpoint both call these.
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any
 
 from django.utils import timezone
 
+from asyncqueue_django.client import AsyncQueueError, ConflictError, NotFoundError, Task
 from demo import client
 from demo.models import Order, Review, ReviewStatus
 
@@ -19,25 +19,25 @@ REVIEW_MAX_WAIT = 86400  # the seed: 24 hours
 CHECKOUT_MAX_WAIT = 3600  # the seed: 1 hour to complete payment
 
 
-def convert_video(base: str, video_id: str) -> dict[str, Any]:
-    """Polling pattern, step 1: create the task. The caller then polls ``get_task``."""
-    created = client.create_task(
-        base, targetUrl=f"{base}/demo/api/convert-video", payload={"videoId": video_id}
-    )
-    task: dict[str, Any] = created["task"]
-    return task
+def convert_video(base: str, video_id: str) -> Task:
+    """Polling pattern, step 1: create the task. The caller then polls ``aq.tasks.get``."""
+    with client.connect(base) as aq:
+        created = aq.tasks.create(
+            targetUrl=f"{base}/demo/api/convert-video", payload={"videoId": video_id}
+        )
+    return created["task"]
 
 
 def request_review(base: str, document_id: str) -> Review:
     """Signal pattern: create a task that waits for a signal, then store the token with the
     document (the seed's ``db.save({documentId, signalToken})``)."""
-    created = client.create_task(
-        base,
-        targetUrl=f"{base}/demo/api/start-review",
-        payload={"documentId": document_id},
-        waitForSignal=True,
-        maxWaitTime=REVIEW_MAX_WAIT,
-    )
+    with client.connect(base) as aq:
+        created = aq.tasks.create(
+            targetUrl=f"{base}/demo/api/start-review",
+            payload={"documentId": document_id},
+            waitForSignal=True,
+            maxWaitTime=REVIEW_MAX_WAIT,
+        )
     stored = {"task_id": created["task"]["id"], "signal_token": created["signalToken"]}
     # The start-review callback may already have created the row: never touch its status.
     review, _ = Review.objects.update_or_create(
@@ -60,21 +60,21 @@ def decide_review(base: str, review: Review, approve: bool) -> tuple[bool, str]:
             "the task does."
         )
     try:
-        if approve:
-            client.send_signal(
-                base,
-                review.signal_token,
-                "completed",
-                result={"decision": "approved", "documentId": review.document_id},
-            )
-        else:
-            client.send_signal(base, review.signal_token, "failed", error="Rejected by a reviewer")
-    except client.ApiError as exc:
-        if exc.status_code in (404, 409):
+        with client.connect(base) as aq:
+            if approve:
+                aq.signals.send(
+                    review.signal_token,
+                    "completed",
+                    result={"decision": "approved", "documentId": review.document_id},
+                )
+            else:
+                aq.signals.send(review.signal_token, "failed", error="Rejected by a reviewer")
+    except AsyncQueueError as exc:
+        if isinstance(exc, NotFoundError | ConflictError):
             Review.objects.filter(
                 pk=review.pk, status__in=[ReviewStatus.REQUESTED, ReviewStatus.IN_REVIEW]
             ).update(status=ReviewStatus.CLOSED, updated_at=timezone.now())
-        return False, f"The signal for {review.document_id} was refused: {exc.message}"
+        return False, f"The signal for {review.document_id} was refused: {exc}"
     now = timezone.now()
     status = ReviewStatus.APPROVED if approve else ReviewStatus.REJECTED
     Review.objects.filter(pk=review.pk).update(status=status, decided_at=now, updated_at=now)
@@ -87,15 +87,15 @@ def start_checkout(
     """Payment pattern, steps 1 and 2: the order exists, a task waits for its payment (with an
     onComplete webhook), and the signal token is stored with the order (the seed's
     ``db.orders.update('order_789', { signalToken })``)."""
-    Order.objects.update_or_create(order_id=order_id, defaults={"amount": amount})
-    created = client.create_task(
-        base,
-        targetUrl=f"{base}/demo/api/start-checkout",
-        payload={"orderId": order_id, "amount": float(amount)},
-        waitForSignal=True,
-        maxWaitTime=max_wait_time,
-        onCompleteUrl=f"{base}/demo/api/order-webhook",
-    )
+    with client.connect(base) as aq:
+        Order.objects.update_or_create(order_id=order_id, defaults={"amount": amount})
+        created = aq.tasks.create(
+            targetUrl=f"{base}/demo/api/start-checkout",
+            payload={"orderId": order_id, "amount": float(amount)},
+            waitForSignal=True,
+            maxWaitTime=max_wait_time,
+            onCompleteUrl=f"{base}/demo/api/order-webhook",
+        )
     Order.objects.filter(order_id=order_id).update(
         task_id=created["task"]["id"],
         signal_token=created["signalToken"],

@@ -33,6 +33,12 @@ from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
+from asyncqueue_django.client import (
+    TERMINAL_STATUSES,
+    AsyncQueueError,
+    ConflictError,
+    NotFoundError,
+)
 from asyncqueue_django.receiver import SignatureError, verify, verify_webhook
 from asyncqueue_django.tokens import constant_time_equals
 from demo import client, flows
@@ -47,8 +53,6 @@ from demo.models import (
 )
 
 logger = logging.getLogger(__name__)
-
-TERMINAL = ("completed", "failed", "timeout", "cancelled")
 
 # Callbacks to the targets are signed like webhooks; refuse anything not signed by the team.
 verify_callback = verify_webhook(secrets=lambda request: client.webhook_secrets())
@@ -177,20 +181,16 @@ def stripe_webhook(request: HttpRequest) -> HttpResponse:
         return _error(f"Order {order.order_id} has no checkout task this demo can signal", 409)
 
     try:
-        client.send_signal(
-            client.base_url(request),
-            order.signal_token,
-            "completed",
-            result={"paymentId": payment_id},
-        )
-    except client.ApiError as exc:
-        if exc.status_code not in (404, 409):
-            logger.warning("Signal for order %s not delivered: %s", order.order_id, exc.message)
-            return _error("Could not signal the checkout task; retry later", 502)
+        with client.connect(client.base_url(request)) as aq:
+            aq.signals.send(order.signal_token, "completed", result={"paymentId": payment_id})
+    except (NotFoundError, ConflictError) as exc:
         Order.objects.filter(pk=order.pk).exclude(status=OrderStatus.PAID).update(
             status=OrderStatus.LATE_PAYMENT, payment_id=payment_id, updated_at=timezone.now()
         )
-        return JsonResponse({"received": True, "refund": True, "reason": exc.message})
+        return JsonResponse({"received": True, "refund": True, "reason": str(exc)})
+    except AsyncQueueError as exc:
+        logger.warning("Signal for order %s not delivered: %s", order.order_id, exc)
+        return _error("Could not signal the checkout task; retry later", 502)
     Order.objects.filter(pk=order.pk).update(payment_id=payment_id, updated_at=timezone.now())
     return JsonResponse({"received": True})
 
@@ -317,8 +317,8 @@ def client_form(request: HttpRequest, action: str) -> HttpResponse:
         return HttpResponseRedirect(reverse("demo:index"))
     try:
         summary = _run_client_action(client.base_url(request), action, form.cleaned_data)
-    except client.ApiError as exc:
-        messages.error(request, f"The API refused the task: {exc.message}")
+    except AsyncQueueError as exc:
+        messages.error(request, f"The task was not created: {exc}")
         return HttpResponseRedirect(reverse("demo:index"))
     if action == "convert-video":
         messages.success(request, "Task created; this page polls it until it finishes.")
@@ -351,8 +351,8 @@ def client_api(request: HttpRequest, action: str) -> HttpResponse:
         )
     try:
         summary = _run_client_action(client.base_url(request), action, form.cleaned_data)
-    except client.ApiError as exc:
-        return _error(f"The API refused the task: {exc.message}", 502)
+    except AsyncQueueError as exc:
+        return _error(f"The task was not created: {exc}", 502)
     return JsonResponse(summary, status=201)
 
 
@@ -361,15 +361,16 @@ def task_page(request: HttpRequest, task_id: uuid.UUID) -> HttpResponse:
     """The polling pattern in a page: one ``GET /v1/tasks/{id}`` per view, and the page
     reloads itself every 2 seconds until the status is terminal (the seed's setInterval)."""
     try:
-        task = client.get_task(client.base_url(request), str(task_id))
-    except client.ApiError as exc:
-        return render(request, "demo/task.html", {"error": exc.message}, status=502)
+        with client.connect(client.base_url(request)) as aq:
+            task = aq.tasks.get(task_id)
+    except AsyncQueueError as exc:
+        return render(request, "demo/task.html", {"error": str(exc)}, status=502)
     return render(
         request,
         "demo/task.html",
         {
             "task": task,
-            "finished": task["status"] in TERMINAL,
+            "finished": task.get("status") in TERMINAL_STATUSES,
             "task_json": json.dumps(task, indent=2, sort_keys=True),
         },
     )
