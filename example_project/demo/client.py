@@ -2,7 +2,8 @@
 settings, and the secrets it verifies signed requests with.
 
 ``connect(base).tasks.create(...)`` is the seed's ``aq.tasks.create``, ``.tasks.get`` its
-``aq.tasks.get`` and ``.signals.send`` its ``fetch('/v1/signals/' + signalToken, …)``. The demo
+``aq.tasks.get`` and ``signaller(base).signals.send`` its
+``fetch('/v1/signals/' + signalToken, …)`` (no API key, as in the seed). The demo
 talks HTTP to its own server on purpose (not ``asyncqueue_django.services``), so it does
 exactly what a client in another process or language would.
 
@@ -71,3 +72,8 @@ def connect(base: str) -> AsyncQueueClient:
     if not key:
         raise NotConfigured("DEMO_API_KEY is not set (./dev up sets it)", code="not_configured")
     return AsyncQueueClient(base, key, timeout=TIMEOUT)
+
+
+def signaller(base: str) -> AsyncQueueClient:
+    """A client that only sends signals: no API key, the token is the credential."""
+    return AsyncQueueClient(base, timeout=TIMEOUT)

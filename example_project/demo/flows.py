@@ -60,7 +60,7 @@ def decide_review(base: str, review: Review, approve: bool) -> tuple[bool, str]:
             "the task does."
         )
     try:
-        with client.connect(base) as aq:
+        with client.signaller(base) as aq:
             if approve:
                 aq.signals.send(
                     review.signal_token,

@@ -181,7 +181,7 @@ def stripe_webhook(request: HttpRequest) -> HttpResponse:
         return _error(f"Order {order.order_id} has no checkout task this demo can signal", 409)
 
     try:
-        with client.connect(client.base_url(request)) as aq:
+        with client.signaller(client.base_url(request)) as aq:
             aq.signals.send(order.signal_token, "completed", result={"paymentId": payment_id})
     except (NotFoundError, ConflictError) as exc:
         Order.objects.filter(pk=order.pk).exclude(status=OrderStatus.PAID).update(
