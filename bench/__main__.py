@@ -42,7 +42,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--smoke", action="store_true", help="tiny sizes: checks that it runs")
     p.add_argument("--rounds", type=int, help="repetitions (medians are reported)")
     p.add_argument("--results-dir", type=Path, default=harness.RESULTS_DIR)
-    p.add_argument("--state-dir", type=Path, help="SQLite files and logs (default: $TMPDIR/aqbench)")
+    p.add_argument(
+        "--state-dir", type=Path, help="SQLite files and logs (default: $TMPDIR/aqbench)"
+    )
     p.add_argument("--pg-url", default=harness.DEFAULT_PG_URL, help="database of the pg backend")
     p.add_argument("--broker-url", default=harness.DEFAULT_REDIS_URL, help="broker of pg backend")
     p.add_argument("--reuse-db", action="store_true", help="keep the database (default: new)")
@@ -101,8 +103,10 @@ def _partial(results_dir: Path, name: str, backend: str) -> Path:
 
 def run_parent(args: argparse.Namespace, argv: list[str]) -> int:
     names = list(BENCHMARKS) if args.name == "all" else [args.name]
-    wanted = None if args.backend is None else (
-        ["pg", "embedded"] if args.backend == "both" else [args.backend]
+    wanted = (
+        None
+        if args.backend is None
+        else (["pg", "embedded"] if args.backend == "both" else [args.backend])
     )
     plan = [(n, [b for b in load(n).BACKENDS if wanted is None or b in wanted]) for n in names]
     failures = 0
@@ -164,8 +168,10 @@ def summary_markdown(summary: list[tuple[str, dict[str, Any]]]) -> str:
     out = []
     for name, merged in summary:
         module = load(name)
-        out.append(f"### {name}: {merged['title']}\n\nFloor: {merged['floor']}. "
-                   f"Goal: {merged['goal']}.\n\n{module.markdown(merged)}\n")
+        out.append(
+            f"### {name}: {merged['title']}\n\nFloor: {merged['floor']}. "
+            f"Goal: {merged['goal']}.\n\n{module.markdown(merged)}\n"
+        )
     return "\n".join(out)
 
 

@@ -17,7 +17,7 @@ from bench import harness
 NAME = "create"
 TITLE = "Create throughput: POST /v1/tasks on gunicorn"
 FLOOR = "bare DRF view inserting one comparable row (bench.floor), same server and database"
-GOAL = "≥ 0.7× floor"
+GOAL = "≥ 0.7x floor"
 BACKENDS = ("pg", "embedded")
 
 
@@ -32,7 +32,7 @@ def add_arguments(group: Any) -> None:
 
 def run(ctx: harness.Context) -> dict[str, Any]:
     args = ctx.args
-    seconds = 1.0 if ctx.smoke else args.create_seconds
+    seconds = 0.5 if ctx.smoke else args.create_seconds
     rounds = ctx.rounds(3)
     clients = 2 if ctx.smoke else args.create_clients
     _, key = harness.bench_team()
@@ -42,13 +42,19 @@ def run(ctx: harness.Context) -> dict[str, Any]:
 
     def body(i: int) -> bytes:
         return json.dumps(
-            {"targetUrl": target, "payload": {"orderId": i, "amount": 99.99}, "queue": harness.QUEUE}
+            {
+                "targetUrl": target,
+                "payload": {"orderId": i, "amount": 99.99},
+                "queue": harness.QUEUE,
+            }
         ).encode()
 
     per: list[dict[str, Any]] = []
-    with harness.ApiServer(ctx.log_dir, workers=args.create_workers, threads=args.create_threads) as api:
+    with harness.ApiServer(
+        ctx.log_dir, workers=args.create_workers, threads=args.create_threads
+    ) as api:
         runs = {"floor": api.url("/bench/floor"), "app": api.url("/v1/tasks")}
-        ctx.say(f"gunicorn {args.create_workers}×{args.create_threads}, {clients} clients; warm-up")
+        ctx.say(f"gunicorn {args.create_workers}x{args.create_threads}, {clients} clients; warm-up")
         for url in runs.values():
             harness.load(url, body, headers, clients=clients, seconds=min(1.0, seconds))
         for r in range(rounds):
@@ -74,7 +80,7 @@ def run(ctx: harness.Context) -> dict[str, Any]:
             per.append(row)
             ctx.say(
                 f"round {r + 1}/{rounds}: app {row['app']['rps']:.0f}/s vs floor "
-                f"{row['floor']['rps']:.0f}/s ({row['ratio']:.2f}×)"
+                f"{row['floor']['rps']:.0f}/s ({row['ratio']:.2f}x)"
             )
     result: dict[str, Any] = {
         "server": {"gunicorn_workers": args.create_workers, "threads": args.create_threads},
@@ -93,7 +99,7 @@ def run(ctx: harness.Context) -> dict[str, Any]:
     return result
 
 
-HEADERS = ["backend", "floor req/s", "app req/s", "ratio", "p50 ms floor/app", "goal ≥ 0.7×"]
+HEADERS = ["backend", "floor req/s", "app req/s", "ratio", "p50 ms floor/app", "goal ≥ 0.7x"]
 
 
 def _rows(merged: dict[str, Any]) -> list[list[Any]]:
@@ -103,7 +109,7 @@ def _rows(merged: dict[str, Any]) -> list[list[Any]]:
             rows.append([name, r["error"], "", "", "", ""])
             continue
         rows.append(
-            [r["backend"], r["floor_rps"], r["app_rps"], f"{r['ratio']:.2f}×",
+            [r["backend"], r["floor_rps"], r["app_rps"], f"{r['ratio']:.2f}x",
              f"{r['floor_p50_ms']:.1f} / {r['app_p50_ms']:.1f}",
              "holds" if r["goal_holds"] else "misses"]
         )  # fmt: skip
@@ -112,8 +118,8 @@ def _rows(merged: dict[str, Any]) -> list[list[Any]]:
 
 def report(merged: dict[str, Any]) -> str:
     notes = [
-        f"{r['backend']}: gunicorn {r['server']['gunicorn_workers']} workers × "
-        f"{r['server']['threads']} threads, {r['clients']} clients, {r['rounds']} rounds × "
+        f"{r['backend']}: gunicorn {r['server']['gunicorn_workers']} workers x "
+        f"{r['server']['threads']} threads, {r['clients']} clients, {r['rounds']} rounds x "
         f"{r['seconds_per_run']}s each (median of rounds), {r['errors']} errors"
         for r in merged["backends"].values()
         if "error" not in r
@@ -137,5 +143,5 @@ def chart(merged: dict[str, Any], path: Any) -> None:
             },
             ylabel="requests/s (median of rounds)",
             title="higher is better",
-            annotate=[f"{r['ratio']:.2f}× floor" for r in items],
+            annotate=[f"{r['ratio']:.2f}x floor" for r in items],
         )

@@ -52,7 +52,7 @@ def _insert(team: Any, count: int, overdue: bool, now: Any) -> None:
         attempt_count=1,
         completed_at=None,
     )
-    fields = [f for f in Task._meta.concrete_fields]
+    fields = list(Task._meta.concrete_fields)
     pg = connection.vendor == "postgresql"
     columns, exprs, params = [], [], []
     for f in fields:
@@ -157,11 +157,17 @@ def run(ctx: harness.Context) -> dict[str, Any]:
             if i:
                 times.append(elapsed)
             # Put them back for the next repetition (and the next size).
-            Task.objects.filter(status="timeout").update(status="waiting", completed_at=None, error="")
+            Task.objects.filter(status="timeout").update(
+                status="waiting", completed_at=None, error=""
+            )
             _vacuum()
         per_size.append(
-            {"waiting": size, "overdue": overdue, "seconds": round(harness.median(times), 4),
-             "runs": [round(t, 4) for t in times]}  # fmt: skip
+            {
+                "waiting": size,
+                "overdue": overdue,
+                "seconds": round(harness.median(times), 4),
+                "runs": [round(t, 4) for t in times],
+            }
         )
         ctx.say(f"{size:,}: expire {overdue:,} in {harness.median(times):.3f}s (median)")
     base = per_size[0]["seconds"]
@@ -194,7 +200,7 @@ def _rows(merged: dict[str, Any]) -> list[list[Any]]:
             last = i == len(r["sizes"]) - 1
             rows.append(
                 [r["backend"], f"{s['waiting']:,}", f"{s['overdue']:,}", round(s["seconds"], 3),
-                 f"{s['ratio']:.2f}×" + (" (floor)" if i == 0 else ""),
+                 f"{s['ratio']:.2f}x" + (" (floor)" if i == 0 else ""),
                  ("holds" if r["goal_holds"] else "misses") if last else "",
                  ("yes" if r["plan_uses_index"] else "NO") if last else ""]
             )  # fmt: skip
@@ -220,10 +226,14 @@ def chart(merged: dict[str, Any], path: Any) -> None:
         for r in items:
             xs = [s["waiting"] for s in r["sizes"]]
             ys = [s["seconds"] for s in r["sizes"]]
-            ax.plot(xs, ys, marker="o", label=f"{r['backend']} ({r['ratio_largest_to_smallest']:.2f}×)")
+            ax.plot(
+                xs, ys, marker="o", label=f"{r['backend']} ({r['ratio_largest_to_smallest']:.2f}x)"
+            )
         ax.set_xscale("log")
         ax.set_xlabel("waiting tasks in the table (log)")
-        ax.set_ylabel(f"seconds to expire {items[0]['sizes'][0]['overdue']:,} overdue" if items else "s")
+        ax.set_ylabel(
+            f"seconds to expire {items[0]['sizes'][0]['overdue']:,} overdue" if items else "s"
+        )
         ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)

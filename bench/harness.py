@@ -72,7 +72,10 @@ def backend_for(name: str, args: Any) -> Backend:
         return Backend(name, args.pg_url, args.broker_url, state)
     if name == "embedded":
         return Backend(
-            name, f"sqlite:///{state / 'bench.sqlite3'}", f"sqlite:///{state / 'broker.sqlite3'}", state
+            name,
+            f"sqlite:///{state / 'bench.sqlite3'}",
+            f"sqlite:///{state / 'broker.sqlite3'}",
+            state,
         )
     raise SystemExit(f"unknown backend {name!r} (pg, embedded)")
 
@@ -121,8 +124,10 @@ def reset_tables() -> None:
         if connection.vendor == "postgresql":
             cursor.execute("TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " CASCADE")
         else:
+            cursor.execute("PRAGMA foreign_keys = OFF")  # SQLite has no TRUNCATE … CASCADE
             for table in tables:
                 cursor.execute(f'DELETE FROM "{table}"')
+            cursor.execute("PRAGMA foreign_keys = ON")
 
 
 def purge_queue() -> None:
@@ -153,7 +158,7 @@ def is_postgres() -> bool:
 
 _RESPONSE = (
     b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n"
-    b"Connection: keep-alive\r\n\r\n{\"ok\":true}"
+    b'Connection: keep-alive\r\n\r\n{"ok":true}'
 )
 
 
@@ -614,7 +619,7 @@ def fmt(value: Any, digits: int = 2) -> str:
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     cells = [[fmt(c) for c in row] for row in rows]
-    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
+    widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
     line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
     out = [line, "  ".join("-" * w for w in widths)]
     out += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
@@ -719,7 +724,7 @@ class Context:
     def rounds(self, default: int) -> int:
         if self.args.rounds:
             return int(self.args.rounds)
-        return 2 if self.smoke else default
+        return 1 if self.smoke else default
 
     def say(self, message: str) -> None:
         print(f"  [{self.backend.name}] {message}", flush=True)

@@ -21,7 +21,7 @@ NAME = "profile"
 TITLE = "Hot-path profile: create request and callback execution, phase by phase"
 FLOOR = "floor view request (create); raw requests.Session POST to the same target (callback)"
 GOAL = "none (diagnostic): shows where the time above the floors goes"
-BACKENDS = ("pg",)
+BACKENDS = ("pg", "embedded")
 
 
 def add_arguments(group: Any) -> None:
@@ -56,9 +56,7 @@ def run(ctx: harness.Context) -> dict[str, Any]:
         client = Client(HTTP_AUTHORIZATION=f"Bearer {key}")
 
         def create_body(i: int) -> str:
-            return json.dumps(
-                {"targetUrl": url, "payload": {"orderId": i}, "queue": harness.QUEUE}
-            )
+            return json.dumps({"targetUrl": url, "payload": {"orderId": i}, "queue": harness.QUEUE})
 
         # --- create: floor view vs POST /v1/tasks, then a profile of the latter
         def post(path: str, i: int) -> float:
@@ -82,7 +80,7 @@ def run(ctx: harness.Context) -> dict[str, Any]:
         for i in range(n):
             post("/v1/tasks", i)
         profiler.stop()
-        (out_dir / "profile_create.txt").write_text(
+        (out_dir / f"profile_create.{ctx.backend.name}.txt").write_text(
             profiler.output_text(unicode=True, color=False, show_all=False)
         )
         harness.purge_queue()
@@ -98,9 +96,7 @@ def run(ctx: harness.Context) -> dict[str, Any]:
 
         # --- callback: execute_task's steps, timed one by one, then profiled as a whole
         def make_tasks(count: int) -> list[str]:
-            ids = [
-                str(services.create_task(team, spec).task.pk) for _ in range(count)
-            ]
+            ids = [str(services.create_task(team, spec).task.pk) for _ in range(count)]
             harness.purge_queue()  # this process runs them, not a worker
             return ids
 
@@ -132,7 +128,7 @@ def run(ctx: harness.Context) -> dict[str, Any]:
         for task_id in ids:
             tasks.execute_task.run(task_id)
         profiler.stop()
-        (out_dir / "profile_callback.txt").write_text(
+        (out_dir / f"profile_callback.{ctx.backend.name}.txt").write_text(
             profiler.output_text(unicode=True, color=False, show_all=False)
         )
         med = {k: round(harness.median(v) * 1000, 3) for k, v in phases.items()}
@@ -160,14 +156,14 @@ def _rows(merged: dict[str, Any]) -> list[list[Any]]:
             continue
         c, b = r["create"], r["callback"]
         rows.append(
-            ["create (Django handler)", c["floor_view_ms"], c["api_ms"], f"{c['ratio']:.2f}×",
+            ["create (Django handler)", c["floor_view_ms"], c["api_ms"], f"{c['ratio']:.2f}x",
              f"{c['queries_api']} (floor {c['queries_floor']})",
              f"service create_task alone {c['service_create_task_ms']:.2f} ms"]
         )  # fmt: skip
         ph = b["phases_ms"]
         rows.append(
             ["callback (execute_task)", b["raw_requests_post_ms"], b["total_ms"],
-             f"{b['ratio']:.2f}×", sum(b["queries"].values()),
+             f"{b['ratio']:.2f}x", sum(b["queries"].values()),
              ", ".join(f"{k} {v:.2f}" for k, v in ph.items())]
         )  # fmt: skip
     return rows
@@ -176,7 +172,7 @@ def _rows(merged: dict[str, Any]) -> list[list[Any]]:
 def report(merged: dict[str, Any]) -> str:
     return (
         harness.table(HEADERS, _rows(merged))
-        + "\ncall trees: bench/results/profile_create.txt, bench/results/profile_callback.txt"
+        + "\ncall trees: bench/results/profile_create.<backend>.txt, profile_callback.<backend>.txt"
     )
 
 

@@ -20,7 +20,7 @@ QUEUE = "aqbench"
 STATE_DIR = Path(os.environ.get("BENCH_STATE_DIR") or Path(tempfile.gettempdir()) / "aqbench")
 STATE_DIR.mkdir(parents=True, exist_ok=True)
 
-SECRET_KEY = "bench-only-not-secret"  # noqa: S105
+SECRET_KEY = "bench-only-not-secret"
 DEBUG = False  # DEBUG keeps every query in memory: never on in a benchmark
 USE_TZ = True
 TIME_ZONE = "UTC"

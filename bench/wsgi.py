@@ -6,8 +6,8 @@ import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.settings")
 
-from django.core.wsgi import get_wsgi_application  # noqa: E402
+from django.core.wsgi import get_wsgi_application
 
-import bench.celery_app  # noqa: E402, F401  (the API publishes through the bench Celery app)
+import bench.celery_app  # noqa: F401  (the API publishes through the bench Celery app)
 
 application = get_wsgi_application()

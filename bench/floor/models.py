@@ -56,7 +56,9 @@ class FloorRow(models.Model):
     class Meta:
         indexes = [
             models.Index(fields=["team", "-created_at"], name="aqb_floor_team_created_idx"),
-            models.Index(fields=["team", "status", "-created_at"], name="aqb_floor_team_status_idx"),
+            models.Index(
+                fields=["team", "status", "-created_at"], name="aqb_floor_team_status_idx"
+            ),
             models.Index(
                 fields=["next_attempt_at"],
                 name="aqb_floor_due_idx",
@@ -83,3 +85,6 @@ class FloorRow(models.Model):
                 condition=Q(idempotency_key__isnull=False),
             ),
         ]
+
+    def __str__(self) -> str:
+        return str(self.id)

@@ -1,0 +1,67 @@
+"""The benchmark suite still runs: ``python -m bench all --smoke`` on this run's services.
+
+Tiny sizes, a subprocess (the benchmarks start their own workers and gunicorn), results in a
+temporary directory (never ``bench/results``). On PostgreSQL the benchmarks use their own
+database next to the test database (``<name>_aqbench_smoke``); on Redis they use their own
+queue (``aqbench``), so a test worker on the same broker never sees their messages.
+
+It needs the ``bench`` extra (gunicorn, matplotlib, psutil); without it, it is skipped.
+Deselect with ``-m "not worker"`` (it runs real workers) or ``--deselect`` this file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+
+from bench import BENCHMARKS
+
+pytestmark = [pytest.mark.worker, pytest.mark.timeout(240)]
+
+ROOT = Path(__file__).resolve().parent.parent
+
+for module in ("gunicorn", "matplotlib", "psutil", "pyinstrument"):
+    pytest.importorskip(module, reason="the bench extra is not installed")
+
+
+def _backend_args() -> list[str]:
+    database = os.environ.get("DATABASE_URL", "")
+    broker = os.environ.get("CELERY_BROKER_URL", "")
+    if database.startswith(("postgres://", "postgresql://")) and broker.startswith("redis://"):
+        parts = urlsplit(database)
+        name = (parts.path.lstrip("/") or "postgres") + "_aqbench_smoke"
+        return [
+            "--backend",
+            "pg",
+            "--pg-url",
+            urlunsplit(parts._replace(path=f"/{name}")),
+            "--broker-url",
+            broker,
+        ]
+    return ["--backend", "embedded"]
+
+
+def test_every_benchmark_runs_in_smoke_mode(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("DJANGO_SETTINGS_MODULE", "PYTEST_ADDOPTS")
+    }
+    cmd = [
+        sys.executable, "-m", "bench", "all", "--smoke", *_backend_args(),
+        "--results-dir", str(results), "--state-dir", str(tmp_path / "state"),
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=220)
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-6000:]
+    for name in BENCHMARKS:
+        data = json.loads((results / f"{name}.json").read_text())
+        assert data["backends"], name
+        for backend, result in data["backends"].items():
+            assert "error" not in result, (name, backend, result)
+        assert (results / f"{name}.png").stat().st_size > 1000, name
+    assert "dispatch" in (results / "summary.md").read_text()
