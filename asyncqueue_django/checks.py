@@ -49,7 +49,7 @@ def _check_value(name: str, value: Any) -> list[CheckMessage]:
         bounds = f"{spec.min if spec.min is not None else '-inf'}..{spec.max or 'inf'}"
         return [Error(f"{key} = {value!r} is outside {bounds}.", id="asyncqueue.E004")]
     if name == "QUEUES" and value is not None:
-        bad = [q for q in value if not isinstance(q, str) or not QUEUE_NAME_RE.match(q)]
+        bad = [q for q in value if not isinstance(q, str) or not QUEUE_NAME_RE.fullmatch(q)]
         if bad or not value:
             return [
                 Error(
@@ -58,7 +58,11 @@ def _check_value(name: str, value: Any) -> list[CheckMessage]:
                     id="asyncqueue.E006",
                 )
             ]
-    if name == "SIGNAL_RATE_LIMIT" and value is not None and not RATE_RE.match(value):
+    if (
+        name in ("RATE_LIMIT", "SIGNAL_RATE_LIMIT")
+        and value is not None
+        and not RATE_RE.fullmatch(value)
+    ):
         return [
             Error(
                 f"{key} = {value!r} is not a rate like '600/min' (s, m, min, h, d).",

@@ -119,6 +119,11 @@ SETTINGS: dict[str, Setting] = {
     ),
     "WEBHOOK_QUEUE": Setting("default", str, "Celery queue that webhook deliveries are sent on."),
     # Rate limits (DRF rate strings such as "600/min"; null disables).
+    "RATE_LIMIT": Setting(
+        "6000/min",
+        (str, type(None)),
+        "API requests per team (fixed window, counted in the default cache).",
+    ),
     "SIGNAL_RATE_LIMIT": Setting(
         "600/min",
         (str, type(None)),

@@ -164,8 +164,13 @@ class TaskSpec:
         data = asdict(self)
         if data["delay_until"] is not None:
             data["delay_until"] = data["delay_until"].isoformat()
-        canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
-        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+        return fingerprint_of(data)
+
+
+def fingerprint_of(data: Any) -> str:
+    """SHA-256 of ``data`` as canonical JSON (sorted keys, no spaces)."""
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -180,6 +185,7 @@ def create_task(
     spec: TaskSpec,
     *,
     idempotency_key: str | None = None,
+    fingerprint: str | None = None,
     now: datetime | None = None,
 ) -> CreatedTask:
     """Create a task → ``pending`` (due now) or ``delayed`` (``delay_until`` in the future).
@@ -187,9 +193,14 @@ def create_task(
     The row is committed before any message is sent: the Celery job is enqueued on commit.
     With ``idempotency_key``, a live earlier task of the team with the same key is returned
     instead (``created=False``) if the request is the same, else :class:`IdempotencyConflict`.
+    "The same" is judged by ``fingerprint`` (the API passes a digest of the request as sent, so
+    a relative ``delay`` replays cleanly), or by the spec itself.
     """
     now = now or timezone.now()
-    fingerprint = spec.fingerprint() if idempotency_key else ""
+    if not idempotency_key:
+        fingerprint = ""
+    elif fingerprint is None:
+        fingerprint = spec.fingerprint()
     if idempotency_key:
         existing = _idempotent_original(team, idempotency_key, now)
         if existing is not None:

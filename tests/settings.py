@@ -21,7 +21,7 @@ STATE_DIR = Path(os.environ.get("ASYNCQUEUE_TEST_STATE_DIR") or tempfile.gettemp
 )
 STATE_DIR.mkdir(parents=True, exist_ok=True)
 
-SECRET_KEY = "tests-only-not-secret"  # noqa: S105
+SECRET_KEY = "tests-only-not-secret"
 DEBUG = False
 USE_TZ = True
 TIME_ZONE = "UTC"
@@ -81,7 +81,9 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
 if os.environ.get("ASYNCQUEUE_TEST_DB_NAME"):
     DATABASES["default"]["NAME"] = os.environ["ASYNCQUEUE_TEST_DB_NAME"]
 
-CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL") or f"sqlite:///{STATE_DIR / 'broker.sqlite3'}"
+CELERY_BROKER_URL = (
+    os.environ.get("CELERY_BROKER_URL") or f"sqlite:///{STATE_DIR / 'broker.sqlite3'}"
+)
 if CELERY_BROKER_URL.startswith("sqlite:"):
     # The embedded broker: a SQLite file, no service to run.
     CELERY_BROKER_TRANSPORT = "asyncqueue_django.embedded_broker:Transport"
@@ -90,7 +92,10 @@ CELERY_TASK_ALWAYS_EAGER = False  # never: tests run a real worker
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_QUEUE_MAX_PRIORITY = 10
-CELERY_BROKER_TRANSPORT_OPTIONS = {"priority_steps": list(range(10)), "queue_order_strategy": "priority"}
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "priority_steps": list(range(10)),
+    "queue_order_strategy": "priority",
+}
 CELERY_DB_REUSE_MAX = 200
 # The sweeps every second, so end-to-end expiry tests finish quickly.
 CELERY_BEAT_SCHEDULE = beat_schedule(sweep_interval=1.0, recovery_interval=5.0)
@@ -113,6 +118,13 @@ LOGGING = {
     "loggers": {"asyncqueue_django": {"handlers": ["console"], "level": "INFO"}},
 }
 SILENCED_SYSTEM_CHECKS = ["asyncqueue.W001"]  # tests allow private targets on purpose
+
+# A test can start a worker with other ASYNCQUEUE values (e.g. short leases for crash tests):
+# worker_factory(ASYNCQUEUE_TEST_OVERRIDES='{"LEASE_MARGIN": 1}').
+if os.environ.get("ASYNCQUEUE_TEST_OVERRIDES"):
+    import json as _json
+
+    ASYNCQUEUE = {**ASYNCQUEUE, **_json.loads(os.environ["ASYNCQUEUE_TEST_OVERRIDES"])}
 
 # --- The example project's demo app (tests/test_demo.py, tests/test_browser.py) -------------
 # It lives next to example_project/manage.py and is imported as ``demo``, as it is there; the

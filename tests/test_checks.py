@@ -183,10 +183,6 @@ def test_bad_queues_are_e006(queues: list[Any]) -> None:
     assert found[0].msg.startswith("ASYNCQUEUE['QUEUES'] must be a non-empty list")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="checks.QUEUE_NAME_RE uses '$', which also matches before a trailing newline",
-)
 def test_queue_with_trailing_newline_is_e006() -> None:
     assert ids(QUEUES=["default\n"]) == ["asyncqueue.E006"]
 

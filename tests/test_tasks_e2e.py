@@ -73,9 +73,9 @@ def test_retry_then_succeed(
     assert task.status == "completed"
     assert task.retry_count == 2
     outcomes = list(
-        Attempt.objects.filter(task_id=task_id).order_by("number").values_list(
-            "number", "status_code", "outcome"
-        )
+        Attempt.objects.filter(task_id=task_id)
+        .order_by("number")
+        .values_list("number", "status_code", "outcome")
     )
     assert outcomes == [(1, 503, "retrying"), (2, 503, "retrying"), (3, 200, "succeeded")]
 

@@ -25,10 +25,22 @@ QUEUES = "default,high,low"
 
 
 class Worker:
-    def __init__(self, log_path: Path, db_name: str, extra_env: dict[str, str] | None = None):
+    def __init__(
+        self,
+        log_path: Path,
+        db_name: str,
+        extra_env: dict[str, str] | None = None,
+        *,
+        queues: str = QUEUES,
+        beat: bool = True,
+        concurrency: int = 4,
+    ):
         self.log_path = log_path
         self.db_name = db_name
         self.extra_env = extra_env or {}
+        self.queues = queues
+        self.beat = beat
+        self.concurrency = concurrency
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 60) -> None:
@@ -47,15 +59,17 @@ class Worker:
             "-A",
             "tests.celery_app",
             "worker",
-            "--beat",  # embedded beat runs the sweeps, as in the quick start
-            "--schedule",
-            str(self.log_path.with_suffix(".beat")),
+            *(  # embedded beat runs the sweeps, as in the quick start
+                ["--beat", "--schedule", str(self.log_path.with_suffix(".beat"))]
+                if self.beat
+                else []
+            ),
             "-Q",
-            QUEUES,
+            self.queues,
             "--pool",
             "threads",
             "--concurrency",
-            "4",
+            str(self.concurrency),
             "--without-mingle",
             "--without-gossip",
             "--without-heartbeat",
@@ -121,8 +135,17 @@ def worker_factory(
     started: list[Worker] = []
     logs = tmp_path_factory.mktemp("workers")
 
-    def make(**extra_env: str) -> Worker:
-        worker = Worker(logs / f"worker-{len(started)}.log", db_name, extra_env)
+    def make(
+        queues: str = QUEUES, beat: bool = True, concurrency: int = 4, **extra_env: str
+    ) -> Worker:
+        worker = Worker(
+            logs / f"worker-{len(started)}.log",
+            db_name,
+            extra_env,
+            queues=queues,
+            beat=beat,
+            concurrency=concurrency,
+        )
         worker.start()
         started.append(worker)
         return worker

@@ -1,24 +1,99 @@
-"""Rate limits. Rates come from ``app_settings``; the host never edits ``REST_FRAMEWORK``."""
+"""Rate limits. Rates come from ``app_settings``; the host never edits ``REST_FRAMEWORK``.
+
+A fixed-window counter in Django's cache (one ``add`` + one ``incr`` per request: an atomic
+``INCR`` on Redis or Memcached), rather than DRF's ``SimpleRateThrottle``, which stores every
+request's timestamp and rewrites that list on each request — too costly at thousands a minute.
+Each throttle leaves ``(limit, remaining, reset_epoch)`` on the request, and the views turn it
+into ``X-RateLimit-Limit``, ``X-RateLimit-Remaining`` and ``X-RateLimit-Reset`` headers.
+"""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
+from django.core.cache import cache
 from rest_framework.request import Request
-from rest_framework.throttling import SimpleRateThrottle
+from rest_framework.throttling import BaseThrottle
 
 from asyncqueue_django.conf import app_settings
+from asyncqueue_django.models import ApiKey
+
+PERIODS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+RATE_ATTR = "asyncqueue_rate_limit"
 
 
-class SignalIPThrottle(SimpleRateThrottle):
-    """Signals carry no API key: limit them per client IP, so tokens cannot be guessed at
-    speed (they have 256 bits of entropy; this also keeps the endpoint cheap to defend)."""
+def parse_rate(rate: str) -> tuple[int, int]:
+    """``"600/min"`` → ``(600, 60)``."""
+    num, period = rate.split("/")
+    return int(num), PERIODS[period[0]]
 
-    scope = "asyncqueue-signal"
 
-    def get_rate(self) -> str | None:
-        rate: str | None = app_settings.SIGNAL_RATE_LIMIT
-        return rate
+class FixedWindowThrottle(BaseThrottle):
+    scope = "asyncqueue"
+    setting = ""
 
-    def get_cache_key(self, request: Request, view: Any) -> str | None:
-        return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
+    def __init__(self) -> None:
+        self.wait_seconds: float | None = None
+
+    def get_ident_key(self, request: Request) -> str | None:
+        raise NotImplementedError
+
+    def allow_request(self, request: Request, view: Any) -> bool:
+        rate: str | None = getattr(app_settings, self.setting)
+        ident = self.get_ident_key(request)
+        if rate is None or ident is None:
+            return True
+        limit, duration = parse_rate(rate)
+        now = time.time()
+        window = int(now // duration)
+        key = f"asyncqueue:rl:{self.scope}:{ident}:{duration}:{window}"
+        cache.add(key, 0, timeout=duration + 1)
+        try:
+            count = cache.incr(key)
+        except ValueError:  # evicted between add and incr
+            cache.set(key, 1, timeout=duration + 1)
+            count = 1
+        reset = (window + 1) * duration
+        setattr(request, RATE_ATTR, (limit, max(0, limit - count), reset))
+        if count > limit:
+            self.wait_seconds = reset - now
+            return False
+        return True
+
+    def wait(self) -> float | None:
+        return self.wait_seconds
+
+
+class TeamRateThrottle(FixedWindowThrottle):
+    """Every API-key request counts against its team's ``RATE_LIMIT``."""
+
+    scope = "team"
+    setting = "RATE_LIMIT"
+
+    def get_ident_key(self, request: Request) -> str | None:
+        key = request.auth
+        return str(key.team_id) if isinstance(key, ApiKey) else None
+
+
+class SignalIPThrottle(FixedWindowThrottle):
+    """Signals carry no API key: limit them per client IP (``SIGNAL_RATE_LIMIT``), so tokens
+    cannot be guessed at speed (they have 256 bits of entropy; this keeps the endpoint cheap)."""
+
+    scope = "signal-ip"
+    setting = "SIGNAL_RATE_LIMIT"
+
+    def get_ident_key(self, request: Request) -> str | None:
+        return self.get_ident(request)
+
+
+def rate_limit_headers(request: Any) -> dict[str, str]:
+    info = getattr(request, RATE_ATTR, None)
+    if info is None:
+        return {}
+    limit, remaining, reset = info
+    return {
+        "X-RateLimit-Limit": str(limit),
+        "X-RateLimit-Remaining": str(remaining),
+        "X-RateLimit-Reset": str(reset),
+    }

@@ -34,7 +34,7 @@ from asyncqueue_django.api.serializers import (
     TaskSerializer,
     check_idempotency_key,
 )
-from asyncqueue_django.api.throttles import SignalIPThrottle
+from asyncqueue_django.api.throttles import SignalIPThrottle, TeamRateThrottle, rate_limit_headers
 from asyncqueue_django.checks import QUEUE_NAME_RE
 from asyncqueue_django.conf import app_settings
 from asyncqueue_django.exceptions import TaskNotFound
@@ -52,11 +52,17 @@ class AsyncQueueViewMixin:
     permission_classes: Sequence[Any] = [HasApiKey]
     parser_classes: Sequence[type[BaseParser]] = [StrictJSONParser]
     renderer_classes: Sequence[type[BaseRenderer]] = [JSONRenderer]
-    throttle_classes: Sequence[type[BaseThrottle]] = []
+    throttle_classes: Sequence[type[BaseThrottle]] = [TeamRateThrottle]
     versioning_class: type[BaseVersioning] | None = None
 
     def get_exception_handler(self) -> Any:
         return exception_handler
+
+    def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:
+        response = super().finalize_response(request, response, *args, **kwargs)  # type: ignore[misc]
+        for name, value in rate_limit_headers(request).items():
+            response[name] = value
+        return response
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         try:
