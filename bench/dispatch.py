@@ -42,7 +42,7 @@ def run(ctx: harness.Context) -> dict[str, Any]:
 
     args = ctx.args
     if ctx.smoke:
-        n = 20
+        n = 10
     elif ctx.backend.name == "embedded":
         n = args.dispatch_tasks_embedded
     else:
@@ -74,7 +74,7 @@ def run(ctx: harness.Context) -> dict[str, Any]:
             return target.wait(str(created.task.pk)) - t0, returned - t0
 
         ctx.say(f"worker {worker.pool}x{worker.concurrency}; warm-up")
-        for _ in range(5 if ctx.smoke else 30):
+        for _ in range(2 if ctx.smoke else 30):
             floor_sample()
             app_sample()
         per: list[dict[str, Any]] = []

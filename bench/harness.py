@@ -14,6 +14,7 @@ import http.client
 import json
 import os
 import platform
+import signal
 import socket
 import statistics
 import subprocess
@@ -334,8 +335,10 @@ class UdpCollector:
 # --------------------------------------------------------------------------------------------
 
 
-def _stop_process(proc: subprocess.Popen[bytes] | None, grace: float = 20) -> None:
-    """SIGTERM, then SIGKILL after ``grace``; children (prefork pool) by their own pids."""
+def _stop_process(
+    proc: subprocess.Popen[bytes] | None, grace: float = 20, sig: int = signal.SIGTERM
+) -> None:
+    """``sig``, then SIGKILL after ``grace``; children (prefork pool) by their own pids."""
     if proc is None or proc.poll() is not None:
         return
     try:
@@ -344,7 +347,7 @@ def _stop_process(proc: subprocess.Popen[bytes] | None, grace: float = 20) -> No
         children = psutil.Process(proc.pid).children(recursive=True)
     except Exception:
         children = []
-    proc.terminate()
+    proc.send_signal(sig)
     try:
         proc.wait(timeout=grace)
     except subprocess.TimeoutExpired:
@@ -393,7 +396,9 @@ class Worker:
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        _stop_process(self.proc)
+        # A short grace: nothing a benchmark leaves on its queue is worth waiting for (it is
+        # purged), and a warm shutdown takes seconds on the embedded broker.
+        _stop_process(self.proc, grace=1.5)
         self.proc = None
 
     def rss(self) -> tuple[int, int]:

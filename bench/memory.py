@@ -38,7 +38,7 @@ def run(ctx: harness.Context) -> dict[str, Any]:
 
     args = ctx.args
     if ctx.smoke:
-        n = 200
+        n = 100
     elif ctx.backend.name == "embedded":
         n = args.memory_tasks_embedded
     else:

@@ -36,7 +36,7 @@ def run(ctx: harness.Context) -> dict[str, Any]:
     if not webhooks_available():
         # TODO(webhooks): measured as soon as onComplete webhooks land.
         return {"not_measured": "onComplete webhooks are not implemented yet"}
-    n = 10 if ctx.smoke else ctx.args.signal_webhook_tasks
+    n = 6 if ctx.smoke else ctx.args.signal_webhook_tasks
     rounds = ctx.rounds(5)
     per_round = max(1, n // rounds)
     team, _ = harness.bench_team()
@@ -90,7 +90,7 @@ def run(ctx: harness.Context) -> dict[str, Any]:
             return target.wait(hook, timeout=30) - t0
 
         ctx.say("warm-up")
-        for token, hook in prepare(5, "warm"):
+        for token, hook in prepare(2 if ctx.smoke else 5, "warm"):
             floor_sample()
             app_sample(token, hook)
         for r in range(rounds):
