@@ -32,7 +32,12 @@ def parser() -> argparse.ArgumentParser:
         description="asyncqueue_django benchmarks; every figure is a ratio to a floor "
         "measured in the same run.",
     )
-    p.add_argument("name", choices=[*BENCHMARKS, "all"], help="benchmark to run, or all")
+    p.add_argument(
+        "name",
+        choices=[*BENCHMARKS, "all", "report"],
+        help="benchmark to run, all of them, or report (tables, charts and summary.md "
+        "again from the JSON already in the results directory)",
+    )
     p.add_argument(
         "--backend",
         choices=["pg", "embedded", "both"],
@@ -101,7 +106,27 @@ def _partial(results_dir: Path, name: str, backend: str) -> Path:
     return results_dir / ".partial" / f"{name}.{backend}.json"
 
 
+def run_report(args: argparse.Namespace) -> int:
+    summary: list[tuple[str, dict[str, Any]]] = []
+    for name in BENCHMARKS:
+        path = args.results_dir / f"{name}.json"
+        if not path.exists():
+            continue
+        merged = json.loads(path.read_text())
+        module = load(name)
+        print(f"\n=== {name}: {module.TITLE}\n    floor: {module.FLOOR}\n")
+        print(module.report(merged))
+        module.chart(merged, args.results_dir / f"{name}.png")
+        summary.append((name, merged))
+    text = summary_markdown(summary)
+    (args.results_dir / "summary.md").write_text(text)
+    print(f"\n=== summary ({args.results_dir / 'summary.md'})\n" + text)
+    return 0
+
+
 def run_parent(args: argparse.Namespace, argv: list[str]) -> int:
+    if args.name == "report":
+        return run_report(args)
     names = list(BENCHMARKS) if args.name == "all" else [args.name]
     wanted = (
         None
@@ -170,7 +195,8 @@ def summary_markdown(summary: list[tuple[str, dict[str, Any]]]) -> str:
         module = load(name)
         out.append(
             f"### {name}: {merged['title']}\n\nFloor: {merged['floor']}. "
-            f"Goal: {merged['goal']}.\n\n{module.markdown(merged)}\n"
+            f"Goal: {merged['goal']}. Measured {merged['meta']['date']} at commit "
+            f"{merged['meta']['commit']}.\n\n{module.markdown(merged)}\n"
         )
     return "\n".join(out)
 

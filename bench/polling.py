@@ -43,7 +43,7 @@ def add_arguments(group: Any) -> None:
     group.add_argument(
         "--polling-scale", type=float, default=1.0, help="multiplies 1/10/60 s and the 5 s poll"
     )
-    group.add_argument("--polling-tasks", type=int, default=3, help="tasks per duration")
+    group.add_argument("--polling-tasks", type=int, default=10, help="tasks per duration")
     group.add_argument("--polling-long-wait", type=int, default=25, help="?wait= seconds")
 
 
@@ -205,6 +205,7 @@ def run(ctx: harness.Context) -> dict[str, Any]:
             calls = [s[strategy]["calls"] for s in got]
             table.setdefault(strategy, {})[f"{nominal:g}"] = {
                 "lag_median_s": round(harness.median(lags), 4),
+                "lag_mean_s": round(sum(lags) / len(lags), 4),
                 "lag_max_s": round(max(lags), 4),
                 "lag_in_poll_intervals": round(harness.median(lags) / interval, 3),
                 "calls_median": harness.median(calls),
@@ -229,15 +230,19 @@ def run(ctx: harness.Context) -> dict[str, Any]:
     }
 
 
-HEADERS = ["backend", "strategy", "finishes after", "lag median", "lag max", "API calls",
-           "seed: lag", "seed: calls"]  # fmt: skip
+HEADERS = ["backend", "strategy", "finishes after", "lag median", "lag mean", "lag max",
+           "API calls", "seed: lag", "seed: calls"]  # fmt: skip
+
+
+def _ms(seconds: float) -> str:
+    return "-" if seconds != seconds else f"{seconds * 1000:.0f} ms"
 
 
 def _rows(merged: dict[str, Any]) -> list[list[Any]]:
     rows = []
     for name, r in merged["backends"].items():
         if "error" in r:
-            rows.append([name, r["error"], "", "", "", "", "", ""])
+            rows.append([name, r["error"], *[""] * 7])
             continue
         for strategy, by_d in r["results"].items():
             label = strategy
@@ -249,11 +254,11 @@ def _rows(merged: dict[str, Any]) -> list[list[Any]]:
                     calls += f" (max {v['calls_max']})"
                 rows.append(
                     [r["backend"], label, f"{float(d) * r['scale']:g} s",
-                     f"{v['lag_median_s'] * 1000:.0f} ms", f"{v['lag_max_s'] * 1000:.0f} ms",
-                     calls, *SEED_CLAIMS[strategy]]
+                     _ms(v["lag_median_s"]), _ms(v.get("lag_mean_s", float("nan"))),
+                     _ms(v["lag_max_s"]), calls, *SEED_CLAIMS[strategy]]
                 )  # fmt: skip
         for note in r["not_measured"]:
-            rows.append([r["backend"], note, "", "", "", "", "", ""])
+            rows.append([r["backend"], note, *[""] * 7])
     return rows
 
 

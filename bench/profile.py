@@ -36,7 +36,11 @@ def _timed(fn: Any, *a: Any, **kw: Any) -> tuple[Any, float, int]:
         t0 = time.perf_counter()
         value = fn(*a, **kw)
         elapsed = time.perf_counter() - t0
+    _LAST_SQL[:] = [str(x["sql"])[:160] for x in q.captured_queries]
     return value, elapsed, len(q.captured_queries)
+
+
+_LAST_SQL: list[str] = []
 
 
 def run(ctx: harness.Context) -> dict[str, Any]:
@@ -71,6 +75,7 @@ def run(ctx: harness.Context) -> dict[str, Any]:
         floor_t = [post("/bench/floor", i) for i in range(n)]
         app_t = [post("/v1/tasks", i) for i in range(n)]
         _, _, create_queries = _timed(post, "/v1/tasks", 0)
+        create_sql = list(_LAST_SQL)
         _, _, floor_queries = _timed(post, "/bench/floor", 0)
         # The same service call without HTTP, DRF or the serializers.
         spec = services.TaskSpec(target_url=url, payload={"orderId": 1}, queue=harness.QUEUE)
@@ -91,6 +96,7 @@ def run(ctx: harness.Context) -> dict[str, Any]:
             "ratio": round(harness.median(app_t) / harness.median(floor_t), 3),
             "queries_api": create_queries,
             "queries_floor": floor_queries,
+            "sql_api": create_sql,
         }
         ctx.say(f"create: {result['create']}")
 
@@ -121,6 +127,7 @@ def run(ctx: harness.Context) -> dict[str, Any]:
             _, t_finish, q_finish = _timed(services.finish_attempt, task, call, worker=me)
             for k, v in zip(phases, (t_claim, t_build, t_call, t_finish), strict=True):
                 phases[k].append(v)
+            finish_sql = list(_LAST_SQL)
             queries = {"claim": q_claim, "build": q_build, "finish": q_finish}
         ids = make_tasks(n)
         profiler = Profiler(interval=0.0002)
@@ -140,6 +147,7 @@ def run(ctx: harness.Context) -> dict[str, Any]:
             "raw_requests_post_ms": raw,
             "ratio": round(total / raw, 3),
             "queries": queries,
+            "sql_finish": finish_sql,
         }
         ctx.say(f"callback: {result['callback']}")
     return result
