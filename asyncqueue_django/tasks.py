@@ -14,6 +14,8 @@ import socket
 from typing import Any
 
 from celery import current_app, shared_task
+from celery.signals import task_prerun
+from django.db import close_old_connections
 from django.utils import timezone
 
 from asyncqueue_django import http, services, signing
@@ -25,6 +27,19 @@ logger = logging.getLogger(__name__)
 # Broker transports that order by a message priority, and which way round they count.
 _HIGH_FIRST = {"amqp"}  # RabbitMQ: 0..x-max-priority, higher first
 _LOW_FIRST = {"redis"}  # Celery's Redis transport: 0 is served first
+
+
+@task_prerun.connect(weak=False)
+def _drop_broken_connections(sender: Any = None, **kwargs: Any) -> None:
+    """Before each of our tasks, close database connections that errored or outlived
+    ``CONN_MAX_AGE`` (a no-op, without a query, for a healthy one).
+
+    Celery's Django fixup keeps connections for ``CELERY_DB_REUSE_MAX`` tasks; without this a
+    connection the database dropped (failover, restart, ``pg_terminate_backend``) would fail
+    every task of that worker thread until the fixup recycles it hundreds of tasks later.
+    """
+    if getattr(sender, "name", "").startswith("asyncqueue."):
+        close_old_connections()
 
 
 def worker_id() -> str:

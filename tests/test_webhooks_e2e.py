@@ -13,6 +13,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 from pytest_httpserver import HTTPServer
 from rest_framework.test import APIClient
@@ -332,3 +333,32 @@ def test_an_event_whose_message_was_lost_is_sent_by_the_recovery_sweep(
     )
     wait_for(lambda: delivered(task_id))
     assert len(receiver.calls) == 1
+
+
+@pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="cutting server sessions needs PostgreSQL"
+)
+def test_the_worker_recovers_after_the_database_drops_its_connections(
+    client: APIClient, team: Team, celery_worker: Worker, httpserver: HTTPServer
+) -> None:
+    """The database drops every session (failover, restart): the worker's next tasks reopen
+    their connections instead of failing until Celery recycles them hundreds of tasks later."""
+    httpserver.expect_request("/work").respond_with_data("ok")
+    receiver = Receiver(httpserver)
+    first = create(client, targetUrl=httpserver.url_for("/work"), onCompleteUrl=receiver.url)
+    wait_for(lambda: delivered(first["task"]["id"]))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = %s AND pid <> pg_backend_pid()",
+            [connection.settings_dict["NAME"]],
+        )
+    ids = [
+        create(client, targetUrl=httpserver.url_for("/work"), onCompleteUrl=receiver.url)["task"][
+            "id"
+        ]
+        for _ in range(8)
+    ]
+    for task_id in ids:
+        wait_for(lambda task_id=task_id: delivered(task_id))
+    assert Task.objects.filter(pk__in=ids, status="completed").count() == 8
