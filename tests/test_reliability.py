@@ -16,7 +16,6 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -34,7 +33,7 @@ from asyncqueue_django.http import CallResult
 from asyncqueue_django.models import Attempt, Task, Team, WebhookDelivery
 from asyncqueue_django.services import TaskSpec
 from asyncqueue_django.states import TERMINAL
-from tests.worker import Worker, wait_for
+from tests.worker import Worker, publishing_to, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -42,7 +41,7 @@ on_postgres = pytest.mark.skipif(
     connection.vendor != "postgresql", reason="row-lock races and backend kills need PostgreSQL"
 )
 
-FAST_RECOVERY = {
+FAST_RECOVERY: dict[str, Any] = {
     "ALLOW_PRIVATE_TARGETS": True,
     "RETRY_BASE_DELAY": 0.1,
     "RETRY_JITTER": 0,
@@ -51,6 +50,12 @@ FAST_RECOVERY = {
     "DISPATCH_GRACE": 2,
     "WEBHOOK_RETRY_SCHEDULE": [0.2, 0.2, 0.2, 0.5, 1, 1, 2, 2],
 }
+
+
+def fast_recovery(queue: str) -> dict[str, Any]:
+    """Short leases and grace periods, and webhooks on the test's own queue, so that only the
+    workers this test starts (and kills) consume its messages."""
+    return {**FAST_RECOVERY, "WEBHOOK_QUEUE": queue}
 
 
 @pytest.fixture
@@ -71,12 +76,13 @@ def slow_target() -> Iterator[HTTPServer]:
         server.stop()
 
 
-def _sweep_until_all_terminal(ids: list[str], timeout: float) -> None:
-    """Play beat: run the recovery and due sweeps until every task is terminal."""
+def _sweep_until_all_terminal(ids: list[str], timeout: float, queue: str) -> None:
+    """Play beat: run the recovery and due sweeps until every task is terminal and every
+    terminal event has been delivered (or given up on)."""
     terminal = [str(s) for s in TERMINAL]
     deadline = time.monotonic() + timeout
     swept: Counter[str] = Counter()
-    with override_settings(ASYNCQUEUE=FAST_RECOVERY):
+    with override_settings(ASYNCQUEUE=fast_recovery(queue)):
         while time.monotonic() < deadline:
             swept["stale_leases"] += services.recover_stale_leases()
             swept["redispatched"] += services.redispatch_lost()
@@ -85,7 +91,12 @@ def _sweep_until_all_terminal(ids: list[str], timeout: float) -> None:
             swept["redispatched_webhooks"] += services.redispatch_lost_webhooks()
             swept["due_webhooks"] += services.dispatch_due_webhooks()
             left = Task.objects.filter(pk__in=ids).exclude(status__in=terminal).count()
-            if left == 0:
+            undelivered = (
+                WebhookDelivery.objects.filter(task_id__in=ids)
+                .exclude(status__in=["delivered", "gone", "failed"])
+                .count()
+            )
+            if left == 0 and undelivered == 0:
                 return
             time.sleep(0.5)
     stuck = list(
@@ -129,8 +140,8 @@ def test_worker_sigkilled_mid_callback_loses_nothing(
 ) -> None:
     import json
 
-    env = {"ASYNCQUEUE_TEST_OVERRIDES": json.dumps(FAST_RECOVERY)}
-    worker = worker_factory(queues="crash,default", beat=False, concurrency=8, **env)
+    env = {"ASYNCQUEUE_TEST_OVERRIDES": json.dumps(fast_recovery("crash"))}
+    worker = worker_factory(queues="crash", beat=False, concurrency=8, **env)
     ids = [
         str(
             services.create_task(
@@ -152,9 +163,9 @@ def test_worker_sigkilled_mid_callback_loses_nothing(
         wait_for(lambda: Task.objects.filter(pk__in=ids, status="processing").exists(), 60)
         worker.kill()
         kills += 1
-        worker = worker_factory(queues="crash,default", beat=False, concurrency=8, **env)
+        worker = worker_factory(queues="crash", beat=False, concurrency=8, **env)
         time.sleep(1.0)
-    _sweep_until_all_terminal(ids, timeout=240)
+    _sweep_until_all_terminal(ids, timeout=240, queue="crash")
     worker.stop()
 
     assert kills == 4
@@ -217,25 +228,6 @@ class PrivateRedis:
             self.proc = None
 
 
-@contextmanager
-def publishing_to(url: str) -> Iterator[None]:
-    """Make this process's Celery app publish to ``url`` (the worker is told separately)."""
-    from tests.celery_app import app
-
-    saved = (app.conf.broker_url, app.conf.broker_transport)
-    app.conf.broker_url, app.conf.broker_transport = url, None
-    app._pool = None
-    app.amqp._producer_pool = None
-    tasks._driver_type.cache_clear()
-    try:
-        yield
-    finally:
-        app.conf.broker_url, app.conf.broker_transport = saved
-        app._pool = None
-        app.amqp._producer_pool = None
-        tasks._driver_type.cache_clear()
-
-
 @pytest.mark.worker
 @pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server")
 def test_tasks_created_while_the_broker_is_down_all_run_after_it_returns(
@@ -250,8 +242,11 @@ def test_tasks_created_while_the_broker_is_down_all_run_after_it_returns(
     redis = PrivateRedis(port, str(tmp_path))
     url = f"redis://127.0.0.1:{port}/0"
     redis.start()
-    env = {"CELERY_BROKER_URL": url, "ASYNCQUEUE_TEST_OVERRIDES": json.dumps(FAST_RECOVERY)}
-    worker = worker_factory(queues="outage,default", beat=False, **env)
+    env = {
+        "CELERY_BROKER_URL": url,
+        "ASYNCQUEUE_TEST_OVERRIDES": json.dumps(fast_recovery("outage")),
+    }
+    worker = worker_factory(queues="outage", beat=False, **env)
     try:
         with publishing_to(url):
             redis.stop()  # the broker goes away while clients keep creating tasks
@@ -271,7 +266,7 @@ def test_tasks_created_while_the_broker_is_down_all_run_after_it_returns(
             ids = [r.json()["task"]["id"] for r in responses]
             assert Task.objects.filter(pk__in=ids, status="pending").count() == 200
             redis.start()  # it comes back; the recovery sweep re-sends what was never queued
-            _sweep_until_all_terminal(ids, timeout=180)
+            _sweep_until_all_terminal(ids, timeout=180, queue="outage")
     finally:
         worker.stop()
         redis.stop()
@@ -291,8 +286,8 @@ def test_worker_losing_its_database_connections_recovers(
 ) -> None:
     import json
 
-    env = {"ASYNCQUEUE_TEST_OVERRIDES": json.dumps(FAST_RECOVERY)}
-    worker = worker_factory(queues="hiccup,default", beat=False, concurrency=4, **env)
+    env = {"ASYNCQUEUE_TEST_OVERRIDES": json.dumps(fast_recovery("hiccup"))}
+    worker = worker_factory(queues="hiccup", beat=False, concurrency=4, **env)
     ids = [
         str(
             services.create_task(
@@ -318,7 +313,7 @@ def test_worker_losing_its_database_connections_recovers(
                 [db_name],
             )
         time.sleep(0.5)
-    _sweep_until_all_terminal(ids, timeout=180)
+    _sweep_until_all_terminal(ids, timeout=180, queue="hiccup")
     worker.stop()
     assert_exactly_once(ids)
     assert Task.objects.filter(pk__in=ids, status="completed").count() == 60

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import timedelta
 
 import pytest
@@ -17,7 +15,7 @@ from asyncqueue_django import services, tasks
 from asyncqueue_django.http import CallResult
 from asyncqueue_django.models import Attempt, Task, Team
 from asyncqueue_django.services import TaskSpec
-from tests.worker import Worker, wait_for
+from tests.worker import Worker, broker_unreachable, wait_for
 
 
 def make_task(team: Team, url: str = "http://127.0.0.1:9/x", **spec: object) -> Task:
@@ -255,26 +253,6 @@ def test_lost_dispatch_is_sent_again_after_the_grace_period(team: Team) -> None:
     assert services.redispatch_lost(now=created + timedelta(seconds=61)) == 1
     task.refresh_from_db()
     assert task.dispatched_at == created + timedelta(seconds=61)
-
-
-@contextmanager
-def broker_unreachable() -> Iterator[None]:
-    """Point the test Celery app at a port where nothing listens, as if the broker were down."""
-    from tests.celery_app import app
-
-    saved = (app.conf.broker_url, app.conf.broker_transport)
-    app.conf.broker_url, app.conf.broker_transport = "redis://127.0.0.1:1/0", None
-    app.conf.broker_connection_timeout = 0.5
-    app._pool = None
-    app.amqp._producer_pool = None
-    tasks._driver_type.cache_clear()
-    try:
-        yield
-    finally:
-        app.conf.broker_url, app.conf.broker_transport = saved
-        app._pool = None
-        app.amqp._producer_pool = None
-        tasks._driver_type.cache_clear()
 
 
 @pytest.mark.worker

@@ -22,8 +22,7 @@ from werkzeug import Request, Response
 
 from asyncqueue_django import services, signing
 from asyncqueue_django.models import Task, Team, WebhookAttempt, WebhookDelivery
-from tests.test_services_engine import broker_unreachable
-from tests.worker import Worker, wait_for
+from tests.worker import Worker, broker_unreachable, wait_for
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 

@@ -14,6 +14,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -172,3 +173,40 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 30, interval: float 
         if time.monotonic() > deadline:
             pytest.fail(f"condition not met within {timeout}s")
         time.sleep(interval)
+
+
+@contextmanager
+def publishing_to(url: str, transport: str | None = None) -> Iterator[None]:
+    """Make this process publish its Celery messages to ``url`` for a while.
+
+    Celery reads ``CELERY_BROKER_URL`` from the environment before its own configuration, so
+    both are switched, and the cached connection and producer pools are dropped.
+    """
+    from asyncqueue_django import tasks
+    from tests.celery_app import app
+
+    saved_env = os.environ.get("CELERY_BROKER_URL")
+    saved_conf = (app.conf.broker_url, app.conf.broker_transport)
+
+    def reset_pools() -> None:
+        app._pool = None
+        app.amqp._producer_pool = None
+        tasks._driver_type.cache_clear()
+
+    os.environ["CELERY_BROKER_URL"] = url
+    app.conf.broker_url, app.conf.broker_transport = url, transport
+    reset_pools()
+    try:
+        yield
+    finally:
+        if saved_env is None:
+            os.environ.pop("CELERY_BROKER_URL", None)
+        else:
+            os.environ["CELERY_BROKER_URL"] = saved_env
+        app.conf.broker_url, app.conf.broker_transport = saved_conf
+        reset_pools()
+
+
+def broker_unreachable() -> Any:
+    """Publish to a port where nothing listens, as if the broker were down."""
+    return publishing_to("redis://127.0.0.1:1/0")
