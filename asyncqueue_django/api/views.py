@@ -3,10 +3,12 @@ explicitly, so the host project's ``REST_FRAMEWORK`` defaults never change this 
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Sequence
 from typing import Any, cast
 
+from django.db import connection
 from django.db.models import QuerySet
 from rest_framework import status as http_status
 from rest_framework import viewsets
@@ -21,7 +23,7 @@ from rest_framework.throttling import BaseThrottle
 from rest_framework.versioning import BaseVersioning
 from rest_framework.views import APIView
 
-from asyncqueue_django import services
+from asyncqueue_django import services, states
 from asyncqueue_django.api.authentication import ApiKeyAuthentication, TeamPrincipal
 from asyncqueue_django.api.exceptions import PayloadTooLarge, error_response, exception_handler
 from asyncqueue_django.api.parsers import StrictJSONParser
@@ -43,6 +45,8 @@ from asyncqueue_django.states import TaskStatus
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
+MAX_LONG_POLL = 25  # seconds; below common 30 s proxy and load-balancer idle timeouts
+LONG_POLL_INTERVAL = 0.2
 
 
 class AsyncQueueViewMixin:
@@ -181,15 +185,45 @@ class TaskViewSet(AsyncQueueViewMixin, viewsets.GenericViewSet[Task]):
         )
 
     def retrieve(self, request: Request, task_id: str) -> Response:
+        """``GET /v1/tasks/{id}[?wait=N]``: with ``wait`` (seconds, at most 25) the answer is held
+        until the task's status changes or the time is up (long polling)."""
+        wait = _query_int(request, "wait", 0, 0, MAX_LONG_POLL)
+        pk = self._task_id()
+        if wait:
+            self._wait_for_change(pk, wait)
         task = (
             self.get_queryset()
-            .filter(pk=self._task_id())
+            .filter(pk=pk)
             .prefetch_related("attempts", "webhook_deliveries")
             .first()
         )
         if task is None:
             raise TaskNotFound()
         return Response({"task": TaskDetailSerializer(task).data})
+
+    def _wait_for_change(self, pk: uuid.UUID, wait: int) -> None:
+        """Poll the task's status every ``LONG_POLL_INTERVAL`` seconds, for at most ``wait``.
+
+        Returns at once for a terminal task. Between polls the database connection is given
+        back (closed, or returned to the pooler), so a waiting request holds a server thread but
+        not a database connection; each poll is one primary-key read of one column.
+        """
+        statuses = self.get_queryset().filter(pk=pk).values_list("status", flat=True)
+        initial = statuses.first()
+        if initial is None:
+            raise TaskNotFound()
+        if states.is_terminal(initial):
+            return
+        deadline = time.monotonic() + wait
+        while True:
+            if not connection.in_atomic_block:  # ATOMIC_REQUESTS keeps it; nothing to give back
+                connection.close()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            time.sleep(min(LONG_POLL_INTERVAL, remaining))
+            if statuses.first() != initial:
+                return
 
     def destroy(self, request: Request, task_id: str) -> Response:
         """``DELETE /v1/tasks/{id}``: the same as cancel."""
