@@ -31,7 +31,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "bench" / "results"
-QUEUE = "aqbench"
+QUEUE = os.environ.get("BENCH_QUEUE") or "aqbench"  # see bench/settings.py
 DEFAULT_PG_URL = "postgres://postgres@127.0.0.1:5432/asyncqueue_bench"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/13"
 BACKEND_LABELS = {

@@ -153,24 +153,25 @@ def run(ctx: harness.Context) -> dict[str, Any]:
     return result
 
 
-HEADERS = ["path", "floor ms", "app ms", "ratio", "queries (app)", "breakdown"]
+HEADERS = ["backend", "path", "floor ms", "app ms", "ratio", "queries (app)", "breakdown"]
 
 
 def _rows(merged: dict[str, Any]) -> list[list[Any]]:
     rows = []
     for name, r in merged["backends"].items():
         if "error" in r:
-            rows.append([name, r["error"], "", "", "", ""])
+            rows.append([name, r["error"], "", "", "", "", ""])
             continue
         c, b = r["create"], r["callback"]
         rows.append(
-            ["create (Django handler)", c["floor_view_ms"], c["api_ms"], f"{c['ratio']:.2f}x",
+            [r["backend"], "create (Django handler)", c["floor_view_ms"], c["api_ms"],
+             f"{c['ratio']:.2f}x",
              f"{c['queries_api']} (floor {c['queries_floor']})",
              f"service create_task alone {c['service_create_task_ms']:.2f} ms"]
         )  # fmt: skip
         ph = b["phases_ms"]
         rows.append(
-            ["callback (execute_task)", b["raw_requests_post_ms"], b["total_ms"],
+            [r["backend"], "callback (execute_task)", b["raw_requests_post_ms"], b["total_ms"],
              f"{b['ratio']:.2f}x", sum(b["queries"].values()),
              ", ".join(f"{k} {v:.2f}" for k, v in ph.items())]
         )  # fmt: skip

@@ -2,8 +2,8 @@
 
 ``DATABASE_URL`` and ``CELERY_BROKER_URL`` choose the services; ``python -m bench`` sets them
 for each backend (``pg``: PostgreSQL + Redis, ``embedded``: SQLite + the embedded SQLite
-broker). Everything the benchmarks publish goes to the ``aqbench`` queue, which only the
-benchmark's own workers consume, so a broker shared with a test run is safe to use.
+broker). Everything the benchmarks publish goes to the ``aqbench`` queue (or ``BENCH_QUEUE``),
+which only the benchmark's own workers consume, so a broker shared with a test run is safe.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ import dj_database_url
 
 from asyncqueue_django.conf import SETTINGS as _KNOWN_SETTINGS
 
-QUEUE = "aqbench"
+# BENCH_QUEUE: two runs on one broker (e.g. concurrent smoke tests) must not share a queue.
+QUEUE = os.environ.get("BENCH_QUEUE") or "aqbench"
 STATE_DIR = Path(os.environ.get("BENCH_STATE_DIR") or Path(tempfile.gettempdir()) / "aqbench")
 STATE_DIR.mkdir(parents=True, exist_ok=True)
 

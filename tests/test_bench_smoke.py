@@ -1,9 +1,10 @@
 """The benchmark suite still runs: ``python -m bench all --smoke`` on this run's services.
 
 Tiny sizes, a subprocess (the benchmarks start their own workers and gunicorn), results in a
-temporary directory (never ``bench/results``). On PostgreSQL the benchmarks use their own
-database next to the test database (``<name>_aqbench_smoke``); on Redis they use their own
-queue (``aqbench``), so a test worker on the same broker never sees their messages.
+temporary directory (never ``bench/results``). On PostgreSQL the benchmarks use a database of
+their own next to the test database (``<name>_aqbench_<pid>``, dropped afterwards) and a queue
+of their own (``aqbench_<pid>``), so neither a test worker nor a concurrent run on the same
+services ever sees their rows or messages.
 
 It needs the ``bench`` extra (gunicorn, matplotlib, psutil); without it, it is skipped.
 Deselect with ``-m "not worker"`` (it runs real workers) or ``--deselect`` this file.
@@ -35,7 +36,7 @@ def _backend_args() -> list[str]:
     broker = os.environ.get("CELERY_BROKER_URL", "")
     if database.startswith(("postgres://", "postgresql://")) and broker.startswith("redis://"):
         parts = urlsplit(database)
-        name = (parts.path.lstrip("/") or "postgres") + "_aqbench_smoke"
+        name = f"{parts.path.lstrip('/') or 'postgres'}_aqbench_{os.getpid()}"
         return [
             "--backend",
             "pg",
@@ -47,21 +48,36 @@ def _backend_args() -> list[str]:
     return ["--backend", "embedded"]
 
 
+def _drop_database(url: str) -> None:
+    import psycopg
+
+    parts = urlsplit(url)
+    admin = urlunsplit(parts._replace(path="/postgres"))
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{parts.path.lstrip("/")}" WITH (FORCE)')
+
+
 def test_every_benchmark_runs_in_smoke_mode(tmp_path: Path) -> None:
     results = tmp_path / "results"
     env = {
         k: v for k, v in os.environ.items() if k not in ("DJANGO_SETTINGS_MODULE", "PYTEST_ADDOPTS")
     }
+    env["BENCH_QUEUE"] = f"aqbench_{os.getpid()}"
+    backend = _backend_args()
     cmd = [
-        sys.executable, "-m", "bench", "all", "--smoke", *_backend_args(),
+        sys.executable, "-m", "bench", "all", "--smoke", *backend,
         "--results-dir", str(results), "--state-dir", str(tmp_path / "state"),
     ]  # fmt: skip
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=220)
+    try:
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=220)
+    finally:
+        if "--pg-url" in backend:
+            _drop_database(backend[backend.index("--pg-url") + 1])
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-6000:]
     for name in BENCHMARKS:
         data = json.loads((results / f"{name}.json").read_text())
         assert data["backends"], name
-        for backend, result in data["backends"].items():
-            assert "error" not in result, (name, backend, result)
+        for backend_name, result in data["backends"].items():
+            assert "error" not in result, (name, backend_name, result)
         assert (results / f"{name}.png").stat().st_size > 1000, name
     assert "dispatch" in (results / "summary.md").read_text()
