@@ -13,13 +13,15 @@ from datetime import timedelta
 from typing import Any
 
 from django.utils import timezone
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from asyncqueue_django import http
 from asyncqueue_django.checks import QUEUE_NAME_RE
 from asyncqueue_django.conf import app_settings
-from asyncqueue_django.models import RetryBackoff, Task
+from asyncqueue_django.models import AttemptOutcome, RetryBackoff, SignalStatus, Task
 from asyncqueue_django.services import TaskSpec, fingerprint_of
+from asyncqueue_django.states import TaskStatus
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 
@@ -146,7 +148,7 @@ class TaskCreateSerializer(serializers.Serializer[Any]):
     delayUntil = serializers.DateTimeField(required=False, allow_null=True)
     delay = StrictIntegerField(required=False, allow_null=True, min_value=0)
     maxRetries = StrictIntegerField(required=False, allow_null=True, min_value=0)
-    retryBackoff = StrictChoiceField(choices=RetryBackoff.values, required=False)
+    retryBackoff = StrictChoiceField(choices=RetryBackoff.choices, required=False)
     priority = StrictIntegerField(required=False, min_value=1, max_value=10)
     queue = StrictCharField(required=False, max_length=100)
     waitForSignal = StrictBooleanField(required=False)
@@ -308,13 +310,23 @@ def redact_headers(headers: dict[str, Any]) -> dict[str, Any]:
     return {k: (REDACTED if SECRET_HEADER_RE.search(k) else v) for k, v in headers.items()}
 
 
+NULLABLE_DATETIME = serializers.DateTimeField(allow_null=True)
+NULLABLE_STRING = serializers.CharField(allow_null=True)
+
+
+class EarlySignalSerializer(serializers.Serializer[Any]):
+    status = serializers.ChoiceField(choices=SignalStatus.choices)
+    result = serializers.JSONField(allow_null=True)
+    error = serializers.CharField(allow_null=True)
+
+
 class AttemptSerializer(serializers.Serializer[Any]):
     number = serializers.IntegerField()
     startedAt = serializers.DateTimeField(source="started_at")
     duration = serializers.IntegerField(source="duration_ms", allow_null=True)
     statusCode = serializers.IntegerField(source="status_code", allow_null=True)
     error = serializers.CharField(allow_null=True)
-    outcome = serializers.CharField()
+    outcome = serializers.ChoiceField(choices=AttemptOutcome.choices)
 
     def to_representation(self, instance: Any) -> dict[str, Any]:
         data = super().to_representation(instance)
@@ -326,7 +338,7 @@ class TaskSerializer(serializers.Serializer[Task]):
     """The public task object (SPEC §3)."""
 
     id = serializers.UUIDField()
-    status = serializers.CharField()
+    status = serializers.ChoiceField(choices=TaskStatus.choices)
     targetUrl = serializers.CharField(source="target_url")
     method = serializers.CharField()
     headers = serializers.SerializerMethodField()
@@ -337,7 +349,7 @@ class TaskSerializer(serializers.Serializer[Task]):
     priority = serializers.IntegerField()
     queue = serializers.CharField()
     maxRetries = serializers.IntegerField(source="max_retries")
-    retryBackoff = serializers.CharField(source="retry_backoff")
+    retryBackoff = serializers.ChoiceField(source="retry_backoff", choices=RetryBackoff.choices)
     retryCount = serializers.IntegerField(source="retry_count")
     nextAttemptAt = serializers.SerializerMethodField()
     waitForSignal = serializers.BooleanField(source="wait_for_signal")
@@ -355,18 +367,22 @@ class TaskSerializer(serializers.Serializer[Task]):
     startedAt = serializers.DateTimeField(source="started_at", allow_null=True)
     completedAt = serializers.DateTimeField(source="completed_at", allow_null=True)
 
+    @extend_schema_field(serializers.DictField(child=serializers.CharField()))
     def get_headers(self, task: Task) -> dict[str, Any]:
         return redact_headers(task.headers)
 
+    @extend_schema_field(NULLABLE_DATETIME)
     def get_nextAttemptAt(self, task: Task) -> str | None:
         # Only meaningful while the task waits to run.
         if task.status in ("pending", "delayed") and task.next_attempt_at:
             return serializers.DateTimeField().to_representation(task.next_attempt_at)
         return None
 
+    @extend_schema_field(NULLABLE_STRING)
     def get_error(self, task: Task) -> str | None:
         return task.error or None
 
+    @extend_schema_field(EarlySignalSerializer(allow_null=True))
     def get_earlySignal(self, task: Task) -> dict[str, Any] | None:
         """A signal that arrived before the callback finished (kept after it is applied)."""
         if not task.early_signal_status:
@@ -391,9 +407,11 @@ class WebhookDeliverySerializer(serializers.Serializer[Any]):
     deliveredAt = serializers.DateTimeField(source="delivered_at", allow_null=True)
     nextAttemptAt = serializers.SerializerMethodField()
 
+    @extend_schema_field(NULLABLE_STRING)
     def get_lastError(self, delivery: Any) -> str | None:
         return delivery.last_error or None
 
+    @extend_schema_field(NULLABLE_DATETIME)
     def get_nextAttemptAt(self, delivery: Any) -> str | None:
         # Only meaningful while the event waits to be delivered.
         if delivery.status == "pending" and delivery.next_attempt_at:
@@ -409,7 +427,7 @@ class TaskDetailSerializer(TaskSerializer):
 class SignalSerializer(serializers.Serializer[Any]):
     """``POST /v1/signals/{token}`` body."""
 
-    status = StrictChoiceField(choices=["completed", "failed"])
+    status = StrictChoiceField(choices=SignalStatus.choices)
     result = AnyJSONField(required=False, allow_null=True)
     error = StrictCharField(required=False, allow_null=True, allow_blank=True, max_length=10_000)
 

@@ -7,6 +7,7 @@ from typing import Any
 from django.urls import re_path
 from rest_framework.routers import SimpleRouter
 
+from asyncqueue_django.api.schema import SchemaView, docs_view
 from asyncqueue_django.api.views import HeartbeatView, NotFoundView, SignalView, TaskViewSet
 
 
@@ -21,6 +22,8 @@ router.register("tasks", TaskViewSet, basename="task")
 
 urlpatterns: list[Any] = [
     *router.urls,
+    re_path(r"^schema/?$", SchemaView.as_view(), name="schema"),
+    re_path(r"^docs/?$", docs_view, name="docs"),
     re_path(r"^signals/(?P<token>[^/]+)/heartbeat/?$", HeartbeatView.as_view(), name="heartbeat"),
     re_path(r"^signals/(?P<token>[^/]+)/?$", SignalView.as_view(), name="signal"),
     re_path(r"^.*$", NotFoundView.as_view(), name="not-found"),

@@ -10,6 +10,14 @@ from typing import Any, cast
 
 from django.db import connection
 from django.db.models import QuerySet
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema_view,
+)
+from drf_spectacular.utils import extend_schema as spectacular_extend_schema
 from rest_framework import status as http_status
 from rest_framework import viewsets
 from rest_framework.authentication import BaseAuthentication
@@ -28,6 +36,17 @@ from asyncqueue_django.api.authentication import ApiKeyAuthentication, TeamPrinc
 from asyncqueue_django.api.exceptions import PayloadTooLarge, error_response, exception_handler
 from asyncqueue_django.api.parsers import StrictJSONParser
 from asyncqueue_django.api.permissions import HasApiKey
+from asyncqueue_django.api.schema import (
+    SEED_EXAMPLES,
+    AsyncQueueSchema,
+    TaskCreatedEnvelope,
+    TaskDetailEnvelope,
+    TaskEnvelope,
+    TaskListEnvelope,
+    errors,
+    extend_schema,
+    int_range,
+)
 from asyncqueue_django.api.serializers import (
     HeartbeatSerializer,
     SignalSerializer,
@@ -58,6 +77,7 @@ class AsyncQueueViewMixin:
     renderer_classes: Sequence[type[BaseRenderer]] = [JSONRenderer]
     throttle_classes: Sequence[type[BaseThrottle]] = [TeamRateThrottle]
     versioning_class: type[BaseVersioning] | None = None
+    schema: Any = AsyncQueueSchema()
 
     def get_exception_handler(self) -> Any:
         return exception_handler
@@ -99,6 +119,14 @@ def _query_int(request: Request, name: str, default: int, low: int, high: int) -
     return value
 
 
+@extend_schema_view(
+    **{
+        name: spectacular_extend_schema(
+            parameters=[OpenApiParameter("task_id", OpenApiTypes.UUID, OpenApiParameter.PATH)]
+        )
+        for name in ("retrieve", "destroy", "cancel", "retry")
+    }
+)
 class TaskViewSet(AsyncQueueViewMixin, viewsets.GenericViewSet[Task]):
     """``/v1/tasks``: create, list, get, cancel (also DELETE), retry."""
 
@@ -114,6 +142,26 @@ class TaskViewSet(AsyncQueueViewMixin, viewsets.GenericViewSet[Task]):
         except ValueError:
             raise TaskNotFound() from None
 
+    @extend_schema(
+        operation_id="createTask",
+        summary="Create a task",
+        request=TaskCreateSerializer,
+        parameters=[
+            OpenApiParameter(
+                "Idempotency-Key",
+                str,
+                OpenApiParameter.HEADER,
+                description="Same key and same request within the retention window: the "
+                "original task (200). Same key, different request: 409.",
+            )
+        ],
+        responses={
+            201: TaskCreatedEnvelope,
+            200: OpenApiResponse(TaskEnvelope, description="An Idempotency-Key replay."),
+            **errors(400, 401, 409, 413, 415, 429),
+        },
+        examples=SEED_EXAMPLES,
+    )
     def create(self, request: Request) -> Response:
         serializer = TaskCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -148,6 +196,22 @@ class TaskViewSet(AsyncQueueViewMixin, viewsets.GenericViewSet[Task]):
             return header
         return from_body
 
+    @extend_schema(
+        operation_id="listTasks",
+        summary="List tasks, newest first",
+        parameters=[
+            OpenApiParameter(
+                "status", str, description="A status, or a comma-separated list of statuses."
+            ),
+            OpenApiParameter("queue", str),
+            OpenApiParameter("waitForSignal", str, enum=["true", "false"]),
+            OpenApiParameter(
+                "limit", int_range(1, MAX_LIMIT), description=f"default {DEFAULT_LIMIT}"
+            ),
+            OpenApiParameter("offset", int_range(0, 10**9), description="default 0"),
+        ],
+        responses={200: TaskListEnvelope, **errors(400, 401, 429)},
+    )
     def list(self, request: Request) -> Response:
         limit = _query_int(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
         offset = _query_int(request, "offset", 0, 0, 10**9)
@@ -184,6 +248,19 @@ class TaskViewSet(AsyncQueueViewMixin, viewsets.GenericViewSet[Task]):
             }
         )
 
+    @extend_schema(
+        operation_id="getTask",
+        summary="Get a task with its attempts and webhook deliveries",
+        parameters=[
+            OpenApiParameter(
+                "wait",
+                int_range(0, MAX_LONG_POLL),
+                description=f"Long polling: hold the answer until the status changes, for at "
+                f"most this many seconds (0..{MAX_LONG_POLL}).",
+            )
+        ],
+        responses={200: TaskDetailEnvelope, **errors(400, 401, 404, 429)},
+    )
     def retrieve(self, request: Request, task_id: str) -> Response:
         """``GET /v1/tasks/{id}[?wait=N]``: with ``wait`` (seconds, at most 25) the answer is held
         until the task's status changes or the time is up (long polling)."""
@@ -225,10 +302,21 @@ class TaskViewSet(AsyncQueueViewMixin, viewsets.GenericViewSet[Task]):
             if statuses.first() != initial:
                 return
 
+    @extend_schema(
+        operation_id="deleteTask",
+        summary="Cancel a task (same as POST .../cancel)",
+        responses={200: TaskEnvelope, **errors(401, 404, 409, 429)},
+    )
     def destroy(self, request: Request, task_id: str) -> Response:
         """``DELETE /v1/tasks/{id}``: the same as cancel."""
         return self._cancel()
 
+    @extend_schema(
+        operation_id="cancelTask",
+        summary="Cancel a pending, delayed or waiting task",
+        request=None,
+        responses={200: TaskEnvelope, **errors(401, 404, 409, 429)},
+    )
     @action(detail=True, methods=["post"])
     def cancel(self, request: Request, task_id: str) -> Response:
         return self._cancel()
@@ -237,6 +325,12 @@ class TaskViewSet(AsyncQueueViewMixin, viewsets.GenericViewSet[Task]):
         task = services.cancel_task(self.team, self._task_id())
         return Response({"task": TaskSerializer(task).data})
 
+    @extend_schema(
+        operation_id="retryTask",
+        summary="Run a failed or timed-out task again",
+        request=None,
+        responses={200: TaskEnvelope, **errors(401, 404, 409, 429)},
+    )
     @action(detail=True, methods=["post"])
     def retry(self, request: Request, task_id: str) -> Response:
         task = services.retry_task(self.team, self._task_id())
@@ -245,6 +339,8 @@ class TaskViewSet(AsyncQueueViewMixin, viewsets.GenericViewSet[Task]):
 
 class NotFoundView(AsyncQueueViewMixin, APIView):
     """JSON 404 for any other path under ``/v1`` (instead of the host's HTML page)."""
+
+    schema = None  # not part of the API: left out of the OpenAPI document
 
     authentication_classes = []
     permission_classes = []
@@ -263,6 +359,29 @@ class SignalView(AsyncQueueViewMixin, APIView):
     permission_classes: Sequence[Any] = []
     throttle_classes: Sequence[type[BaseThrottle]] = [SignalIPThrottle]
 
+    @extend_schema(
+        operation_id="sendSignal",
+        summary="Complete or fail a waiting task (the token is the credential)",
+        request=SignalSerializer,
+        auth=[],
+        responses={
+            200: OpenApiResponse(TaskEnvelope, description="Applied (or an exact replay)."),
+            202: OpenApiResponse(
+                TaskEnvelope, description="Recorded early; applied when the callback succeeds."
+            ),
+            **errors(400, 404, 409, 413, 415, 429),
+        },
+        examples=[
+            OpenApiExample(
+                "Payment confirmed",
+                value={"status": "completed", "result": {"paymentId": "pi_123"}},
+                request_only=True,
+            ),
+            OpenApiExample(
+                "Rejected", value={"status": "failed", "error": "card declined"}, request_only=True
+            ),
+        ],
+    )
     def post(self, request: Request, token: str) -> Response:
         serializer = SignalSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -277,6 +396,13 @@ class SignalView(AsyncQueueViewMixin, APIView):
 class HeartbeatView(SignalView):
     """``POST /v1/signals/{token}/heartbeat``: push ``waitDeadline`` out."""
 
+    @extend_schema(
+        operation_id="heartbeat",
+        summary="Push a waiting task's waitDeadline out",
+        request=HeartbeatSerializer,
+        auth=[],
+        responses={200: TaskEnvelope, **errors(400, 404, 409, 413, 415, 429)},
+    )
     def post(self, request: Request, token: str) -> Response:
         serializer = HeartbeatSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
