@@ -108,7 +108,8 @@ def run(ctx: harness.Context) -> dict[str, Any]:
     with (
         harness.TargetServer() as target,
         harness.Worker(ctx.log_dir, pool="threads", concurrency=8),
-        harness.ApiServer(ctx.log_dir, workers=2, threads=16) as api,
+        # Every long poll holds a server thread: room for all of them, the polls and signals.
+        harness.ApiServer(ctx.log_dir, workers=2, threads=max(16, 3 * per_duration * 2)) as api,
     ):
         long_poll = long_poll_supported(api, headers, target)
         ctx.say(f"long polling supported: {long_poll}; webhooks: {hooks}; scale {scale}")
@@ -191,7 +192,7 @@ def run(ctx: harness.Context) -> dict[str, Any]:
         ]
         for w in workers:
             w.start()
-            time.sleep(0.05)
+            time.sleep(0.1)
         for w in workers:
             w.join()
     strategies = ["polling", "long polling", "signal", "signal + webhook"]
