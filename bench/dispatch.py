@@ -184,8 +184,7 @@ def chart(merged: dict[str, Any], path: Any) -> None:
             for label, data in (("floor: bare Celery", floor), ("app: create → callback", app)):
                 ys = [(i + 1) / len(data) for i in range(len(data))]
                 ax.plot(data, ys, label=label)
-            ax.set_xscale("log")
-            ax.set_xlabel("latency (ms, log)")
+            harness.log_x(ax, "latency (ms, log scale)")
             ax.set_ylabel("fraction of samples")
             ax.set_title(
                 f"{r['backend']}: p50 {r['ratio']['p50']:.2f}x, p99 {r['ratio']['p99']:.2f}x",

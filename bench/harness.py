@@ -681,6 +681,16 @@ def figure(path: Path, ncols: int, title: str, width: float = 5.5) -> Iterator[A
         plt.close(fig)
 
 
+def log_x(ax: Any, label: str) -> None:
+    """A log x axis with plain numbers on the major ticks only."""
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel(label)
+
+
 def grouped_bars(
     ax: Any,
     groups: Sequence[str],

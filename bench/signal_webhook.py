@@ -168,8 +168,7 @@ def chart(merged: dict[str, Any], path: Any) -> None:
                 ("app: signal → webhook", r["cdf"]["app_ms"]),
             ):
                 ax.plot(data, [(i + 1) / len(data) for i in range(len(data))], label=label)
-            ax.set_xscale("log")
-            ax.set_xlabel("latency (ms, log)")
+            harness.log_x(ax, "latency (ms, log scale)")
             ax.set_ylabel("fraction of samples")
             ax.set_title(f"{r['backend']}: p50 {r['ratio']['p50']:.2f}x floor", fontsize=10)
             ax.grid(alpha=0.3)
