@@ -381,3 +381,16 @@ class WebhookAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"attempt {self.number} of webhook {self.delivery_id}"
+
+
+class DeadTask(Task):
+    """Failed and timed-out tasks, as their own admin page for reprocessing in bulk.
+
+    A proxy: no table and no data of its own; the admin narrows the queryset to the statuses
+    ``retry`` accepts.
+    """
+
+    class Meta:
+        proxy = True
+        verbose_name = "failed or timed-out task"
+        verbose_name_plural = "failed and timed-out tasks"

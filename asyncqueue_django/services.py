@@ -812,19 +812,7 @@ def signal_task(
             raise InvalidTransition("signal", TaskStatus.TIMEOUT)
         with transaction.atomic():  # the transition and its terminal event commit together
             if task.status == TaskStatus.WAITING:
-                moved = _transition(
-                    task.pk,
-                    target,
-                    among=frozenset({TaskStatus.WAITING}),
-                    now=now,
-                    filters={"wait_deadline__gt": now},
-                    result=result,
-                    error=error,
-                    completed_at=now,
-                    signal_received_at=now,
-                )
-                if moved:
-                    _on_terminal(task.pk, target, task.on_complete_url, now)
+                if _resolve_waiting(task, target, result, error, now):
                     task.refresh_from_db()
                     return SignalResult(task, applied=True)
                 continue
@@ -866,6 +854,64 @@ def _same_signal(
     status_a: str, result_a: Any, error_a: str, status_b: str, result_b: Any, error_b: str
 ) -> bool:
     return status_a == status_b and result_a == result_b and (error_a or "") == (error_b or "")
+
+
+def _resolve_waiting(
+    task: Task, target: TaskStatus, result: Any, error: str, now: datetime
+) -> bool:
+    """``waiting`` (deadline not yet passed) → ``target`` with ``result``/``error``, and its
+    terminal event. Call inside a transaction; False when the task was no longer waiting
+    before its deadline (someone else won)."""
+    moved = _transition(
+        task.pk,
+        target,
+        among=frozenset({TaskStatus.WAITING}),
+        now=now,
+        filters={"wait_deadline__gt": now},
+        result=result,
+        error=error,
+        completed_at=now,
+        signal_received_at=now,
+    )
+    if moved:
+        _on_terminal(task.pk, target, task.on_complete_url, now)
+    return moved
+
+
+def resolve_waiting_task(
+    team: Team,
+    task_id: Any,
+    status: str,
+    result: Any = None,
+    error: str | None = None,
+    now: datetime | None = None,
+) -> Task:
+    """An operator's signal (the admin's "complete"/"fail" actions): a ``waiting`` task of
+    ``team`` → ``completed``/``failed`` with ``result``/``error``, through the same guarded
+    transition and terminal event as :func:`signal_task`, without the token.
+
+    A task past its ``waitDeadline`` but not yet swept times out now → :class:`InvalidTransition`
+    naming ``timeout``. Raises :class:`TaskNotFound` (not this team's), or
+    :class:`InvalidTransition` naming the current status when the task is not waiting.
+    """
+    now = now or timezone.now()
+    target = TaskStatus(status)
+    if target not in (TaskStatus.COMPLETED, TaskStatus.FAILED):
+        raise ValueError(f"a waiting task is resolved as completed or failed, not {status!r}")
+    operation = "complete" if target == TaskStatus.COMPLETED else "fail"
+    for _ in range(3):  # a lost race re-reads the task and decides again
+        task = get_task(team, task_id)
+        if task.status != TaskStatus.WAITING or task.wait_deadline is None:
+            break
+        if task.wait_deadline <= now:
+            with transaction.atomic():  # commit the timeout before refusing
+                _expire_one(task, now)
+            raise InvalidTransition(operation, TaskStatus.TIMEOUT)
+        with transaction.atomic():  # the transition and its terminal event commit together
+            if _resolve_waiting(task, target, result, error or "", now):
+                task.refresh_from_db()
+                return task
+    raise InvalidTransition(operation, _current_status(task_id, team))
 
 
 def heartbeat(token: str, extend_by: int, now: datetime | None = None) -> Task:
