@@ -57,6 +57,19 @@ def _drop_database(url: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{parts.path.lstrip("/")}" WITH (FORCE)')
 
 
+def _drop_queue_keys(url: str, queue: str) -> None:
+    """The run's queue and its kombu bindings (the name is this run's own)."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        keys = list(client.scan_iter(match=f"*{queue}*"))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
 def test_every_benchmark_runs_in_smoke_mode(tmp_path: Path) -> None:
     results = tmp_path / "results"
     env = {
@@ -73,6 +86,7 @@ def test_every_benchmark_runs_in_smoke_mode(tmp_path: Path) -> None:
     finally:
         if "--pg-url" in backend:
             _drop_database(backend[backend.index("--pg-url") + 1])
+            _drop_queue_keys(backend[backend.index("--broker-url") + 1], env["BENCH_QUEUE"])
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-6000:]
     for name in BENCHMARKS:
         data = json.loads((results / f"{name}.json").read_text())
