@@ -215,11 +215,11 @@ def run(ctx: harness.Context) -> dict[str, Any]:
             }
     missing = []
     if not long_poll:
-        # TODO(long-polling): runs as soon as GET /v1/tasks/{id}?wait=N holds the request.
-        missing.append("long polling: the server ignores ?wait= (not implemented yet)")
+        # An app without long polling (before 135203a) answers ?wait= at once: said, not faked.
+        missing.append("long polling: the server ignores ?wait= (not implemented)")
     if not hooks:
-        # TODO(webhooks): runs as soon as the app has WebhookDelivery (onComplete webhooks).
-        missing.append("signal + webhook: onComplete webhooks not implemented yet")
+        # An app without onComplete webhooks (no WebhookDelivery): said, not faked.
+        missing.append("signal + webhook: onComplete webhooks not implemented")
     return {
         "scale": scale,
         "poll_interval_s": interval,
