@@ -336,14 +336,17 @@ def test_wait_long_polls_at_most_25_seconds(base_url: str, api_key: str) -> None
     assert [call["timeout"] for call in session.calls] == [32, 10, 7]
 
 
-def test_wait_polls_a_server_that_ignores_the_wait_parameter(base_url: str, api_key: str) -> None:
+def test_wait_polls_a_server_that_ignores_the_wait_parameter(httpserver: HTTPServer) -> None:
+    """An older or proxied server that answers ``?wait=`` at once: the loop polls every
+    ``poll`` seconds, it does not spin."""
+    task_id = str(uuid.uuid4())
+    httpserver.expect_request(f"/v1/tasks/{task_id}").respond_with_json(
+        {"task": {"id": task_id, "status": "pending"}}
+    )
     session = RecordingSession()
-    with AsyncQueueClient(base_url, api_key, session=session) as client:
-        task = create(client)
-        session.calls.clear()
-        with pytest.raises(WaitTimeout):
-            client.tasks.wait(task["id"], timeout=1.2, poll=0.5)
-    # This server answers at once: the loop polls every 0.5 s, it does not spin.
+    client = AsyncQueueClient(httpserver.url_for(""), "aq_x", session=session)
+    with client, pytest.raises(WaitTimeout):
+        client.tasks.wait(task_id, timeout=1.2, poll=0.5)
     assert 2 <= len(session.calls) <= 4
 
 

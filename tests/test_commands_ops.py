@@ -295,19 +295,25 @@ def test_recover_runs_all_three_sweeps(team: Team) -> None:
         "  stale leases recovered: 1\n"
         "  lost dispatches re-sent: 1\n"
         "  due tasks dispatched:    1\n"
+        "  webhook leases recovered: 0\n"
+        "  webhook messages re-sent: 0\n"
+        "  due webhooks dispatched:  0\n"
     )
     assert status_of(stale) == "processing"
 
     out = run("asyncqueue_recover")
     assert out == (
         "  stale leases recovered: 1\n  lost dispatches re-sent: 1\n  due tasks dispatched:    1\n"
+        "  webhook leases recovered: 0\n"
+        "  webhook messages re-sent: 0\n"
+        "  due webhooks dispatched:  0\n"
     )
     assert status_of(stale) == "delayed"
     assert Attempt.objects.get(task=stale).outcome == "worker_lost"
     for task in (lost, due):
         assert Task.objects.get(pk=task.pk).dispatched_at >= now
     assert Task.objects.get(pk=fresh.pk).dispatched_at == fresh.dispatched_at
-    assert [line.split()[-1] for line in run("asyncqueue_recover").splitlines()] == ["0"] * 3
+    assert [line.split()[-1] for line in run("asyncqueue_recover").splitlines()] == ["0"] * 6
 
 
 def test_recover_resends_a_never_sent_task_past_the_grace_as_lost(team: Team) -> None:
@@ -323,6 +329,9 @@ def test_recover_resends_a_never_sent_task_past_the_grace_as_lost(team: Team) ->
 def test_recover_on_an_empty_database() -> None:
     assert run("asyncqueue_recover") == (
         "  stale leases recovered: 0\n  lost dispatches re-sent: 0\n  due tasks dispatched:    0\n"
+        "  webhook leases recovered: 0\n"
+        "  webhook messages re-sent: 0\n"
+        "  due webhooks dispatched:  0\n"
     )
 
 

@@ -20,6 +20,7 @@ from asyncqueue_django import http
 from asyncqueue_django.checks import QUEUE_NAME_RE
 from asyncqueue_django.conf import app_settings
 from asyncqueue_django.models import AttemptOutcome, RetryBackoff, SignalStatus, Task
+from asyncqueue_django.sanitize import redact_headers
 from asyncqueue_django.services import TaskSpec, fingerprint_of
 from asyncqueue_django.states import TaskStatus
 
@@ -54,11 +55,6 @@ FORBIDDEN_HEADERS = frozenset(
 )
 HEADER_NAME_RE = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,256}$")
 MAX_HEADER_VALUE = 8192
-SECRET_HEADER_RE = re.compile(
-    r"authorization|cookie|token|secret|passw|api[-_]?key|signature|credential|session|auth",
-    re.IGNORECASE,
-)
-REDACTED = "[redacted]"
 
 
 def check_idempotency_key(value: str) -> str:
@@ -304,10 +300,6 @@ class TaskCreateSerializer(serializers.Serializer[Any]):
 # --------------------------------------------------------------------------------------------
 # Output
 # --------------------------------------------------------------------------------------------
-
-
-def redact_headers(headers: dict[str, Any]) -> dict[str, Any]:
-    return {k: (REDACTED if SECRET_HEADER_RE.search(k) else v) for k, v in headers.items()}
 
 
 NULLABLE_DATETIME = serializers.DateTimeField(allow_null=True)

@@ -10,14 +10,15 @@ from django.utils import timezone
 
 from asyncqueue_django import services
 from asyncqueue_django.conf import app_settings
-from asyncqueue_django.models import Task
+from asyncqueue_django.models import Task, WebhookDelivery
 
 
 class Command(BaseCommand):
     help = (
         "Run one recovery sweep now (what beat runs periodically): processing tasks whose "
         "worker lease expired are retried or failed, due tasks whose message was lost are "
-        "dispatched again, and delayed tasks that came due are dispatched. Prints the counts."
+        "dispatched again, and delayed tasks that came due are dispatched; the same for "
+        "webhook deliveries. Prints the counts."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -32,16 +33,31 @@ class Command(BaseCommand):
             stale = Task.objects.stale_leases(now).count()
             lost = Task.objects.lost_dispatches(now, grace).count()
             due = Task.objects.due(now).filter(dispatched_at__isnull=True).count()
+            webhooks = (
+                WebhookDelivery.objects.stale_leases(now).count(),
+                WebhookDelivery.objects.lost_dispatches(now, grace).count(),
+                WebhookDelivery.objects.due(now).filter(dispatched_at__isnull=True).count(),
+            )
             self.stdout.write("Dry run; nothing changed. Would handle:")
-            self._report(stale, lost, due)
+            self._report(stale, lost, due, *webhooks)
             return
-        # Same order as the beat task: leases first, so a recovered task can be re-sent.
+        # Same order as the beat tasks: leases first, so a recovered task can be re-sent.
         stale = services.recover_stale_leases(now)
         lost = services.redispatch_lost(now)
         due = services.dispatch_due(now)
-        self._report(stale, lost, due)
+        webhooks = (
+            services.recover_stale_webhooks(now),
+            services.redispatch_lost_webhooks(now),
+            services.dispatch_due_webhooks(now),
+        )
+        self._report(stale, lost, due, *webhooks)
 
-    def _report(self, stale: int, lost: int, due: int) -> None:
+    def _report(
+        self, stale: int, lost: int, due: int, w_stale: int, w_lost: int, w_due: int
+    ) -> None:
         self.stdout.write(f"  stale leases recovered: {stale}")
         self.stdout.write(f"  lost dispatches re-sent: {lost}")
         self.stdout.write(f"  due tasks dispatched:    {due}")
+        self.stdout.write(f"  webhook leases recovered: {w_stale}")
+        self.stdout.write(f"  webhook messages re-sent: {w_lost}")
+        self.stdout.write(f"  due webhooks dispatched:  {w_due}")
