@@ -26,8 +26,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import IntegrityError, transaction
-from django.db.models import DateTimeField, F, Value
-from django.db.models.functions import Coalesce
+from django.db.models import F
 from django.utils import timezone
 
 from asyncqueue_django import states, tokens
@@ -242,9 +241,14 @@ def create_task(
         ),
     )
     try:
-        # A savepoint: a concurrent create with the same Idempotency-Key loses on the unique
-        # constraint without breaking a transaction the caller may hold open.
-        with transaction.atomic():
+        if idempotency_key:
+            # A savepoint: a concurrent create with the same Idempotency-Key loses on the
+            # unique constraint without breaking a transaction the caller may hold open.
+            with transaction.atomic():
+                task.save(force_insert=True)
+        else:
+            # One INSERT is atomic by itself; in autocommit it commits at once, so the
+            # on-commit enqueue below fires right after it (no BEGIN/COMMIT round trips).
             task.save(force_insert=True)
     except IntegrityError:
         if not idempotency_key:
@@ -459,30 +463,40 @@ def claim_task(task_id: Any, worker: str, now: datetime | None = None) -> Task |
     else, has finished, was cancelled, or is not due yet.
     """
     now = now or timezone.now()
-    task = Task.objects.filter(pk=task_id).first()
+    # With the team: the callback is signed with the team's secrets. No ORDER BY for one row.
+    task = Task.objects.select_related("team").filter(pk=task_id).order_by().first()
     if task is None or task.status not in states.RUNNABLE:
         return None
     # http.call bounds a whole attempt (all redirect hops) by timeout + connect timeout.
     lease = now + timedelta(
         seconds=task.timeout + app_settings.CONNECT_TIMEOUT + app_settings.LEASE_MARGIN
     )
+    attempt = task.attempt_count + 1
     moved = _transition(
         task_id,
         TaskStatus.PROCESSING,
         among=states.RUNNABLE,
         now=now,
-        # Tolerate a second of clock skew between the machine that set the time and this one.
-        filters={"next_attempt_at__lte": now + timedelta(seconds=1)},
+        # The attempt count read above is part of the guard: if it moved, the row we hold is
+        # stale and someone else's claim won. Tolerate a second of clock skew on the due time.
+        filters={
+            "next_attempt_at__lte": now + timedelta(seconds=1),
+            "attempt_count": task.attempt_count,
+        },
         leased_by=worker,
         claimed_at=now,
         lease_expires_at=lease,
-        attempt_count=F("attempt_count") + 1,
-        started_at=Coalesce(F("started_at"), Value(now), output_field=DateTimeField()),
+        attempt_count=attempt,
+        started_at=task.started_at or now,
     )
     if not moved:
         return None
-    # Re-read with the team: the callback is signed with the team's secrets (one query).
-    return Task.objects.select_related("team").get(pk=task_id)
+    # The guarded UPDATE matched the row as read, so the claimed row is the one in memory with
+    # these fields changed: no second read.
+    task.status = TaskStatus.PROCESSING
+    task.leased_by, task.claimed_at, task.lease_expires_at = worker, now, lease
+    task.attempt_count, task.started_at, task.updated_at = attempt, task.started_at or now, now
+    return task
 
 
 # --------------------------------------------------------------------------------------------
