@@ -3,7 +3,6 @@ explicitly, so the host project's ``REST_FRAMEWORK`` defaults never change this 
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Sequence
 from typing import Any, cast
@@ -34,6 +33,7 @@ from rest_framework.views import APIView
 from asyncqueue_django import services, states
 from asyncqueue_django.api.authentication import ApiKeyAuthentication, TeamPrincipal
 from asyncqueue_django.api.exceptions import PayloadTooLarge, error_response, exception_handler
+from asyncqueue_django.api.longpoll import watcher
 from asyncqueue_django.api.parsers import StrictJSONParser
 from asyncqueue_django.api.permissions import HasApiKey
 from asyncqueue_django.api.schema import (
@@ -65,7 +65,6 @@ from asyncqueue_django.states import TaskStatus
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
 MAX_LONG_POLL = 25  # seconds; below common 30 s proxy and load-balancer idle timeouts
-LONG_POLL_INTERVAL = 0.2
 
 
 class AsyncQueueViewMixin:
@@ -279,28 +278,23 @@ class TaskViewSet(AsyncQueueViewMixin, viewsets.GenericViewSet[Task]):
         return Response({"task": TaskDetailSerializer(task).data})
 
     def _wait_for_change(self, pk: uuid.UUID, wait: int) -> None:
-        """Poll the task's status every ``LONG_POLL_INTERVAL`` seconds, for at most ``wait``.
+        """Hold the request until the task's status changes, for at most ``wait`` seconds.
 
-        Returns at once for a terminal task. Between polls the database connection is given
-        back (closed, or returned to the pooler), so a waiting request holds a server thread but
-        not a database connection; each poll is one primary-key read of one column.
+        Returns at once for a terminal task. The waiting itself is done by the process's
+        long-poll watcher (one query per 0.2 s for all waiting requests together); this
+        request gives its database connection back while it waits, so it holds a server
+        thread, not a connection.
         """
-        statuses = self.get_queryset().filter(pk=pk).values_list("status", flat=True)
-        initial = statuses.first()
+        initial = (
+            self.get_queryset().filter(pk=pk).order_by().values_list("status", flat=True).first()
+        )
         if initial is None:
             raise TaskNotFound()
         if states.is_terminal(initial):
             return
-        deadline = time.monotonic() + wait
-        while True:
-            if not connection.in_atomic_block:  # ATOMIC_REQUESTS keeps it; nothing to give back
-                connection.close()
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return
-            time.sleep(min(LONG_POLL_INTERVAL, remaining))
-            if statuses.first() != initial:
-                return
+        if not connection.in_atomic_block:  # ATOMIC_REQUESTS keeps it; nothing to give back
+            connection.close()
+        watcher.wait(pk, initial, timeout=wait)
 
     @extend_schema(
         operation_id="deleteTask",
