@@ -47,17 +47,26 @@ def _retry_flush_on_deadlock() -> None:
     That is a property of the test harness, not of the code under test: retry the flush."""
     import time
 
+    from django.core.management.base import CommandError
     from django.db import OperationalError
     from django.test import TransactionTestCase
 
     original = TransactionTestCase._fixture_teardown
 
+    def is_deadlock(exc: BaseException | None) -> bool:
+        # flush wraps the database's error in a CommandError ("couldn't be flushed").
+        while exc is not None:
+            if isinstance(exc, OperationalError) and "deadlock" in str(exc):
+                return True
+            exc = exc.__cause__ or exc.__context__
+        return False
+
     def teardown(self: TransactionTestCase) -> None:
         for attempt in range(5):
             try:
                 return original(self)
-            except OperationalError as exc:
-                if "deadlock" not in str(exc) or attempt == 4:
+            except (OperationalError, CommandError) as exc:
+                if not is_deadlock(exc) or attempt == 4:
                     raise
                 time.sleep(0.2)
 
