@@ -15,7 +15,7 @@ from typing import Any
 
 from celery import current_app, shared_task
 from celery.signals import task_prerun
-from django.db import close_old_connections
+from django.db import connections
 from django.utils import timezone
 
 from asyncqueue_django import http, services, signing
@@ -31,15 +31,20 @@ _LOW_FIRST = {"redis"}  # Celery's Redis transport: 0 is served first
 
 @task_prerun.connect(weak=False)
 def _drop_broken_connections(sender: Any = None, **kwargs: Any) -> None:
-    """Before each of our tasks, close database connections that errored or outlived
-    ``CONN_MAX_AGE`` (a no-op, without a query, for a healthy one).
+    """Before each of our tasks, close database connections that no longer answer (one cheap
+    ``SELECT 1`` per open connection; the task then opens a fresh one).
 
     Celery's Django fixup keeps connections for ``CELERY_DB_REUSE_MAX`` tasks; without this a
     connection the database dropped (failover, restart, ``pg_terminate_backend``) would fail
     every task of that worker thread until the fixup recycles it hundreds of tasks later.
+    Connections are not closed for their age here (``close_old_connections`` would, with
+    ``CONN_MAX_AGE = 0``, reconnect before every task and undo ``CELERY_DB_REUSE_MAX``).
     """
-    if getattr(sender, "name", "").startswith("asyncqueue."):
-        close_old_connections()
+    if not getattr(sender, "name", "").startswith("asyncqueue."):
+        return
+    for conn in connections.all(initialized_only=True):
+        if conn.connection is not None and not conn.in_atomic_block and not conn.is_usable():
+            conn.close()
 
 
 def worker_id() -> str:
