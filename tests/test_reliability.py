@@ -76,6 +76,18 @@ def slow_target() -> Iterator[HTTPServer]:
         server.stop()
 
 
+def _slow_tasks(team: Team, target: HTTPServer, *, queue: str, count: int) -> list[str]:
+    """``count`` tasks against the slow target on ``queue``, each with an onComplete URL."""
+    spec = TaskSpec(
+        target_url=target.url_for("/slow"),
+        queue=queue,
+        timeout=2,
+        max_retries=8,
+        on_complete_url=target.url_for("/hook"),
+    )
+    return [str(services.create_task(team, spec).task.pk) for _ in range(count)]
+
+
 def _sweep_until_all_terminal(ids: list[str], timeout: float, queue: str) -> None:
     """Play beat: run the recovery and due sweeps until every task is terminal and every
     terminal event has been delivered (or given up on)."""
@@ -142,21 +154,7 @@ def test_worker_sigkilled_mid_callback_loses_nothing(
 
     env = {"ASYNCQUEUE_TEST_OVERRIDES": json.dumps(fast_recovery("crash"))}
     worker = worker_factory(queues="crash", beat=False, concurrency=8, **env)
-    ids = [
-        str(
-            services.create_task(
-                team,
-                TaskSpec(
-                    target_url=slow_target.url_for("/slow"),
-                    queue="crash",
-                    timeout=2,
-                    max_retries=8,
-                    on_complete_url=slow_target.url_for("/hook"),
-                ),
-            ).task.pk
-        )
-        for _ in range(500)
-    ]
+    ids = _slow_tasks(team, slow_target, queue="crash", count=500)
     kills = 0
     for _ in range(4):
         # Kill only while callbacks are in flight.
@@ -288,21 +286,7 @@ def test_worker_losing_its_database_connections_recovers(
 
     env = {"ASYNCQUEUE_TEST_OVERRIDES": json.dumps(fast_recovery("hiccup"))}
     worker = worker_factory(queues="hiccup", beat=False, concurrency=4, **env)
-    ids = [
-        str(
-            services.create_task(
-                team,
-                TaskSpec(
-                    target_url=slow_target.url_for("/slow"),
-                    queue="hiccup",
-                    timeout=2,
-                    max_retries=8,
-                    on_complete_url=slow_target.url_for("/hook"),
-                ),
-            ).task.pk
-        )
-        for _ in range(60)
-    ]
+    ids = _slow_tasks(team, slow_target, queue="hiccup", count=60)
     db_name = connection.settings_dict["NAME"]
     for _ in range(3):
         wait_for(lambda: Task.objects.filter(pk__in=ids, status="processing").exists(), 60)
