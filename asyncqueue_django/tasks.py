@@ -100,7 +100,7 @@ def send_webhook(delivery_id: str, *, countdown: float = 0) -> None:
         options["priority"] = mapped
     if countdown > 0:
         options["countdown"] = countdown
-    deliver_webhook.apply_async(args=(delivery_id,), **options)
+    deliver_webhook.apply_async(args=(delivery_id,), retry_policy=PUBLISH_RETRY, **options)
 
 
 def build_callback(task: Task) -> tuple[dict[str, str], bytes | None]:

@@ -26,6 +26,26 @@ def test_priority_mapping(driver: str, expected: dict[int, int] | None) -> None:
         assert mapped == (None if expected is None else expected[priority])
 
 
+@pytest.mark.parametrize("kind", ["execute", "webhook"])
+def test_every_kind_of_message_is_published_with_the_one_bounded_retry(
+    kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A broker outage holds a create, a cancel or a signal (which publishes its webhook event)
+    for the same short, bounded time: one quick retry, then the recovery sweep's turn."""
+    seen: list[dict[str, object]] = []
+
+    def spy(self: object, args: object = None, **options: object) -> None:
+        seen.append(options)
+
+    monkeypatch.setattr("celery.app.task.Task.apply_async", spy)
+    if kind == "execute":
+        tasks.send_execute("t-1", queue="default", priority=5)
+    else:
+        tasks.send_webhook("d-1")
+    assert [o["retry_policy"] for o in seen] == [tasks.PUBLISH_RETRY]
+    assert tasks.PUBLISH_RETRY["max_retries"] == 1
+
+
 def test_callback_request_for_payload_body_and_get(team: Team) -> None:
     task = services.create_task(
         team, TaskSpec(target_url="http://127.0.0.1:9/", payload={"ü": [1, 2]}, headers={"A": "b"})
