@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.test import override_settings
 from rest_framework.test import APIClient
 
 from asyncqueue_django import services
@@ -147,3 +148,30 @@ def test_openapi_document_is_unchanged(db: Any) -> None:
 def test_the_team_of_the_fixed_task_is_the_fixture_team(fixed_task: Task, team: Team) -> None:
     assert fixed_task.team_id == team.pk
     assert services.get_task(team, TASK_ID).pk == TASK_ID
+
+
+HOST_SETTINGS = {
+    "TIME_ZONE": "Asia/Kolkata",  # UTC+05:30: any conversion to it would show
+    "REST_FRAMEWORK": {"DATETIME_FORMAT": "%d/%m/%Y %H:%M"},
+}
+
+
+def test_host_time_zone_and_datetime_format_change_no_api_date(
+    fixed_task: Task, client: APIClient
+) -> None:
+    """Dates in API answers are ISO 8601 in UTC whatever the host's settings say."""
+    with override_settings(**HOST_SETTINGS):
+        response = client.get(f"/v1/tasks/{TASK_ID}")
+        listed = client.get("/v1/tasks").json()["tasks"][0]
+    check("get_task.json", response.content)
+    assert listed["createdAt"] == "2026-01-02T03:04:00.000001Z"
+
+
+def test_host_time_zone_and_datetime_format_change_no_webhook_date(fixed_task: Task) -> None:
+    """Webhook bodies carry ISO 8601 UTC dates whatever the host's settings say."""
+    from asyncqueue_django import tasks
+
+    delivery = WebhookDelivery.objects.select_related("task__team").get(pk=DELIVERY_ID)
+    with override_settings(**HOST_SETTINGS):
+        body = tasks.render_webhook(delivery).encode("utf-8")
+    check("webhook_body.json", body)

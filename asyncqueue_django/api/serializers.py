@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import timedelta
+from datetime import UTC, timedelta
 from typing import Any
 
 from django.utils import timezone
@@ -302,7 +302,18 @@ class TaskCreateSerializer(serializers.Serializer[Any]):
 # --------------------------------------------------------------------------------------------
 
 
-NULLABLE_DATETIME = serializers.DateTimeField(allow_null=True)
+class UTCDateTimeField(serializers.DateTimeField):
+    """An output date: always ISO 8601 in UTC (``…Z``), whatever the host's ``TIME_ZONE`` and
+    ``REST_FRAMEWORK["DATETIME_FORMAT"]`` say."""
+
+    def to_representation(self, value: Any) -> Any:
+        if value is None:
+            return None
+        text = value.astimezone(UTC).isoformat()
+        return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
+NULLABLE_DATETIME = UTCDateTimeField(allow_null=True)
 NULLABLE_STRING = serializers.CharField(allow_null=True)
 
 
@@ -314,7 +325,7 @@ class EarlySignalSerializer(serializers.Serializer[Any]):
 
 class AttemptSerializer(serializers.Serializer[Any]):
     number = serializers.IntegerField()
-    startedAt = serializers.DateTimeField(source="started_at")
+    startedAt = UTCDateTimeField(source="started_at")
     duration = serializers.IntegerField(source="duration_ms", allow_null=True)
     statusCode = serializers.IntegerField(source="status_code", allow_null=True)
     error = serializers.CharField(allow_null=True)
@@ -337,7 +348,7 @@ class TaskSerializer(serializers.Serializer[Task]):
     payload = serializers.JSONField()
     body = serializers.CharField(allow_null=True)
     timeout = serializers.IntegerField()
-    delayUntil = serializers.DateTimeField(source="delay_until", allow_null=True)
+    delayUntil = UTCDateTimeField(source="delay_until", allow_null=True)
     priority = serializers.IntegerField()
     queue = serializers.CharField()
     maxRetries = serializers.IntegerField(source="max_retries")
@@ -346,18 +357,18 @@ class TaskSerializer(serializers.Serializer[Task]):
     nextAttemptAt = serializers.SerializerMethodField()
     waitForSignal = serializers.BooleanField(source="wait_for_signal")
     maxWaitTime = serializers.IntegerField(source="max_wait_time")
-    waitDeadline = serializers.DateTimeField(source="wait_deadline", allow_null=True)
+    waitDeadline = UTCDateTimeField(source="wait_deadline", allow_null=True)
     onCompleteUrl = serializers.CharField(source="on_complete_url", allow_null=True)
     metadata = serializers.JSONField()
     result = serializers.JSONField()
     error = serializers.SerializerMethodField()
     idempotencyKey = serializers.CharField(source="idempotency_key", allow_null=True)
-    signalReceivedAt = serializers.DateTimeField(source="signal_received_at", allow_null=True)
+    signalReceivedAt = UTCDateTimeField(source="signal_received_at", allow_null=True)
     earlySignal = serializers.SerializerMethodField()
-    createdAt = serializers.DateTimeField(source="created_at")
-    updatedAt = serializers.DateTimeField(source="updated_at")
-    startedAt = serializers.DateTimeField(source="started_at", allow_null=True)
-    completedAt = serializers.DateTimeField(source="completed_at", allow_null=True)
+    createdAt = UTCDateTimeField(source="created_at")
+    updatedAt = UTCDateTimeField(source="updated_at")
+    startedAt = UTCDateTimeField(source="started_at", allow_null=True)
+    completedAt = UTCDateTimeField(source="completed_at", allow_null=True)
 
     @extend_schema_field(serializers.DictField(child=serializers.CharField()))
     def get_headers(self, task: Task) -> dict[str, Any]:
@@ -367,7 +378,7 @@ class TaskSerializer(serializers.Serializer[Task]):
     def get_nextAttemptAt(self, task: Task) -> str | None:
         # Only meaningful while the task waits to run.
         if task.status in ("pending", "delayed") and task.next_attempt_at:
-            return serializers.DateTimeField().to_representation(task.next_attempt_at)
+            return UTCDateTimeField().to_representation(task.next_attempt_at)
         return None
 
     @extend_schema_field(NULLABLE_STRING)
@@ -395,8 +406,8 @@ class WebhookDeliverySerializer(serializers.Serializer[Any]):
     attempts = serializers.IntegerField(source="attempt_count")
     lastStatusCode = serializers.IntegerField(source="last_status_code", allow_null=True)
     lastError = serializers.SerializerMethodField()
-    createdAt = serializers.DateTimeField(source="created_at")
-    deliveredAt = serializers.DateTimeField(source="delivered_at", allow_null=True)
+    createdAt = UTCDateTimeField(source="created_at")
+    deliveredAt = UTCDateTimeField(source="delivered_at", allow_null=True)
     nextAttemptAt = serializers.SerializerMethodField()
 
     @extend_schema_field(NULLABLE_STRING)
@@ -407,7 +418,7 @@ class WebhookDeliverySerializer(serializers.Serializer[Any]):
     def get_nextAttemptAt(self, delivery: Any) -> str | None:
         # Only meaningful while the event waits to be delivered.
         if delivery.status == "pending" and delivery.next_attempt_at:
-            return serializers.DateTimeField().to_representation(delivery.next_attempt_at)
+            return UTCDateTimeField().to_representation(delivery.next_attempt_at)
         return None
 
 
