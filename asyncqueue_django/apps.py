@@ -11,4 +11,9 @@ class AsyncQueueConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from asyncqueue_django import checks  # noqa: F401  (registers the system checks)
+        from asyncqueue_django import broker, checks  # noqa: F401  (registers the system checks)
+        from asyncqueue_django.services import engine
+
+        # The write path publishes through this; it imports no Celery itself.
+        if engine.publisher is None:
+            engine.set_publisher(broker.publish)

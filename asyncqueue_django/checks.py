@@ -10,8 +10,8 @@ from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 
 from asyncqueue_django.conf import SETTINGS
+from asyncqueue_django.validators import QUEUE_NAME_RE
 
-QUEUE_NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,100}$")
 MAX_WEBHOOK_RETRIES = 50
 MAX_WEBHOOK_RETRY_DELAY = 7 * 86_400
 RATE_RE = re.compile(r"^\d+/(s|sec|second|m|min|minute|h|hour|d|day)$")

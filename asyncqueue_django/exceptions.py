@@ -1,6 +1,8 @@
-"""Domain errors raised by ``services.py``. ``api/exceptions.py`` maps each to one HTTP status.
+"""Domain errors raised by ``services``.
 
-Each carries a stable machine-readable ``code`` and a human message.
+Each carries a stable machine-readable ``code``, a human message and the HTTP status the API
+answers it with (``http_status``), so a new error cannot be forgotten in a side table. (The
+Python client's errors are ``asyncqueue_django.client.AsyncQueueError``: a different family.)
 """
 
 from __future__ import annotations
@@ -8,9 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 
-class AsyncQueueError(Exception):
+class ServiceError(Exception):
     code = "error"
     message = "Request failed"
+    http_status = 400
 
     def __init__(self, message: str | None = None, **extra: Any) -> None:
         self.message = message or self.message
@@ -18,15 +21,17 @@ class AsyncQueueError(Exception):
         super().__init__(self.message)
 
 
-class TaskNotFound(AsyncQueueError):
+class TaskNotFound(ServiceError):
     code = "not_found"
+    http_status = 404
     message = "Task not found"
 
 
-class InvalidTransition(AsyncQueueError):
+class InvalidTransition(ServiceError):
     """The task is not in a status the operation accepts (someone else won, or it is done)."""
 
     code = "invalid_status"
+    http_status = 409
 
     def __init__(self, operation: str, current_status: str) -> None:
         self.current_status = current_status
@@ -35,30 +40,35 @@ class InvalidTransition(AsyncQueueError):
         )
 
 
-class IdempotencyConflict(AsyncQueueError):
+class IdempotencyConflict(ServiceError):
     code = "idempotency_conflict"
+    http_status = 409
     message = "Idempotency-Key was already used with a different request body"
 
 
-class SignalTokenNotFound(AsyncQueueError):
+class SignalTokenNotFound(ServiceError):
     code = "not_found"
+    http_status = 404
     message = "Unknown signal token"
 
 
-class AlreadySignalled(AsyncQueueError):
+class AlreadySignalled(ServiceError):
     """An early signal was already recorded for the task, and this one differs from it."""
 
     code = "already_signalled"
+    http_status = 409
     message = "A different signal was already recorded for this task"
 
 
-class WebhookNotFound(AsyncQueueError):
+class WebhookNotFound(ServiceError):
     code = "not_found"
+    http_status = 404
     message = "No webhook event found"
 
 
-class WebhookInFlight(AsyncQueueError):
+class WebhookInFlight(ServiceError):
     """A worker is delivering the event right now; re-send it once that attempt is over."""
 
     code = "webhook_in_flight"
+    http_status = 409
     message = "The webhook event is being delivered right now"

@@ -1,8 +1,8 @@
 """Data model: teams and their API keys, tasks and their callback attempts, webhook events and
 their delivery attempts.
 
-Models hold fields, constraints and indexes only; every write that changes a task's status goes
-through ``services.py``.
+Models hold fields, constraints and indexes only; every write that changes a status goes through
+``services`` (the statuses and their allowed changes are in ``states.py``).
 """
 
 from __future__ import annotations
@@ -22,7 +22,30 @@ from asyncqueue_django.querysets import (
     TaskQuerySet,
     WebhookDeliveryQuerySet,
 )
-from asyncqueue_django.states import TaskStatus
+from asyncqueue_django.states import (
+    AttemptOutcome,
+    DeliveryStatus,
+    RetryBackoff,
+    SignalStatus,
+    TaskStatus,
+    is_terminal,
+)
+
+__all__ = [
+    "ApiKey",
+    "Attempt",
+    "AttemptOutcome",
+    "DeadTask",
+    "DeliveryStatus",
+    "RetryBackoff",
+    "SignalStatus",
+    "Task",
+    "TaskStatus",
+    "Team",
+    "WebhookAttempt",
+    "WebhookDelivery",
+    "uuid7",
+]
 
 
 def uuid7() -> uuid.UUID:
@@ -95,17 +118,6 @@ class ApiKey(models.Model):
     @property
     def is_active(self) -> bool:
         return self.revoked_at is None
-
-
-class RetryBackoff(models.TextChoices):
-    EXPONENTIAL = "exponential", "Exponential (1, 2, 4, 8 … s)"
-    LINEAR = "linear", "Linear (1, 2, 3 … s)"
-    FIXED = "fixed", "Fixed"
-
-
-class SignalStatus(models.TextChoices):
-    COMPLETED = "completed", "Completed"
-    FAILED = "failed", "Failed"
 
 
 class Task(models.Model):
@@ -245,16 +257,7 @@ class Task(models.Model):
 
     @property
     def is_terminal(self) -> bool:
-        from asyncqueue_django.states import is_terminal
-
         return is_terminal(self.status)
-
-
-class AttemptOutcome(models.TextChoices):
-    SUCCEEDED = "succeeded", "Succeeded"
-    RETRYING = "retrying", "Failed, will retry"
-    FAILED = "failed", "Failed"
-    WORKER_LOST = "worker_lost", "Worker lost"
 
 
 class Attempt(models.Model):
@@ -281,13 +284,6 @@ class Attempt(models.Model):
 
     def __str__(self) -> str:
         return f"attempt {self.number} of {self.task_id}"
-
-
-class DeliveryStatus(models.TextChoices):
-    PENDING = "pending", "Pending"
-    DELIVERED = "delivered", "Delivered"
-    FAILED = "failed", "Failed (retries exhausted)"
-    GONE = "gone", "Gone (410, not retried)"
 
 
 class WebhookDelivery(models.Model):

@@ -1,14 +1,25 @@
-"""Intent-named queries. Each takes ``now`` (or a cutoff) as a parameter: no clock inside."""
+"""Intent-named queries. Each takes ``now`` (or a cutoff) as a parameter: no clock inside.
+
+Tasks and webhook deliveries are both outbound work and share one set of sweep queries
+(:class:`OutboundQuerySet`): each kind only says which rows wait to run and which are in flight.
+The sweeps in ``services`` and ``asyncqueue_recover --dry-run`` use these same querysets.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Self, TypeVar
 
 from django.db import models
 from django.db.models import Q
 
-from asyncqueue_django.states import RUNNABLE, TaskStatus
+from asyncqueue_django.states import (
+    DELIVERY_OPEN,
+    IN_FLIGHT,
+    RUNNABLE,
+    TaskStatus,
+)
 
 if TYPE_CHECKING:
     from asyncqueue_django.models import (  # noqa: F401
@@ -19,44 +30,74 @@ if TYPE_CHECKING:
         WebhookDelivery,
     )
 
+_M = TypeVar("_M", bound=models.Model)
 
-class TaskQuerySet(models.QuerySet["Task"]):
-    def for_team(self, team: Team | int) -> TaskQuerySet:
-        return self.filter(team=team)
 
-    def runnable(self) -> TaskQuerySet:
-        return self.filter(status__in=list(RUNNABLE))
+def status_in(statuses: Iterable[str]) -> Q:
+    """``status`` is one of ``statuses`` (a plain equality for one, so partial indexes match)."""
+    values = sorted(str(s) for s in statuses)
+    return Q(status=values[0]) if len(values) == 1 else Q(status__in=values)
 
-    def due(self, now: datetime) -> TaskQuerySet:
-        """Pending or delayed tasks whose time has come (uses ``aq_task_due_idx``)."""
-        return self.runnable().filter(next_attempt_at__lte=now)
 
-    def lost_dispatches(self, now: datetime, grace: timedelta) -> TaskQuerySet:
+class OutboundQuerySet(models.QuerySet[_M]):
+    """Rows of outbound work: claimed under a lease, dispatched through the broker."""
+
+    def waiting_to_run(self) -> Q:
+        """Rows waiting for their next attempt (not held by a worker)."""
+        raise NotImplementedError
+
+    def in_flight(self) -> Q:
+        """Rows a worker holds under a lease."""
+        raise NotImplementedError
+
+    def due(self, now: datetime) -> Self:
+        """Waiting to run, and their time has come."""
+        return self.filter(self.waiting_to_run(), next_attempt_at__lte=now)
+
+    def never_dispatched(self, now: datetime) -> Self:
+        """Due and never handed to the broker (long delays wait here, not in the broker)."""
+        return self.due(now).filter(dispatched_at__isnull=True)
+
+    def lost_dispatches(self, now: datetime, grace: timedelta) -> Self:
         """Due for longer than ``grace`` and not handed to the broker within ``grace`` either.
 
-        These are tasks whose message was never sent (broker down at commit) or was lost.
+        Their message was never sent (broker down at commit) or was lost.
         """
         cutoff = now - grace
         return self.due(cutoff).filter(Q(dispatched_at__isnull=True) | Q(dispatched_at__lt=cutoff))
 
-    def overdue(self, now: datetime) -> TaskQuerySet:
-        """Waiting tasks past their deadline (uses ``aq_task_wait_deadline_idx``)."""
-        return self.filter(status=TaskStatus.WAITING, wait_deadline__lte=now)
+    def stale_leases(self, now: datetime) -> Self:
+        """Held by a worker whose lease ran out (the worker died)."""
+        return self.filter(self.in_flight(), lease_expires_at__lt=now)
 
-    def stale_leases(self, now: datetime) -> TaskQuerySet:
-        """Processing tasks whose worker's lease ran out (uses ``aq_task_lease_idx``)."""
-        return self.filter(status=TaskStatus.PROCESSING, lease_expires_at__lt=now)
-
-    def finished_before(self, cutoff: datetime) -> TaskQuerySet:
-        return self.filter(completed_at__lt=cutoff)
-
-    def lock_batch(self, size: int) -> TaskQuerySet:
+    def lock_batch(self, size: int) -> Self:
         """At most ``size`` rows, locked; rows another transaction holds are skipped.
 
         ``SKIP LOCKED`` lets several sweepers run at once without waiting on each other; on
         SQLite (no row locks) the guarded UPDATE of each transition still picks one winner.
         """
         return self.select_for_update(skip_locked=True, of=("self",)).order_by()[:size]
+
+
+class TaskQuerySet(OutboundQuerySet["Task"]):
+    def waiting_to_run(self) -> Q:
+        return status_in(RUNNABLE)  # uses aq_task_due_idx
+
+    def in_flight(self) -> Q:
+        return status_in(IN_FLIGHT)  # uses aq_task_lease_idx
+
+    def for_team(self, team: Team | int) -> TaskQuerySet:
+        return self.filter(team=team)
+
+    def runnable(self) -> TaskQuerySet:
+        return self.filter(self.waiting_to_run())
+
+    def overdue(self, now: datetime) -> TaskQuerySet:
+        """Waiting tasks past their deadline (uses ``aq_task_wait_deadline_idx``)."""
+        return self.filter(status=TaskStatus.WAITING, wait_deadline__lte=now)
+
+    def finished_before(self, cutoff: datetime) -> TaskQuerySet:
+        return self.filter(completed_at__lt=cutoff)
 
 
 class ApiKeyQuerySet(models.QuerySet["ApiKey"]):
@@ -69,28 +110,15 @@ class AttemptQuerySet(models.QuerySet["Attempt"]):
         return self.order_by("number")
 
 
-class WebhookDeliveryQuerySet(models.QuerySet["WebhookDelivery"]):
+class WebhookDeliveryQuerySet(OutboundQuerySet["WebhookDelivery"]):
     """Deliveries are ``pending`` until delivered, given up (``failed``) or refused (``gone``).
 
     A pending delivery with no lease waits for its ``next_attempt_at``; one with a lease is in
     flight on a worker until the lease runs out.
     """
 
-    def due(self, now: datetime) -> WebhookDeliveryQuerySet:
-        """Pending, not in flight, and due (uses ``aq_whd_due_idx``)."""
-        return self.filter(
-            status="pending", next_attempt_at__lte=now, lease_expires_at__isnull=True
-        )
+    def waiting_to_run(self) -> Q:
+        return status_in(DELIVERY_OPEN) & Q(lease_expires_at__isnull=True)  # aq_whd_due_idx
 
-    def lost_dispatches(self, now: datetime, grace: timedelta) -> WebhookDeliveryQuerySet:
-        """Due for longer than ``grace`` and not handed to the broker within ``grace``."""
-        cutoff = now - grace
-        return self.due(cutoff).filter(Q(dispatched_at__isnull=True) | Q(dispatched_at__lt=cutoff))
-
-    def stale_leases(self, now: datetime) -> WebhookDeliveryQuerySet:
-        """In flight on a worker whose lease ran out (uses ``aq_whd_lease_idx``)."""
-        return self.filter(status="pending", lease_expires_at__lt=now)
-
-    def lock_batch(self, size: int) -> WebhookDeliveryQuerySet:
-        """At most ``size`` rows, locked, skipping rows another transaction holds."""
-        return self.select_for_update(skip_locked=True, of=("self",)).order_by()[:size]
+    def in_flight(self) -> Q:
+        return status_in(DELIVERY_OPEN)  # with lease_expires_at: aq_whd_lease_idx

@@ -48,7 +48,7 @@ def run(ctx: harness.Context) -> dict[str, Any]:
     from django.test import Client
     from pyinstrument import Profiler
 
-    from asyncqueue_django import http, services, tasks
+    from asyncqueue_django import http, outbound, services, tasks
 
     n = 30 if ctx.smoke else ctx.args.profile_tasks
     team, key = harness.bench_team()
@@ -119,7 +119,7 @@ def run(ctx: harness.Context) -> dict[str, Any]:
         me = tasks.worker_id()
         for task_id in make_tasks(n):
             task, t_claim, q_claim = _timed(services.claim_task, task_id, worker=me)
-            (headers, body), t_build, q_build = _timed(tasks.build_callback, task)
+            (headers, body), t_build, q_build = _timed(outbound.build_callback, task)
             call, t_call, _ = _timed(
                 http.call, task.method, task.target_url, headers=headers, body=body,
                 timeout=task.timeout,

@@ -19,7 +19,7 @@ import pytest
 from django.test import override_settings
 from rest_framework.test import APIClient
 
-from asyncqueue_django import services
+from asyncqueue_django import representation, services
 from asyncqueue_django.models import Attempt, Task, Team, WebhookAttempt, WebhookDelivery
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -131,10 +131,8 @@ def test_get_task_json_is_unchanged(fixed_task: Task, client: APIClient) -> None
 
 
 def test_webhook_body_bytes_are_unchanged(fixed_task: Task) -> None:
-    from asyncqueue_django import tasks
-
     delivery = WebhookDelivery.objects.select_related("task__team").get(pk=DELIVERY_ID)
-    check("webhook_body.json", tasks.render_webhook(delivery).encode("utf-8"))
+    check("webhook_body.json", representation.event_body(delivery).encode("utf-8"))
 
 
 def test_openapi_document_is_unchanged(db: Any) -> None:
@@ -169,9 +167,7 @@ def test_host_time_zone_and_datetime_format_change_no_api_date(
 
 def test_host_time_zone_and_datetime_format_change_no_webhook_date(fixed_task: Task) -> None:
     """Webhook bodies carry ISO 8601 UTC dates whatever the host's settings say."""
-    from asyncqueue_django import tasks
-
     delivery = WebhookDelivery.objects.select_related("task__team").get(pk=DELIVERY_ID)
     with override_settings(**HOST_SETTINGS):
-        body = tasks.render_webhook(delivery).encode("utf-8")
+        body = representation.event_body(delivery).encode("utf-8")
     check("webhook_body.json", body)

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
 from asyncqueue_django import services
-from asyncqueue_django.exceptions import AsyncQueueError
+from asyncqueue_django.exceptions import ServiceError
 from asyncqueue_django.http import CallResult
 from asyncqueue_django.models import Task, WebhookDelivery
 from asyncqueue_django.services import TaskSpec
@@ -91,13 +91,13 @@ class TaskLifecycle(RuleBasedStateMachine):
 
     @rule(status=st.sampled_from(["completed", "failed"]), n=st.integers(0, 2))
     def signal_arrives(self, status: str, n: int) -> None:
-        with contextlib.suppress(AsyncQueueError):
+        with contextlib.suppress(ServiceError):
             services.signal_task(self.token, status, result={"n": n}, now=self.now)
         self._after()
 
     @rule(extend=st.sampled_from([1, 30, 600]))
     def heartbeat(self, extend: int) -> None:
-        with contextlib.suppress(AsyncQueueError):
+        with contextlib.suppress(ServiceError):
             services.heartbeat(self.token, extend, now=self.now)
         self._after()
 
@@ -113,13 +113,13 @@ class TaskLifecycle(RuleBasedStateMachine):
 
     @rule()
     def client_cancels(self) -> None:
-        with contextlib.suppress(AsyncQueueError):
+        with contextlib.suppress(ServiceError):
             services.cancel_task(self.team, self.task_id, now=self.now)
         self._after()
 
     @rule()
     def operator_retries(self) -> None:
-        with contextlib.suppress(AsyncQueueError):
+        with contextlib.suppress(ServiceError):
             services.retry_task(self.team, self.task_id, now=self.now)
         self._after(explicit_retry=True)
 

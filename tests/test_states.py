@@ -132,3 +132,40 @@ def test_module_is_pure() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert out.strip() == "[]"
+
+
+# The webhook delivery lifecycle: pending until delivered, given up or refused (410); a retry
+# keeps it pending; an operator's re-send takes any status back to pending.
+D_PENDING, DELIVERED, D_FAILED, GONE = "pending", "delivered", "failed", "gone"
+DELIVERY_ALLOWED = {
+    (D_PENDING, D_PENDING),
+    (D_PENDING, DELIVERED),
+    (D_PENDING, D_FAILED),
+    (D_PENDING, GONE),
+    (DELIVERED, D_PENDING),
+    (D_FAILED, D_PENDING),
+    (GONE, D_PENDING),
+}
+DELIVERY_ALL = [D_PENDING, DELIVERED, D_FAILED, GONE]
+
+
+@pytest.mark.parametrize(("source", "target"), list(itertools.product(DELIVERY_ALL, DELIVERY_ALL)))
+def test_every_pair_of_the_delivery_table(source: str, target: str) -> None:
+    assert states.DELIVERY.can_transition(source, target) is ((source, target) in DELIVERY_ALLOWED)
+
+
+def test_delivery_statuses_and_writes_in_place() -> None:
+    assert [s.value for s in states.DeliveryStatus] == DELIVERY_ALL
+    assert set(states.DELIVERY_TRANSITIONS) == set(states.DeliveryStatus)
+    assert states.DELIVERY.terminal == {DELIVERED, D_FAILED, GONE}
+    assert states.DELIVERY.guard("claim") == [D_PENDING]
+    assert states.DELIVERY.guard("dispatch") == [D_PENDING]
+    assert states.DELIVERY.sources_for(D_PENDING) == sorted(DELIVERY_ALL)
+
+
+def test_task_writes_in_place_name_their_statuses() -> None:
+    assert states.TASK.guard("dispatch") == [DELAYED, PENDING]
+    assert states.TASK.guard("record_early_signal") == [DELAYED, PENDING, PROCESSING]
+    assert states.TASK.guard("extend_wait") == [WAITING]
+    with pytest.raises(ValueError, match="no in-place write 'claim'"):
+        states.TASK.guard("claim")

@@ -11,9 +11,10 @@ import pytest
 from celery import Celery
 from kombu import Queue
 
-from asyncqueue_django import services, signing, tasks
+from asyncqueue_django import broker, outbound, services, signing
 from asyncqueue_django.models import Team
 from asyncqueue_django.services import TaskSpec
+from asyncqueue_django.values import Message
 
 
 @pytest.mark.parametrize(
@@ -22,8 +23,12 @@ from asyncqueue_django.services import TaskSpec
 )
 def test_priority_mapping(driver: str, expected: dict[int, int] | None) -> None:
     for priority in (1, 5, 10):
-        mapped = tasks.broker_priority(priority, driver)
+        mapped = broker.broker_priority(priority, driver)
         assert mapped == (None if expected is None else expected[priority])
+
+
+def send_execute(task_id: str, queue: str, priority: int) -> None:
+    broker.publish(Message("asyncqueue.execute_task", (task_id,), queue, priority))
 
 
 @pytest.mark.parametrize("kind", ["execute", "webhook"])
@@ -34,16 +39,16 @@ def test_every_kind_of_message_is_published_with_the_one_bounded_retry(
     for the same short, bounded time: one quick retry, then the recovery sweep's turn."""
     seen: list[dict[str, object]] = []
 
-    def spy(self: object, args: object = None, **options: object) -> None:
-        seen.append(options)
+    def spy(self: object, name: str, args: object = None, **options: object) -> None:
+        seen.append({"name": name, **options})
 
-    monkeypatch.setattr("celery.app.task.Task.apply_async", spy)
+    monkeypatch.setattr("celery.Celery.send_task", spy)
     if kind == "execute":
-        tasks.send_execute("t-1", queue="default", priority=5)
+        assert services.enqueue("t-1", "default", 5)
     else:
-        tasks.send_webhook("d-1")
-    assert [o["retry_policy"] for o in seen] == [tasks.PUBLISH_RETRY]
-    assert tasks.PUBLISH_RETRY["max_retries"] == 1
+        assert services.enqueue_webhook("d-1")
+    assert [o["retry_policy"] for o in seen] == [broker.PUBLISH_RETRY]
+    assert broker.PUBLISH_RETRY["max_retries"] == 1
 
 
 def test_callback_request_for_payload_body_and_get(team: Team) -> None:
@@ -51,7 +56,7 @@ def test_callback_request_for_payload_body_and_get(team: Team) -> None:
         team, TaskSpec(target_url="http://127.0.0.1:9/", payload={"ü": [1, 2]}, headers={"A": "b"})
     ).task
     task.attempt_count = 2
-    headers, body = tasks.build_callback(task)
+    headers, body = outbound.build_callback(task)
     assert json.loads(body or b"") == {"ü": [1, 2]}
     signature_headers = {
         "X-AsyncQueue-Signature",
@@ -69,15 +74,15 @@ def test_callback_request_for_payload_body_and_get(team: Team) -> None:
     assert headers["webhook-id"] == f"{task.pk}-2"
     signing.verify(body or b"", headers, [team.webhook_secret])
     task.payload, task.body = None, "raw text"
-    headers, body = tasks.build_callback(task)
+    headers, body = outbound.build_callback(task)
     assert body == b"raw text"
     assert headers["Content-Type"] == "text/plain; charset=utf-8"
     task.headers = {"content-type": "application/xml"}
-    headers, _ = tasks.build_callback(task)
+    headers, _ = outbound.build_callback(task)
     assert "Content-Type" not in headers
     assert headers["content-type"] == "application/xml"
     task.method = "GET"
-    headers, body = tasks.build_callback(task)
+    headers, body = outbound.build_callback(task)
     assert body is None
     signing.verify(b"", headers, [team.webhook_secret])  # an empty body is signed as ""
 
@@ -107,14 +112,14 @@ def broker_app(request: pytest.FixtureRequest) -> Iterator[Celery]:
         "priority_steps": list(range(10)),
         "queue_order_strategy": "priority",
     }
-    previous = tasks.current_app._get_current_object()
+    previous = broker.current_app._get_current_object()
     app.set_current()
-    tasks._driver_type.cache_clear()
+    broker._driver_type.cache_clear()
     try:
         yield app
     finally:
         previous.set_current()
-        tasks._driver_type.cache_clear()
+        broker._driver_type.cache_clear()
 
 
 def test_priority_10_is_served_before_1(broker_app: Celery) -> None:
@@ -124,10 +129,10 @@ def test_priority_10_is_served_before_1(broker_app: Celery) -> None:
     with broker_app.connection_for_write() as conn:
         queue(conn.default_channel).declare()
     try:
-        tasks.send_execute("low-1", queue=queue_name, priority=1)
-        tasks.send_execute("low-2", queue=queue_name, priority=1)
-        tasks.send_execute("high", queue=queue_name, priority=10)
-        tasks.send_execute("mid", queue=queue_name, priority=5)
+        send_execute("low-1", queue_name, 1)
+        send_execute("low-2", queue_name, 1)
+        send_execute("high", queue_name, 10)
+        send_execute("mid", queue_name, 5)
         order = []
         with broker_app.connection_for_read() as conn:
             simple = conn.SimpleQueue(queue, no_ack=True)

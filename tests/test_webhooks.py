@@ -21,12 +21,13 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 from standardwebhooks import Webhook
 
-from asyncqueue_django import services, signing, tasks
+from asyncqueue_django import outbound, services, signing
 from asyncqueue_django.exceptions import InvalidTransition, WebhookInFlight, WebhookNotFound
 from asyncqueue_django.http import CallResult
 from asyncqueue_django.models import Task, Team, WebhookAttempt, WebhookDelivery
-from asyncqueue_django.services import TaskSpec
+from asyncqueue_django.services import TaskSpec, engine
 from asyncqueue_django.signals import task_finished
+from asyncqueue_django.values import Message
 
 HOOK = "http://127.0.0.1:9/hook"  # nothing listens: a delivery attempt here fails fast
 TARGET = "http://127.0.0.1:9/target"
@@ -192,8 +193,12 @@ def finished() -> Iterator[list[dict[str, Any]]]:
 def no_broker(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, float]]:
     """Record webhook messages instead of sending them."""
     sent: list[tuple[str, float]] = []
-    monkeypatch.setattr(services, "enqueue_webhook", lambda i, c=0: sent.append((i, c)) or True)
-    monkeypatch.setattr(services, "enqueue", lambda *a, **k: True)
+
+    def record(message: Message) -> None:
+        if message.task_name == "asyncqueue.deliver_webhook":
+            sent.append((message.args[0], message.countdown))
+
+    monkeypatch.setattr(engine, "publisher", record)
     return sent
 
 
@@ -526,7 +531,7 @@ def test_resend_starts_a_new_cycle_with_the_same_event(delivery: WebhookDelivery
     assert (again.delivered_at, again.body, again.attempt_count) == (None, '{"same":true}', 1)
     second = claim(delivery, now=later)
     assert second.attempt_count == 2
-    assert tasks.render_webhook(second) == '{"same":true}'  # the same bytes as the first time
+    assert outbound.render_webhook(second) == '{"same":true}'  # the same bytes as the first time
 
 
 def test_resend_refuses_an_event_in_flight(delivery: WebhookDelivery) -> None:
@@ -553,13 +558,13 @@ def test_webhook_body_is_the_event_and_the_api_task(delivery: WebhookDelivery, t
     from asyncqueue_django.api.serializers import TaskSerializer
 
     d = claim(delivery)
-    body = tasks.render_webhook(d)
+    body = outbound.render_webhook(d)
     task = Task.objects.get(pk=d.task_id)
     assert json.loads(body) == {
         "event": "task.completed",
         "task": json.loads(json.dumps(TaskSerializer(task).data)),
     }
-    headers = tasks.build_webhook(d, body)
+    headers = outbound.build_webhook(d, body)
     assert headers["Content-Type"] == "application/json"
     assert headers["webhook-id"] == str(d.pk)
     assert headers["X-AsyncQueue-Event"] == "task.completed"
@@ -605,7 +610,7 @@ def test_callbacks_are_signed_with_both_secrets_during_the_overlap(team: Team) -
     old = team.webhook_secret
     new = services.rotate_webhook_secret(team)
     task = claimed(team)
-    headers, body = tasks.build_callback(task)
+    headers, body = outbound.build_callback(task)
     assert len(headers["webhook-signature"].split()) == 2
     Webhook(new).verify(body or b"", headers, json_parse=False)
     Webhook(old).verify(body or b"", headers, json_parse=False)
@@ -617,7 +622,7 @@ def test_secrets_are_not_logged(
     caplog.set_level("DEBUG", logger="asyncqueue_django")
     new = services.rotate_webhook_secret(team)
     d = claim(delivery)
-    tasks.build_webhook(d, tasks.render_webhook(d))
+    outbound.build_webhook(d, outbound.render_webhook(d))
     assert new not in caplog.text
     assert team.previous_webhook_secret not in caplog.text
 

@@ -182,7 +182,7 @@ def publishing_to(url: str, transport: str | None = None) -> Iterator[None]:
     Celery reads ``CELERY_BROKER_URL`` from the environment before its own configuration, so
     both are switched, and the cached connection and producer pools are dropped.
     """
-    from asyncqueue_django import tasks
+    from asyncqueue_django import broker
     from tests.celery_app import app
 
     saved_env = os.environ.get("CELERY_BROKER_URL")
@@ -191,7 +191,7 @@ def publishing_to(url: str, transport: str | None = None) -> Iterator[None]:
     def reset_pools() -> None:
         app._pool = None
         app.amqp._producer_pool = None
-        tasks._driver_type.cache_clear()
+        broker._driver_type.cache_clear()
 
     os.environ["CELERY_BROKER_URL"] = url
     app.conf.broker_url, app.conf.broker_transport = url, transport

@@ -19,14 +19,6 @@ class PayloadTooLarge(exceptions.APIException):
     default_detail = "Request body is too large"
 
 
-DOMAIN_STATUS: dict[type[domain.AsyncQueueError], int] = {
-    domain.TaskNotFound: 404,
-    domain.SignalTokenNotFound: 404,
-    domain.InvalidTransition: 409,
-    domain.IdempotencyConflict: 409,
-    domain.AlreadySignalled: 409,
-}
-
 DRF_CODES: dict[type[exceptions.APIException], str] = {
     exceptions.ParseError: "invalid_json",
     exceptions.UnsupportedMediaType: "unsupported_media_type",
@@ -74,8 +66,9 @@ def error_response(
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
-    if isinstance(exc, domain.AsyncQueueError):
-        return error_response(exc.message, exc.code, DOMAIN_STATUS.get(type(exc), 400), **exc.extra)
+    if isinstance(exc, domain.ServiceError):
+        # Each domain error names its own status (404 not found, 409 conflicts, …).
+        return error_response(exc.message, exc.code, exc.http_status, **exc.extra)
     if isinstance(exc, Http404):
         exc = exceptions.NotFound("Not found")
     elif isinstance(exc, PermissionDenied):

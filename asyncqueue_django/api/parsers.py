@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import JSONParser
 
-from asyncqueue_django.sanitize import MAX_JSON_DEPTH, check_json_value
-
-
-def _strict_constant(value: str) -> Any:
-    raise ValueError(f"{value} is not valid JSON")
+from asyncqueue_django.jsonvalue import MAX_JSON_DEPTH, loads_strict
 
 
 class StrictJSONParser(JSONParser):
@@ -29,8 +24,7 @@ class StrictJSONParser(JSONParser):
         except UnicodeDecodeError:
             raise ParseError("Request body is not valid UTF-8") from None
         try:
-            data = json.loads(text, parse_constant=_strict_constant)
-            check_json_value(data)
+            data = loads_strict(text)
         except RecursionError:
             raise ParseError(f"JSON is nested deeper than {MAX_JSON_DEPTH} levels") from None
         except ValueError as exc:

@@ -1,28 +1,28 @@
-"""Serializers: strict input validation (camelCase, aliases) and the task representation.
+"""Serializers: strict input validation (camelCase, aliases), and the shape of the output.
 
 Input and output are separate classes. Input is strict: wrong JSON types are refused rather
 than coerced (``"5"`` is not an integer, ``"true"`` is not a boolean), unknown fields are
-named in a 400, and every limit comes from ``app_settings``.
+named in a 400, every limit comes from ``app_settings`` and every shared rule from
+``validators.py``. Output serializers declare the fields for the OpenAPI document and render
+through ``representation.py`` (the same renderer the worker uses for webhook bodies).
 """
 
 from __future__ import annotations
 
-import json
 import re
-from datetime import UTC, timedelta
+from datetime import timedelta
 from typing import Any
 
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from asyncqueue_django import http
-from asyncqueue_django.checks import QUEUE_NAME_RE
+from asyncqueue_django import http, representation, validators
 from asyncqueue_django.conf import app_settings
-from asyncqueue_django.models import AttemptOutcome, RetryBackoff, SignalStatus, Task
-from asyncqueue_django.sanitize import redact_headers
-from asyncqueue_django.services import TaskSpec, fingerprint_of
-from asyncqueue_django.states import TaskStatus
+from asyncqueue_django.models import Task
+from asyncqueue_django.states import AttemptOutcome, RetryBackoff, SignalStatus, TaskStatus
+from asyncqueue_django.validators import InvalidInput
+from asyncqueue_django.values import TaskSpec, fingerprint_of
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 
@@ -57,16 +57,16 @@ HEADER_NAME_RE = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,256}$")
 MAX_HEADER_VALUE = 8192
 
 
+def check(rule: Any, value: Any) -> Any:
+    """Apply a rule of ``validators.py``, its refusal as a DRF validation error."""
+    try:
+        return rule(value)
+    except InvalidInput as exc:
+        raise serializers.ValidationError(exc.message) from None
+
+
 def check_idempotency_key(value: str) -> str:
-    """An idempotency key is stored and compared as is: no control characters (NUL would
-    also break PostgreSQL)."""
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
-        raise serializers.ValidationError("Must not contain control characters.")
-    return value
-
-
-def json_size(value: Any) -> int:
-    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+    return str(check(validators.check_idempotency_key, value))
 
 
 # --------------------------------------------------------------------------------------------
@@ -231,34 +231,24 @@ class TaskCreateSerializer(serializers.Serializer[Any]):
         return value
 
     def validate_queue(self, value: str) -> str:
-        allowed = app_settings.QUEUES
-        if not QUEUE_NAME_RE.fullmatch(value):
-            raise serializers.ValidationError(
-                "Must be 1-100 characters of letters, digits, '_', '.' or '-'."
-            )
-        if allowed is not None and value not in allowed:
-            raise serializers.ValidationError(f"Unknown queue; use one of {', '.join(allowed)}.")
-        return value
+        return str(check(validators.check_queue, value))
 
     def validate_idempotencyKey(self, value: str) -> str:
         return check_idempotency_key(value)
 
     def validate_metadata(self, value: dict[str, Any]) -> dict[str, Any]:
-        if json_size(value) > app_settings.MAX_METADATA_BYTES:
-            raise serializers.ValidationError(
-                f"Must be at most {app_settings.MAX_METADATA_BYTES} bytes as JSON."
-            )
-        return value
+        return dict(check(validators.check_metadata, value))
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         now = timezone.now()
         payload, body = attrs.get("payload"), attrs.get("body")
         if payload is not None and body is not None:
             raise serializers.ValidationError({"body": "Give either payload or body, not both."})
-        if payload is not None and json_size(payload) > app_settings.MAX_BODY_BYTES:
-            raise serializers.ValidationError(
-                {"payload": f"Must be at most {app_settings.MAX_BODY_BYTES} bytes as JSON."}
-            )
+        if payload is not None:
+            try:
+                validators.check_json(payload, app_settings.MAX_BODY_BYTES)
+            except InvalidInput as exc:
+                raise serializers.ValidationError({"payload": exc.message}) from None
         if body is not None and len(body.encode("utf-8")) > app_settings.MAX_BODY_BYTES:
             raise serializers.ValidationError(
                 {"body": f"Must be at most {app_settings.MAX_BODY_BYTES} bytes."}
@@ -307,10 +297,7 @@ class UTCDateTimeField(serializers.DateTimeField):
     ``REST_FRAMEWORK["DATETIME_FORMAT"]`` say."""
 
     def to_representation(self, value: Any) -> Any:
-        if value is None:
-            return None
-        text = value.astimezone(UTC).isoformat()
-        return text[:-6] + "Z" if text.endswith("+00:00") else text
+        return representation.iso_utc(value)
 
 
 NULLABLE_DATETIME = UTCDateTimeField(allow_null=True)
@@ -332,9 +319,7 @@ class AttemptSerializer(serializers.Serializer[Any]):
     outcome = serializers.ChoiceField(choices=AttemptOutcome.choices)
 
     def to_representation(self, instance: Any) -> dict[str, Any]:
-        data = super().to_representation(instance)
-        data["error"] = data["error"] or None
-        return data
+        return representation.attempt_data(instance)
 
 
 class TaskSerializer(serializers.Serializer[Task]):
@@ -370,31 +355,28 @@ class TaskSerializer(serializers.Serializer[Task]):
     startedAt = UTCDateTimeField(source="started_at", allow_null=True)
     completedAt = UTCDateTimeField(source="completed_at", allow_null=True)
 
+    def to_representation(self, instance: Task) -> dict[str, Any]:
+        return representation.task_data(instance)
+
+    # The method fields below only describe the schema; ``representation`` renders them.
+
     @extend_schema_field(serializers.DictField(child=serializers.CharField()))
     def get_headers(self, task: Task) -> dict[str, Any]:
-        return redact_headers(task.headers)
+        raise NotImplementedError
 
     @extend_schema_field(NULLABLE_DATETIME)
     def get_nextAttemptAt(self, task: Task) -> str | None:
-        # Only meaningful while the task waits to run.
-        if task.status in ("pending", "delayed") and task.next_attempt_at:
-            return UTCDateTimeField().to_representation(task.next_attempt_at)
-        return None
+        """Only while the task waits to run."""
+        raise NotImplementedError
 
     @extend_schema_field(NULLABLE_STRING)
     def get_error(self, task: Task) -> str | None:
-        return task.error or None
+        raise NotImplementedError
 
     @extend_schema_field(EarlySignalSerializer(allow_null=True))
     def get_earlySignal(self, task: Task) -> dict[str, Any] | None:
         """A signal that arrived before the callback finished (kept after it is applied)."""
-        if not task.early_signal_status:
-            return None
-        return {
-            "status": task.early_signal_status,
-            "result": task.early_signal_result,
-            "error": task.early_signal_error or None,
-        }
+        raise NotImplementedError
 
 
 class WebhookDeliverySerializer(serializers.Serializer[Any]):
@@ -410,21 +392,25 @@ class WebhookDeliverySerializer(serializers.Serializer[Any]):
     deliveredAt = UTCDateTimeField(source="delivered_at", allow_null=True)
     nextAttemptAt = serializers.SerializerMethodField()
 
+    def to_representation(self, instance: Any) -> dict[str, Any]:
+        return representation.delivery_data(instance)
+
     @extend_schema_field(NULLABLE_STRING)
     def get_lastError(self, delivery: Any) -> str | None:
-        return delivery.last_error or None
+        raise NotImplementedError
 
     @extend_schema_field(NULLABLE_DATETIME)
     def get_nextAttemptAt(self, delivery: Any) -> str | None:
-        # Only meaningful while the event waits to be delivered.
-        if delivery.status == "pending" and delivery.next_attempt_at:
-            return UTCDateTimeField().to_representation(delivery.next_attempt_at)
-        return None
+        """Only while the event waits to be delivered."""
+        raise NotImplementedError
 
 
 class TaskDetailSerializer(TaskSerializer):
     attempts = AttemptSerializer(many=True, source="attempts.all")
     webhookDeliveries = WebhookDeliverySerializer(many=True, source="webhook_deliveries.all")
+
+    def to_representation(self, instance: Task) -> dict[str, Any]:
+        return representation.task_detail_data(instance)
 
 
 class SignalSerializer(serializers.Serializer[Any]):
@@ -432,7 +418,12 @@ class SignalSerializer(serializers.Serializer[Any]):
 
     status = StrictChoiceField(choices=SignalStatus.choices)
     result = AnyJSONField(required=False, allow_null=True)
-    error = StrictCharField(required=False, allow_null=True, allow_blank=True, max_length=10_000)
+    error = StrictCharField(
+        required=False,
+        allow_null=True,
+        allow_blank=True,
+        max_length=validators.MAX_ERROR_LENGTH,
+    )
 
     def to_internal_value(self, data: Any) -> Any:
         if not isinstance(data, dict):
@@ -443,11 +434,10 @@ class SignalSerializer(serializers.Serializer[Any]):
         return super().to_internal_value(data)
 
     def validate_result(self, value: Any) -> Any:
-        if value is not None and json_size(value) > app_settings.MAX_BODY_BYTES:
-            raise serializers.ValidationError(
-                f"Must be at most {app_settings.MAX_BODY_BYTES} bytes as JSON."
-            )
-        return value
+        return check(validators.check_signal_result, value)
+
+    def validate_error(self, value: str | None) -> str | None:
+        return check(validators.check_signal_error, value)  # type: ignore[no-any-return]
 
 
 class HeartbeatSerializer(serializers.Serializer[Any]):

@@ -56,11 +56,11 @@ from asyncqueue_django.api.serializers import (
     check_idempotency_key,
 )
 from asyncqueue_django.api.throttles import SignalIPThrottle, TeamRateThrottle, rate_limit_headers
-from asyncqueue_django.checks import QUEUE_NAME_RE
 from asyncqueue_django.conf import app_settings
 from asyncqueue_django.exceptions import TaskNotFound
 from asyncqueue_django.models import Task, Team
 from asyncqueue_django.states import TaskStatus
+from asyncqueue_django.validators import QUEUE_NAME_RE
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 from django.utils import timezone
 
 from asyncqueue_django import services
-from asyncqueue_django.conf import app_settings
-from asyncqueue_django.models import Task, WebhookDelivery
 
 
 class Command(BaseCommand):
@@ -29,17 +26,18 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         now = timezone.now()
         if options["dry_run"]:
-            grace = timedelta(seconds=app_settings.DISPATCH_GRACE)
-            stale = Task.objects.stale_leases(now).count()
-            lost = Task.objects.lost_dispatches(now, grace).count()
-            due = Task.objects.due(now).filter(dispatched_at__isnull=True).count()
-            webhooks = (
-                WebhookDelivery.objects.stale_leases(now).count(),
-                WebhookDelivery.objects.lost_dispatches(now, grace).count(),
-                WebhookDelivery.objects.due(now).filter(dispatched_at__isnull=True).count(),
-            )
+            # The sweeps' own querysets, counted: the same criteria, nothing changed.
+            pending = services.pending_sweeps(now)
+            task, webhook = pending["task"], pending["webhook"]
             self.stdout.write("Dry run; nothing changed. Would handle:")
-            self._report(stale, lost, due, *webhooks)
+            self._report(
+                task["stale"],
+                task["lost"],
+                task["due"],
+                webhook["stale"],
+                webhook["lost"],
+                webhook["due"],
+            )
             return
         # Same order as the beat tasks: leases first, so a recovered task can be re-sent.
         stale = services.recover_stale_leases(now)

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from asyncqueue_django import services
-from asyncqueue_django.conf import app_settings
+from asyncqueue_django import services, validators
 from asyncqueue_django.exceptions import AlreadySignalled, InvalidTransition, SignalTokenNotFound
-from asyncqueue_django.sanitize import check_json_value
-
-MAX_ERROR_LENGTH = 10_000  # as the signal endpoint
 
 
 class Command(BaseCommand):
@@ -46,10 +41,10 @@ class Command(BaseCommand):
             raise CommandError("TOKEN must not be empty.")
         result = self._parse_result(options["result"])
         error = options["error"]
-        if error is not None and len(error) > MAX_ERROR_LENGTH:
-            raise CommandError(f"--error must be at most {MAX_ERROR_LENGTH} characters.")
-        if error is not None and "\x00" in error:
-            raise CommandError("--error must not contain NUL characters.")
+        try:
+            validators.check_signal_error(error)
+        except validators.InvalidInput as exc:
+            raise CommandError(f"--error {exc.message[0].lower()}{exc.message[1:]}") from None
         try:
             outcome = services.signal_task(token, options["status"], result=result, error=error)
         except SignalTokenNotFound:
@@ -72,17 +67,10 @@ class Command(BaseCommand):
         if raw is None:
             return None
         try:
-            value = json.loads(raw, parse_constant=_reject_constant)
-            check_json_value(value)
-        except RecursionError:
-            raise CommandError("--result is nested too deeply.") from None
-        except ValueError as exc:
-            raise CommandError(f"--result is not valid JSON: {exc}.") from None
-        size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
-        if size > app_settings.MAX_BODY_BYTES:
-            raise CommandError(f"--result must be at most {app_settings.MAX_BODY_BYTES} bytes.")
-        return value
-
-
-def _reject_constant(value: str) -> Any:
-    raise ValueError(f"{value} is not allowed")
+            value = validators.parse_json_text(raw)
+        except validators.InvalidInput as exc:
+            raise CommandError(f"--result is not valid JSON: {exc.message}.") from None
+        try:
+            return validators.check_signal_result(value)
+        except validators.InvalidInput as exc:
+            raise CommandError(f"--result must be at most {exc.limit} bytes.") from None

@@ -1,7 +1,11 @@
-"""Checks and redaction shared by the API and the worker. Pure: no models, DRF or Celery."""
+"""JSON values the package stores: strict loading, size, the checks a database would choke on,
+and header redaction. Pure: no models, DRF or Celery; shared by the API, the admin, the
+commands and the worker.
+"""
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Mapping
@@ -37,6 +41,28 @@ def check_json_value(value: Any, depth: int = 0) -> None:
     elif isinstance(value, list):
         for item in value:
             check_json_value(item, depth + 1)
+
+
+def _reject_constant(value: str) -> Any:
+    raise ValueError(f"{value} is not allowed. JSON numbers must be finite")
+
+
+def loads_strict(text: str | bytes) -> Any:
+    """Parse JSON text, refusing ``NaN``/``Infinity`` and everything :func:`check_json_value`
+    refuses. Raises ``ValueError`` (``RecursionError`` for absurd nesting)."""
+    value = json.loads(text, parse_constant=_reject_constant)
+    check_json_value(value)
+    return value
+
+
+def dumps_compact(value: Any) -> str:
+    """Compact JSON text (no spaces, non-ASCII kept), the form sizes are measured in."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def json_size(value: Any) -> int:
+    """Bytes of ``value`` as compact UTF-8 JSON."""
+    return len(dumps_compact(value).encode("utf-8"))
 
 
 def redact_headers(headers: Mapping[str, Any]) -> dict[str, Any]:

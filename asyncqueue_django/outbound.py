@@ -1,0 +1,61 @@
+"""Building and signing the requests a worker sends: task callbacks and webhook events (and,
+later, provider polls). The bytes then go out through ``http.call``.
+
+Every request is signed with the team's current secrets (both during a rotation), with the
+AsyncQueue header and the Standard Webhooks headers.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+from django.utils import timezone
+
+from asyncqueue_django import signing
+from asyncqueue_django.representation import event_body
+
+if TYPE_CHECKING:
+    from asyncqueue_django.models import Task, WebhookDelivery
+
+__all__ = ["build_callback", "build_webhook", "render_webhook"]
+
+
+def build_callback(task: Task) -> tuple[dict[str, str], bytes | None]:
+    """Headers and body of the call to ``task.target_url`` (attempt ``task.attempt_count``),
+    signed with the team's secrets (``webhook-id`` is ``<task id>-<attempt>``)."""
+    headers = dict(task.headers)
+    lower = {k.lower() for k in headers}
+    body: bytes | None = None
+    if task.method != "GET":
+        if task.body is not None:
+            body = task.body.encode("utf-8")
+            if "content-type" not in lower:
+                headers["Content-Type"] = "text/plain; charset=utf-8"
+        elif task.payload is not None:
+            body = json.dumps(task.payload, separators=(",", ":"), ensure_ascii=False).encode()
+            if "content-type" not in lower:
+                headers["Content-Type"] = "application/json"
+    headers["X-AsyncQueue-Task-Id"] = str(task.pk)
+    headers["X-AsyncQueue-Attempt"] = str(task.attempt_count)
+    secrets = task.team.signing_secrets(timezone.now())
+    headers.update(signing.sign(secrets, f"{task.pk}-{task.attempt_count}", body or b""))
+    return headers, body
+
+
+#: The body of a webhook event (rendered once, then stored and re-sent as is).
+render_webhook = event_body
+
+
+def build_webhook(delivery: WebhookDelivery, body: str) -> dict[str, str]:
+    """Headers of one delivery attempt: JSON, the event and task ids, and both signatures
+    (``webhook-id`` is the event id, the same on every attempt and re-send)."""
+    headers = {
+        "Content-Type": "application/json",
+        "X-AsyncQueue-Event": delivery.event,
+        "X-AsyncQueue-Task-Id": str(delivery.task_id),
+        "X-AsyncQueue-Delivery-Attempt": str(delivery.attempt_count),
+    }
+    secrets = delivery.task.team.signing_secrets(timezone.now())
+    headers.update(signing.sign(secrets, str(delivery.pk), body.encode("utf-8")))
+    return headers

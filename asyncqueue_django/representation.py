@@ -1,0 +1,122 @@
+"""The output representation of tasks, attempts and webhook deliveries, and the body of a
+webhook event: one renderer for the API's answers and the worker's event bodies.
+
+Dates are always ISO 8601 in UTC (``2026-01-02T03:04:05.123456Z``): the host's ``TIME_ZONE``
+and ``REST_FRAMEWORK`` settings never change them. Plain dicts of JSON values, no DRF: the API
+serializers describe this shape for the OpenAPI document and delegate here.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from asyncqueue_django.jsonvalue import redact_headers
+from asyncqueue_django.states import DELIVERY_OPEN, RUNNABLE
+
+if TYPE_CHECKING:
+    from asyncqueue_django.models import Attempt, Task, WebhookDelivery
+
+
+def iso_utc(value: datetime | None) -> str | None:
+    """``value`` as ISO 8601 in UTC with a ``Z`` (None stays None)."""
+    if value is None:
+        return None
+    text = value.astimezone(UTC).isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
+def task_data(task: Task) -> dict[str, Any]:
+    """The public task object."""
+    early = None
+    if task.early_signal_status:
+        # A signal that arrived before the callback finished (kept after it is applied).
+        early = {
+            "status": task.early_signal_status,
+            "result": task.early_signal_result,
+            "error": task.early_signal_error or None,
+        }
+    # Only meaningful while the task waits to run.
+    next_attempt = task.next_attempt_at if task.status in RUNNABLE else None
+    return {
+        "id": str(task.id),
+        "status": str(task.status),
+        "targetUrl": task.target_url,
+        "method": task.method,
+        "headers": redact_headers(task.headers),
+        "payload": task.payload,
+        "body": task.body,
+        "timeout": task.timeout,
+        "delayUntil": iso_utc(task.delay_until),
+        "priority": task.priority,
+        "queue": task.queue,
+        "maxRetries": task.max_retries,
+        "retryBackoff": str(task.retry_backoff),
+        "retryCount": task.retry_count,
+        "nextAttemptAt": iso_utc(next_attempt),
+        "waitForSignal": task.wait_for_signal,
+        "maxWaitTime": task.max_wait_time,
+        "waitDeadline": iso_utc(task.wait_deadline),
+        "onCompleteUrl": task.on_complete_url,
+        "metadata": task.metadata,
+        "result": task.result,
+        "error": task.error or None,
+        "idempotencyKey": task.idempotency_key,
+        "signalReceivedAt": iso_utc(task.signal_received_at),
+        "earlySignal": early,
+        "createdAt": iso_utc(task.created_at),
+        "updatedAt": iso_utc(task.updated_at),
+        "startedAt": iso_utc(task.started_at),
+        "completedAt": iso_utc(task.completed_at),
+    }
+
+
+def attempt_data(attempt: Attempt) -> dict[str, Any]:
+    """One callback attempt of a task."""
+    return {
+        "number": attempt.number,
+        "startedAt": iso_utc(attempt.started_at),
+        "duration": attempt.duration_ms,
+        "statusCode": attempt.status_code,
+        "error": attempt.error or None,
+        "outcome": str(attempt.outcome),
+    }
+
+
+def delivery_data(delivery: WebhookDelivery) -> dict[str, Any]:
+    """One onComplete event of a task and where its delivery stands."""
+    # Only meaningful while the event waits to be delivered.
+    next_attempt = delivery.next_attempt_at if delivery.status in DELIVERY_OPEN else None
+    return {
+        "id": str(delivery.id),
+        "event": delivery.event,
+        "status": str(delivery.status),
+        "attempts": delivery.attempt_count,
+        "lastStatusCode": delivery.last_status_code,
+        "lastError": delivery.last_error or None,
+        "createdAt": iso_utc(delivery.created_at),
+        "deliveredAt": iso_utc(delivery.delivered_at),
+        "nextAttemptAt": iso_utc(next_attempt),
+    }
+
+
+def task_detail_data(task: Task) -> dict[str, Any]:
+    """The task with its attempts and webhook deliveries (``GET /v1/tasks/{id}``)."""
+    return {
+        **task_data(task),
+        "attempts": [attempt_data(a) for a in task.attempts.all()],
+        "webhookDeliveries": [delivery_data(d) for d in task.webhook_deliveries.all()],
+    }
+
+
+def event_body(delivery: WebhookDelivery) -> str:
+    """The JSON body of a webhook event: ``{"event": …, "task": <the API task object>}``.
+
+    The stored body when there is one: it is rendered at the first attempt and then kept, so
+    retries and re-sends carry the same bytes (and the task as it was when first sent).
+    """
+    if delivery.body:
+        return delivery.body
+    data = {"event": delivery.event, "task": task_data(delivery.task)}
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))

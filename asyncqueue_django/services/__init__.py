@@ -1,0 +1,116 @@
+"""THE ONLY WRITE PATH for tasks and their webhook events, split by concern over one shared
+engine (``engine.py``: claim, lease, finish, retry decision, dispatch on commit, sweeps):
+
+- ``teams``: teams, API keys, webhook secrets;
+- ``lifecycle``: create, cancel, retry;
+- ``callbacks``: a task's callback as a kind of outbound work (claim, finish);
+- ``deliveries``: webhook events as a kind of outbound work (claim, finish, re-send);
+- ``terminal``: the one place every terminal transition passes through (its event);
+- ``waits``: signals, early signals, heartbeats, expiry;
+- ``sweeps``: due, lost and stale-lease sweeps of every kind;
+- ``retention``: pruning finished tasks.
+
+Every status change is a guarded conditional UPDATE through the kind's lifecycle
+(``states.py``): of two concurrent actors exactly one updates the row and the other sees 0
+rows, a normal outcome reported as :class:`~asyncqueue_django.exceptions.InvalidTransition` or
+``None``. Side effects (publishing to the broker, Django signals) run after the transaction
+commits. This package imports no API, admin, Celery task or DRF code: the broker is reached
+through :data:`engine.publisher`, which the app wires to ``broker.publish`` when it starts.
+
+The names below are the public interface; import them from ``asyncqueue_django.services``.
+"""
+
+from __future__ import annotations
+
+from asyncqueue_django.exceptions import (
+    AlreadySignalled,
+    IdempotencyConflict,
+    InvalidTransition,
+    SignalTokenNotFound,
+    TaskNotFound,
+    WebhookInFlight,
+    WebhookNotFound,
+)
+from asyncqueue_django.services.callbacks import claim_task, enqueue, finish_attempt
+from asyncqueue_django.services.deliveries import (
+    claim_webhook,
+    enqueue_webhook,
+    finish_webhook_attempt,
+    resend_latest_webhook,
+    resend_webhook,
+)
+from asyncqueue_django.services.lifecycle import CreatedTask, cancel_task, create_task, retry_task
+from asyncqueue_django.services.retention import prunable_tasks, prune_finished
+from asyncqueue_django.services.sweeps import (
+    dispatch_due,
+    dispatch_due_webhooks,
+    pending_sweeps,
+    recover_stale_leases,
+    recover_stale_webhooks,
+    redispatch_lost,
+    redispatch_lost_webhooks,
+)
+from asyncqueue_django.services.tables import get_task
+from asyncqueue_django.services.teams import (
+    API_KEY_TOUCH_INTERVAL,
+    IssuedApiKey,
+    authenticate_api_key,
+    create_api_key,
+    get_or_create_team,
+    revoke_api_key,
+    rotate_webhook_secret,
+)
+from asyncqueue_django.services.waits import (
+    SignalResult,
+    expire_overdue,
+    heartbeat,
+    resolve_waiting_task,
+    signal_task,
+)
+from asyncqueue_django.values import TaskSpec, fingerprint_of
+
+__all__ = [
+    "API_KEY_TOUCH_INTERVAL",
+    "AlreadySignalled",
+    "CreatedTask",
+    "IdempotencyConflict",
+    "InvalidTransition",
+    "IssuedApiKey",
+    "SignalResult",
+    "SignalTokenNotFound",
+    "TaskNotFound",
+    "TaskSpec",
+    "WebhookInFlight",
+    "WebhookNotFound",
+    "authenticate_api_key",
+    "cancel_task",
+    "claim_task",
+    "claim_webhook",
+    "create_api_key",
+    "create_task",
+    "dispatch_due",
+    "dispatch_due_webhooks",
+    "enqueue",
+    "enqueue_webhook",
+    "expire_overdue",
+    "fingerprint_of",
+    "finish_attempt",
+    "finish_webhook_attempt",
+    "get_or_create_team",
+    "get_task",
+    "heartbeat",
+    "pending_sweeps",
+    "prunable_tasks",
+    "prune_finished",
+    "recover_stale_leases",
+    "recover_stale_webhooks",
+    "redispatch_lost",
+    "redispatch_lost_webhooks",
+    "resend_latest_webhook",
+    "resend_webhook",
+    "resolve_waiting_task",
+    "retry_task",
+    "revoke_api_key",
+    "rotate_webhook_secret",
+    "signal_task",
+]

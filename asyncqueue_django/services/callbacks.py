@@ -1,0 +1,208 @@
+"""Task callbacks as a kind of outbound work: claim a due task, record what its target
+answered, and decide what comes next (done, waiting for a signal, a retry, or failed).
+
+The claim/lease/finish/recover mechanics are the shared engine's (``engine.py``); this module
+is the adapter that says what a callback's outcome means.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.utils import timezone
+
+from asyncqueue_django import states
+from asyncqueue_django.backoff import retry_delay
+from asyncqueue_django.conf import app_settings
+from asyncqueue_django.jsonvalue import check_json_value, redact_headers
+from asyncqueue_django.models import Attempt, Task
+from asyncqueue_django.services import engine
+from asyncqueue_django.services.engine import AttemptRecord, Outcome, WorkKind
+from asyncqueue_django.services.tables import TASKS
+from asyncqueue_django.services.terminal import on_terminal
+from asyncqueue_django.states import AttemptOutcome, TaskStatus
+from asyncqueue_django.values import CallOutcome, Message, RetryDecision
+
+
+def _clean_text(raw: bytes, limit: int) -> str:
+    """Response bytes as storable text: decoded leniently, NULs replaced, truncated."""
+    return raw[:limit].decode("utf-8", errors="replace").replace("\x00", "\ufffd")
+
+
+def _result_body(call: CallOutcome, limit: int) -> Any:
+    """The response body for ``result.body``: parsed JSON when it is complete JSON, else text."""
+    text = _clean_text(call.body, limit)
+    content_type = call.headers.get("Content-Type", call.headers.get("content-type", ""))
+    if "json" in content_type.lower() and not call.truncated and len(call.body) <= limit:
+        try:
+            value = json.loads(call.body.decode("utf-8"), parse_constant=_reject_constant)
+            check_json_value(value)
+            return value
+        except (ValueError, RecursionError):
+            pass
+    return text
+
+
+def _reject_constant(value: str) -> Any:
+    raise ValueError(value)
+
+
+class Callbacks(WorkKind[Task]):
+    """One HTTP call to a task's target per attempt."""
+
+    name = "task"
+    task_name = "asyncqueue.execute_task"
+    table = TASKS
+    related = ("team",)
+    claim_from = states.RUNNABLE
+    claim_to = TaskStatus.PROCESSING
+    in_flight = states.IN_FLIGHT
+    message_fields = ("queue", "priority")
+
+    def message(self, pk: Any, *values: Any, countdown: float = 0) -> Message:
+        queue, priority = values
+        return Message(self.task_name, (str(pk),), queue, priority, countdown)
+
+    def lease_seconds(self, row: Task) -> float:
+        # http.call bounds a whole attempt (all redirect hops) by timeout + connect timeout.
+        return float(row.timeout + app_settings.CONNECT_TIMEOUT + app_settings.LEASE_MARGIN)
+
+    def on_claim(self, row: Task, now: datetime) -> dict[str, Any]:
+        return {"started_at": row.started_at or now}
+
+    def retry_policy(self, task: Task, retry_after: float | None) -> RetryDecision:
+        """The task's own backoff (``Retry-After`` capped by ``RETRY_AFTER_MAX``), while
+        retries are left."""
+        retry_number = task.retry_count + 1
+        if task.retry_count >= task.max_retries:
+            return RetryDecision(retry_number, None, None)
+        capped = None if retry_after is None else min(retry_after, app_settings.RETRY_AFTER_MAX)
+        delay = retry_delay(
+            task.retry_backoff,
+            retry_number,
+            base=app_settings.RETRY_BASE_DELAY,
+            max_delay=app_settings.RETRY_MAX_DELAY,
+            jitter=app_settings.RETRY_JITTER,
+            retry_after=capped,
+        )
+        return self.retry_decision(retry_number, delay)
+
+    def fail_or_retry(
+        self, task: Task, reason: str, retryable: bool, retry_after: float | None, now: datetime
+    ) -> Outcome:
+        if retryable:
+            decision = self.retry_policy(task, retry_after)
+            if decision.retry:
+                return Outcome(
+                    TaskStatus.DELAYED,
+                    self.retry_fields(decision, now),
+                    decision.countdown,
+                    AttemptOutcome.RETRYING,
+                )
+        attempts = task.retry_count + 1
+        error = (
+            f"{reason} after {attempts} attempt{'s' if attempts != 1 else ''}"
+            if retryable
+            else f"{reason} (not retried)"
+        )
+        return Outcome(
+            TaskStatus.FAILED, {"error": error, "completed_at": now}, None, AttemptOutcome.FAILED
+        )
+
+    def success(self, task: Task, call: CallOutcome, now: datetime) -> Outcome:
+        if task.early_signal_status:
+            # A signal arrived while the callback ran: go straight to its outcome.
+            return Outcome(
+                TaskStatus(task.early_signal_status),
+                {
+                    "result": task.early_signal_result,
+                    "error": task.early_signal_error,
+                    "completed_at": now,
+                },
+                attempt_outcome=AttemptOutcome.SUCCEEDED,
+            )
+        limit = app_settings.MAX_STORED_RESPONSE_BYTES
+        result = {
+            "statusCode": call.status_code,
+            "headers": redact_headers(call.headers),
+            "body": _result_body(call, limit),
+            "duration": call.duration_ms,
+        }
+        if task.wait_for_signal:
+            fields = {
+                "result": result,
+                "wait_deadline": now + timedelta(seconds=task.max_wait_time),
+            }
+            return Outcome(TaskStatus.WAITING, fields, attempt_outcome=AttemptOutcome.SUCCEEDED)
+        return Outcome(
+            TaskStatus.COMPLETED,
+            {"result": result, "completed_at": now},
+            attempt_outcome=AttemptOutcome.SUCCEEDED,
+        )
+
+    def decide(self, row: Task, call: CallOutcome, now: datetime) -> Outcome:
+        if call.succeeded:
+            return self.success(row, call, now)
+        return self.fail_or_retry(row, call.describe(), call.retryable, call.retry_after, now)
+
+    def decide_lost(self, row: Task, now: datetime) -> Outcome:
+        outcome = self.fail_or_retry(row, "worker lost", True, None, now)
+        outcome.attempt_outcome = AttemptOutcome.WORKER_LOST
+        return outcome
+
+    def record_attempt(self, row: Task, attempt: AttemptRecord) -> None:
+        call, limit = attempt.call, app_settings.MAX_STORED_RESPONSE_BYTES
+        Attempt.objects.create(
+            task_id=row.pk,
+            number=attempt.number,
+            started_at=attempt.started_at,
+            duration_ms=attempt.duration_ms,
+            status_code=attempt.status_code,
+            # What the target answered, made storable (headers redacted, text cleaned).
+            response_headers=redact_headers(call.headers) if call else {},
+            response_body=_clean_text(call.body, limit) if call else "",
+            error=attempt.error,
+            outcome=attempt.outcome,
+            worker=attempt.worker,
+        )
+
+    def after_move(self, row: Task, to: str, now: datetime) -> None:
+        if states.is_terminal(to):
+            on_terminal(row.pk, TaskStatus(to), row.on_complete_url, now)
+
+
+CALLBACKS = Callbacks()
+
+
+def enqueue(task_id: str, queue: str, priority: int, countdown: float = 0) -> bool:
+    """Send the execution message of a task now. False (logged) if the broker refused it: the
+    row is committed, and the recovery sweep re-sends it after ``DISPATCH_GRACE``."""
+    return engine.publish(CALLBACKS.message(task_id, queue, priority, countdown=countdown))
+
+
+def claim_task(task_id: Any, worker: str, now: datetime | None = None) -> Task | None:
+    """``pending``/``delayed`` (and due) → ``processing`` with a lease; None if not claimable.
+
+    None is the normal answer to a duplicate or late message: the task was claimed by someone
+    else, has finished, was cancelled, or is not due yet.
+    """
+    return engine.claim(CALLBACKS, task_id, worker, now or timezone.now())
+
+
+def finish_attempt(
+    task: Task, call: CallOutcome, *, worker: str, now: datetime | None = None
+) -> TaskStatus | None:
+    """Record the attempt a worker made after :func:`claim_task` and move the task on:
+
+    - 2xx → ``completed`` (or ``waiting`` when it waits for a signal, or straight to an early
+      signal's outcome);
+    - retryable failure with retries left → ``delayed`` until the backoff has passed;
+    - otherwise → ``failed`` with a readable error ("HTTP 503 after 4 attempts").
+
+    Returns the new status, or None when the worker no longer holds the claim (its lease
+    expired and the recovery sweep took the task over): then nothing is written.
+    """
+    status = engine.finish(CALLBACKS, task, call, worker=worker, now=now or timezone.now())
+    return None if status is None else TaskStatus(status)

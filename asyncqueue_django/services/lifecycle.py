@@ -1,0 +1,199 @@
+"""Creating tasks and the client's own transitions: cancel and the dead-letter retry."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from asyncqueue_django import states, tokens, validators
+from asyncqueue_django.conf import app_settings
+from asyncqueue_django.exceptions import IdempotencyConflict, InvalidTransition
+from asyncqueue_django.models import Task, Team
+from asyncqueue_django.services.callbacks import CALLBACKS
+from asyncqueue_django.services.tables import TASKS, current_status, get_task
+from asyncqueue_django.services.terminal import on_terminal
+from asyncqueue_django.states import TaskStatus
+from asyncqueue_django.values import TaskSpec
+
+
+@dataclass(frozen=True)
+class CreatedTask:
+    task: Task
+    signal_token: str | None  # only on the response that created the task
+    created: bool  # False when an Idempotency-Key replay returned the original task
+
+
+def create_task(
+    team: Team,
+    spec: TaskSpec,
+    *,
+    idempotency_key: str | None = None,
+    fingerprint: str | None = None,
+    now: datetime | None = None,
+) -> CreatedTask:
+    """Create a task → ``pending`` (due now) or ``delayed`` (``delay_until`` in the future).
+
+    The row is committed before any message is sent: the Celery job is enqueued on commit.
+    With ``idempotency_key``, a live earlier task of the team with the same key is returned
+    instead (``created=False``) if the request is the same, else :class:`IdempotencyConflict`.
+    "The same" is judged by ``fingerprint`` (the API passes a digest of the request as sent, so
+    a relative ``delay`` replays cleanly), or by the spec itself. A spec that breaks an input
+    rule (``validators``) raises :class:`~asyncqueue_django.validators.InvalidInput`.
+    """
+    now = now or timezone.now()
+    validators.check_queue_name(spec.queue)
+    if not idempotency_key:
+        fingerprint = ""
+    elif fingerprint is None:
+        fingerprint = spec.fingerprint()
+    if idempotency_key:
+        existing = _idempotent_original(team, idempotency_key, now)
+        if existing is not None:
+            return _replay(existing, fingerprint)
+
+    token = tokens.new_signal_token() if spec.wait_for_signal else None
+    due = spec.delay_until if spec.delay_until and spec.delay_until > now else now
+    delayed = due > now
+    countdown = (due - now).total_seconds()
+    sent_now = not delayed or countdown <= app_settings.COUNTDOWN_MAX
+    task = Task(
+        team=team,
+        status=TaskStatus.DELAYED if delayed else TaskStatus.PENDING,
+        target_url=spec.target_url,
+        method=spec.method,
+        headers=spec.headers,
+        payload=spec.payload,
+        body=spec.body,
+        timeout=spec.timeout or app_settings.DEFAULT_TIMEOUT,
+        delay_until=spec.delay_until,
+        priority=spec.priority,
+        queue=spec.queue,
+        max_retries=(
+            app_settings.DEFAULT_MAX_RETRIES if spec.max_retries is None else spec.max_retries
+        ),
+        retry_backoff=spec.retry_backoff,
+        next_attempt_at=due,
+        # Optimistic: if the broker is down at commit, the recovery sweep re-sends it later.
+        dispatched_at=now if sent_now else None,
+        wait_for_signal=spec.wait_for_signal,
+        max_wait_time=spec.max_wait_time or app_settings.DEFAULT_MAX_WAIT_TIME,
+        signal_token_digest=tokens.digest(token) if token else None,
+        on_complete_url=spec.on_complete_url,
+        metadata=spec.metadata,
+        idempotency_key=idempotency_key,
+        idempotency_fingerprint=fingerprint,
+        idempotency_expires_at=(
+            now + timedelta(seconds=app_settings.IDEMPOTENCY_TTL) if idempotency_key else None
+        ),
+    )
+    try:
+        if idempotency_key:
+            # A savepoint: a concurrent create with the same Idempotency-Key loses on the
+            # unique constraint without breaking a transaction the caller may hold open.
+            with transaction.atomic():
+                task.save(force_insert=True)
+        else:
+            # One INSERT is atomic by itself; in autocommit it commits at once, so the
+            # on-commit enqueue below fires right after it (no BEGIN/COMMIT round trips).
+            task.save(force_insert=True)
+    except IntegrityError:
+        if not idempotency_key:
+            raise
+        existing = _idempotent_original(team, idempotency_key, now)
+        if existing is None:
+            raise
+        return _replay(existing, fingerprint)
+    if sent_now:
+        CALLBACKS.publish_on_commit(task.pk, task, countdown=countdown if delayed else 0)
+    return CreatedTask(task=task, signal_token=token, created=True)
+
+
+def _idempotent_original(team: Team, key: str, now: datetime) -> Task | None:
+    task = Task.objects.for_team(team).filter(idempotency_key=key).first()
+    if task is None:
+        return None
+    if task.idempotency_expires_at and task.idempotency_expires_at <= now:
+        # Past the retention window the key is free again: release it from the old task.
+        Task.objects.filter(pk=task.pk, idempotency_key=key).update(idempotency_key=None)
+        return None
+    return task
+
+
+def _replay(task: Task, fingerprint: str) -> CreatedTask:
+    if not tokens.constant_time_equals(task.idempotency_fingerprint, fingerprint):
+        raise IdempotencyConflict()
+    return CreatedTask(task=task, signal_token=None, created=False)
+
+
+def cancel_task(team: Team, task_id: Any, now: datetime | None = None) -> Task:
+    """``pending``/``delayed``/``waiting`` → ``cancelled``.
+
+    Raises :class:`TaskNotFound` (not this team's) or :class:`InvalidTransition` (naming the
+    current status). A cancelled waiting task's signal token answers 409 from then on.
+    """
+    now = now or timezone.now()
+    with transaction.atomic():  # the transition and its terminal event commit together
+        task = _move_own(
+            team,
+            task_id,
+            "cancel",
+            TaskStatus.CANCELLED,
+            states.CANCELLABLE,
+            now,
+            completed_at=now,
+            lease_expires_at=None,
+        )
+        on_terminal(task.pk, TaskStatus.CANCELLED, task.on_complete_url, now)
+    return task
+
+
+def retry_task(team: Team, task_id: Any, now: datetime | None = None) -> Task:
+    """``failed``/``timeout`` → ``pending``: a new attempt cycle (retry count back to 0).
+
+    The task keeps its id, attempt history and signal token. Raises :class:`TaskNotFound` or
+    :class:`InvalidTransition`.
+    """
+    now = now or timezone.now()
+    with transaction.atomic():  # the message is sent only once the reset has committed
+        task = _move_own(
+            team,
+            task_id,
+            "retry",
+            TaskStatus.PENDING,
+            states.RETRYABLE,
+            now,
+            retry_count=0,
+            next_attempt_at=now,
+            dispatched_at=now,
+            result=None,
+            error="",
+            completed_at=None,
+            wait_deadline=None,
+            early_signal_status="",
+            early_signal_result=None,
+            early_signal_error="",
+            signal_received_at=None,
+        )
+        CALLBACKS.publish_on_commit(task.pk, task)
+    return task
+
+
+def _move_own(
+    team: Team,
+    task_id: Any,
+    operation: str,
+    to: TaskStatus,
+    among: frozenset[TaskStatus],
+    now: datetime,
+    **fields: Any,
+) -> Task:
+    """A client's transition of its own task (call inside a transaction): the moved task, or
+    :class:`InvalidTransition` naming the status that refused it."""
+    moved = TASKS.move(task_id, to, now=now, among=among, filters={"team": team}, **fields)
+    if not moved:
+        raise InvalidTransition(operation, current_status(task_id, team))
+    return get_task(team, task_id)

@@ -1,0 +1,123 @@
+"""Input rules, written once: the API serializers, the admin's forms and the management
+commands all call these, and the services assert them again (a caller that skipped them is a
+bug, refused with :class:`InvalidInput`).
+
+Pure: no models, DRF or Celery. Each rule raises :class:`InvalidInput`, a ``ValueError`` whose
+message is a sentence a caller can show as is (or reword with ``limit``).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from asyncqueue_django.conf import app_settings
+from asyncqueue_django.jsonvalue import MAX_JSON_DEPTH, check_json_value, json_size, loads_strict
+from asyncqueue_django.states import SignalStatus
+
+#: Queue names: what Celery, Redis and RabbitMQ all accept as a plain name.
+QUEUE_NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,100}$")
+
+#: The longest error text a signal (or an operator) may give a task.
+MAX_ERROR_LENGTH = 10_000
+
+
+class InvalidInput(ValueError):
+    """An input a rule refuses. ``limit`` is the number the rule enforces, where there is one."""
+
+    def __init__(self, message: str, *, limit: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.limit = limit
+
+
+def parse_json_text(text: str | bytes) -> Any:
+    """JSON text → value, refusing ``NaN``/``Infinity``, NUL characters, unpaired surrogates
+    and nesting deeper than ``MAX_JSON_DEPTH``."""
+    try:
+        return loads_strict(text)
+    except RecursionError:
+        raise InvalidInput(f"JSON is nested deeper than {MAX_JSON_DEPTH} levels") from None
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from None
+
+
+def check_json(value: Any, limit: int) -> Any:
+    """A JSON value the database can store, at most ``limit`` bytes as compact JSON."""
+    try:
+        check_json_value(value)
+    except RecursionError:
+        raise InvalidInput(f"JSON is nested deeper than {MAX_JSON_DEPTH} levels") from None
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from None
+    if json_size(value) > limit:
+        raise InvalidInput(f"Must be at most {limit} bytes as JSON.", limit=limit)
+    return value
+
+
+def check_signal_status(status: str) -> SignalStatus:
+    """A signal resolves a task as ``completed`` or ``failed``, nothing else."""
+    if status not in SignalStatus.values:
+        raise InvalidInput(
+            f"A signal resolves a task as completed or failed, not {status!r}.", limit=None
+        )
+    return SignalStatus(status)
+
+
+def check_signal_result(value: Any) -> Any:
+    """A signal's result: any storable JSON value, at most ``MAX_BODY_BYTES`` as JSON."""
+    if value is None:
+        return None
+    return check_json(value, app_settings.MAX_BODY_BYTES)
+
+
+def check_signal_error(text: str | None) -> str | None:
+    """A signal's error text: at most ``MAX_ERROR_LENGTH`` characters, no NUL."""
+    if text is None:
+        return None
+    if len(text) > MAX_ERROR_LENGTH:
+        raise InvalidInput(
+            f"Must be at most {MAX_ERROR_LENGTH} characters.", limit=MAX_ERROR_LENGTH
+        )
+    if "\x00" in text:
+        raise InvalidInput("Must not contain NUL characters.")
+    return text
+
+
+def check_signal(status: str, result: Any, error: str | None) -> None:
+    """Every rule of a signal at once (what the services assert)."""
+    check_signal_status(status)
+    check_signal_result(result)
+    check_signal_error(error)
+
+
+def check_queue_name(name: str) -> str:
+    if not isinstance(name, str) or not QUEUE_NAME_RE.fullmatch(name):
+        raise InvalidInput("Must be 1-100 characters of letters, digits, '_', '.' or '-'.")
+    return name
+
+
+def check_queue(name: str) -> str:
+    """A queue name, and one of ``QUEUES`` when the host limits them."""
+    check_queue_name(name)
+    allowed = app_settings.QUEUES
+    if allowed is not None and name not in allowed:
+        raise InvalidInput(f"Unknown queue; use one of {', '.join(allowed)}.")
+    return name
+
+
+def check_idempotency_key(value: str) -> str:
+    """An idempotency key is stored and compared as is: no control characters (NUL would
+    also break PostgreSQL)."""
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        raise InvalidInput("Must not contain control characters.")
+    return value
+
+
+def check_metadata(value: Any) -> Any:
+    if json_size(value) > app_settings.MAX_METADATA_BYTES:
+        raise InvalidInput(
+            f"Must be at most {app_settings.MAX_METADATA_BYTES} bytes as JSON.",
+            limit=app_settings.MAX_METADATA_BYTES,
+        )
+    return value

@@ -1,0 +1,53 @@
+"""Domain errors carry their own HTTP status; the API answers each with it."""
+
+from __future__ import annotations
+
+import pytest
+from rest_framework.exceptions import ValidationError
+
+from asyncqueue_django import exceptions
+from asyncqueue_django.api.exceptions import exception_handler
+
+EXPECTED = {
+    exceptions.TaskNotFound: (404, "not_found"),
+    exceptions.SignalTokenNotFound: (404, "not_found"),
+    exceptions.WebhookNotFound: (404, "not_found"),
+    exceptions.IdempotencyConflict: (409, "idempotency_conflict"),
+    exceptions.AlreadySignalled: (409, "already_signalled"),
+    exceptions.WebhookInFlight: (409, "webhook_in_flight"),
+}
+
+
+def all_subclasses(cls: type) -> set[type]:
+    found = set(cls.__subclasses__())
+    for sub in list(found):
+        found |= all_subclasses(sub)
+    return found
+
+
+def test_every_domain_error_is_listed_here() -> None:
+    listed = set(EXPECTED) | {exceptions.InvalidTransition}
+    assert all_subclasses(exceptions.ServiceError) == listed
+
+
+@pytest.mark.parametrize("error", sorted(EXPECTED, key=lambda e: e.__name__))
+def test_the_api_answers_each_domain_error_with_its_own_status(error: type) -> None:
+    response = exception_handler(error(), {})
+    assert response is not None
+    assert (response.status_code, response.data["code"]) == EXPECTED[error]
+    assert response.data["error"] == error.message
+
+
+def test_invalid_transition_is_409_naming_the_status() -> None:
+    response = exception_handler(exceptions.InvalidTransition("cancel", "completed"), {})
+    assert response is not None
+    assert response.status_code == 409
+    assert response.data == {
+        "error": "Cannot cancel a task that is completed",
+        "code": "invalid_status",
+        "status": "completed",
+    }
+
+
+def test_drf_errors_are_not_domain_errors() -> None:
+    assert not isinstance(ValidationError("x"), exceptions.ServiceError)
