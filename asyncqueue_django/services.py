@@ -15,6 +15,7 @@ Side effects (enqueueing Celery work, Django signals) run after the transaction 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -52,13 +53,20 @@ from asyncqueue_django.models import (
     WebhookAttempt,
     WebhookDelivery,
 )
-from asyncqueue_django.sanitize import check_json_value, redact_headers
+from asyncqueue_django.sanitize import (
+    check_json_value,
+    redact_headers,
+    storable_headers,
+    storable_text,
+)
 from asyncqueue_django.signals import task_finished
 from asyncqueue_django.states import TaskStatus
 
 logger = logging.getLogger(__name__)
 
 API_KEY_TOUCH_INTERVAL = timedelta(seconds=60)
+#: Longest error text stored for an attempt (the column is a TextField; this keeps rows small).
+MAX_ERROR_LENGTH = 2000
 
 
 # --------------------------------------------------------------------------------------------
@@ -506,7 +514,31 @@ def claim_task(task_id: Any, worker: str, now: datetime | None = None) -> Task |
 
 def _clean_text(raw: bytes, limit: int) -> str:
     """Response bytes as storable text: decoded leniently, NULs replaced, truncated."""
-    return raw[:limit].decode("utf-8", errors="replace").replace("\x00", "\ufffd")
+    return storable_text(raw[:limit].decode("utf-8", errors="replace"))
+
+
+def without_response(call: CallResult, reason: str) -> CallResult:
+    """``call`` without the peer's headers and body, which could not be stored (``reason``
+    names the error): the status code, duration and outcome are kept, so the attempt is
+    recorded and a target that already answered 2xx is not called again."""
+    note = f"[the response could not be stored: {reason}]"
+    return dataclasses.replace(call, headers={}, body=note.encode(), truncated=False)
+
+
+def storable_call(call: CallResult) -> CallResult:
+    """``call`` with everything a target or receiver controls made storable on every database
+    backend (header names and values, error texts quoting what it sent); the body stays bytes
+    and is cleaned where it is stored (:func:`_clean_text`, :func:`_result_body`).
+
+    Every finish path passes its result through here first, so nothing a peer answers can
+    make an attempt unrecordable.
+    """
+    return dataclasses.replace(
+        call,
+        headers=storable_headers(call.headers),
+        error=storable_text(call.error)[:MAX_ERROR_LENGTH],
+        final_url=storable_text(call.final_url),
+    )
 
 
 def _result_body(call: CallResult, limit: int) -> Any:
@@ -608,6 +640,7 @@ def finish_attempt(
     """
     now = now or timezone.now()
     number = task.attempt_count
+    call = storable_call(call)
     with transaction.atomic():
         # Lock the row so an early signal cannot slip in between reading and moving it.
         current = (
@@ -1172,6 +1205,7 @@ def finish_webhook_attempt(
     """
     now = now or timezone.now()
     number = delivery.attempt_count
+    call = storable_call(call)
     countdown: float | None = None
     fields: dict[str, Any]
     # Only a 2xx delivers (stricter than a callback, where an unfollowed 3xx also counts).

@@ -20,7 +20,7 @@ from asyncqueue_django import http
 from asyncqueue_django.checks import QUEUE_NAME_RE
 from asyncqueue_django.conf import app_settings
 from asyncqueue_django.models import AttemptOutcome, RetryBackoff, SignalStatus, Task
-from asyncqueue_django.sanitize import redact_headers
+from asyncqueue_django.sanitize import header_value_problem, redact_headers
 from asyncqueue_django.services import TaskSpec, fingerprint_of
 from asyncqueue_django.states import TaskStatus
 
@@ -196,10 +196,9 @@ class TaskCreateSerializer(serializers.Serializer[Any]):
             if lower in seen:
                 raise serializers.ValidationError(f"Header {name!r} is given twice.")
             seen.add(lower)
-            if any(ch in header_value for ch in "\r\n\x00"):
-                raise serializers.ValidationError(
-                    f"Header {name!r} contains a line break or NUL character."
-                )
+            problem = header_value_problem(header_value)
+            if problem:
+                raise serializers.ValidationError(f"Header {name!r} {problem}.")
             if len(header_value) > MAX_HEADER_VALUE:
                 raise serializers.ValidationError(
                     f"Header {name!r} is longer than {MAX_HEADER_VALUE} characters."
