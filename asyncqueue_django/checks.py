@@ -92,7 +92,7 @@ def _check_value(name: str, value: Any) -> list[CheckMessage]:
                 id="asyncqueue.E010",
             )
         ]
-    if name == "ALLOWED_NETWORKS":
+    if name in ("ALLOWED_NETWORKS", "TRUSTED_PROXIES"):
         for entry in value:
             try:
                 ipaddress.ip_network(entry, strict=False)

@@ -77,7 +77,11 @@ SETTINGS: dict[str, Setting] = {
         5, int, "Redirects followed per attempt (each hop re-checked).", 0, 20
     ),
     "CONNECT_TIMEOUT": Setting(
-        10, (int, float), "TCP connect timeout (s); the read timeout is the task's `timeout`.", 0.1
+        10,
+        (int, float),
+        "Most seconds one TCP connect (with name resolution) may take, within the attempt's "
+        "deadline.",
+        0.1,
     ),
     # Retries and scheduling.
     "RETRY_BASE_DELAY": Setting(1.0, (int, float), "First retry delay (s) of every backoff.", 0),
@@ -106,7 +110,11 @@ SETTINGS: dict[str, Setting] = {
     "SWEEP_BATCH_SIZE": Setting(500, int, "Rows one sweep batch handles.", 1, 10_000),
     # onComplete webhooks.
     "WEBHOOK_TIMEOUT": Setting(
-        10, int, "Read timeout (s) of one webhook delivery attempt.", 1, 300
+        10,
+        int,
+        "Wall-clock limit (s) of one webhook delivery attempt, redirects included.",
+        1,
+        300,
     ),
     "WEBHOOK_RETRY_SCHEDULE": Setting(
         [5, 30, 120, 600, 1800, 3600, 10800, 21600, 43200],
@@ -128,6 +136,13 @@ SETTINGS: dict[str, Setting] = {
         "600/min",
         (str, type(None)),
         "Signal and heartbeat requests per client IP (uses the default cache).",
+    ),
+    "TRUSTED_PROXIES": Setting(
+        [],
+        list,
+        "CIDR networks of your reverse proxies / load balancers. Only a request from one of "
+        "them has its client address taken from `X-Forwarded-For` (for per-IP limits); "
+        "otherwise it is `REMOTE_ADDR`.",
     ),
     # Identity.
     "API_KEY_PREFIX": Setting("aq_", str, "Prefix of generated API keys."),

@@ -13,9 +13,12 @@ from __future__ import annotations
 import email.utils
 import ipaddress
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -25,9 +28,12 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
+from urllib3.util.ssl_ import create_urllib3_context
 
 from asyncqueue_django import __version__
 from asyncqueue_django.conf import app_settings
+from asyncqueue_django.jsonvalue import SECRET_HEADER_RE
 
 MAX_URL_LENGTH = 2048
 ALLOWED_SCHEMES = ("http", "https")
@@ -180,23 +186,196 @@ USER_AGENT = f"asyncqueue-django/{__version__} (+https://pypi.org/project/asyncq
 REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
 RETRYABLE_CODES = frozenset({408, 425, 429})
 RETRY_AFTER_CODES = frozenset({429, 503})
-CREDENTIAL_HEADERS = ("authorization", "cookie", "proxy-authorization")
+CREDENTIAL_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
+#: The service's own signing headers (see ``signing.py``).
+SIGNATURE_HEADERS = frozenset(
+    {"x-asyncqueue-signature", "webhook-id", "webhook-timestamp", "webhook-signature"}
+)
+
+
+_local = threading.local()
 
 
 class BlockedAddress(Exception):
-    """Raised at connect time when the peer address is not allowed (DNS rebinding guard)."""
+    """Raised before connecting when the host resolves to an address that is not allowed."""
+
+
+class DeadlinePassed(TimeoutError):
+    """The attempt's wall-clock deadline passed while it was still sending or receiving."""
+
+
+def _attempt_deadline() -> float | None:
+    deadline: float | None = getattr(_local, "deadline", None)
+    return deadline
+
+
+def _bound(sock: socket.socket, configured: float | None) -> None:
+    """Before a blocking socket operation inside :func:`call`: give it at most what is left of
+    the attempt's deadline (or its own configured timeout, if that is shorter).
+
+    A per-operation timeout alone does not bound an attempt: a target that sends one byte every
+    half second never trips a 30 s read timeout. Bounding every operation by the time left does,
+    whatever the framing (status line, headers, fixed-length, chunked or close-delimited body)
+    and on TLS too.
+    """
+    deadline = _attempt_deadline()
+    if deadline is None:
+        return
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise DeadlinePassed("the attempt's deadline passed")
+    bounded = remaining if configured is None else min(configured, remaining)
+    socket.socket.settimeout(sock, bounded)
+
+
+class _DeadlineSocket(socket.socket):
+    """A TCP socket whose every send and receive is bounded by the attempt's deadline."""
+
+    _configured_timeout: float | None = None
+
+    def settimeout(self, value: float | None) -> None:
+        self._configured_timeout = value
+        super().settimeout(value)
+
+    def recv(self, *args: Any, **kwargs: Any) -> bytes:
+        _bound(self, self._configured_timeout)
+        return super().recv(*args, **kwargs)
+
+    def recv_into(self, *args: Any, **kwargs: Any) -> int:
+        _bound(self, self._configured_timeout)
+        return super().recv_into(*args, **kwargs)
+
+    def send(self, *args: Any, **kwargs: Any) -> int:
+        _bound(self, self._configured_timeout)
+        return super().send(*args, **kwargs)
+
+    def sendall(self, *args: Any, **kwargs: Any) -> None:
+        _bound(self, self._configured_timeout)
+        super().sendall(*args, **kwargs)
+
+
+class _DeadlineSSLSocket(ssl.SSLSocket):
+    """The TLS counterpart of :class:`_DeadlineSocket` (handshake, reads and writes)."""
+
+    _configured_timeout: float | None = None
+
+    def settimeout(self, value: float | None) -> None:
+        self._configured_timeout = value
+        super().settimeout(value)
+
+    def do_handshake(self, *args: Any, **kwargs: Any) -> None:
+        _bound(self, self._configured_timeout)
+        super().do_handshake(*args, **kwargs)
+
+    def read(self, *args: Any, **kwargs: Any) -> Any:
+        _bound(self, self._configured_timeout)
+        return super().read(*args, **kwargs)
+
+    def write(self, *args: Any, **kwargs: Any) -> int:
+        _bound(self, self._configured_timeout)
+        return super().write(*args, **kwargs)
+
+    def send(self, *args: Any, **kwargs: Any) -> int:
+        _bound(self, self._configured_timeout)
+        return super().send(*args, **kwargs)
+
+    def sendall(self, *args: Any, **kwargs: Any) -> None:
+        _bound(self, self._configured_timeout)
+        super().sendall(*args, **kwargs)
+
+
+def _tls_context() -> ssl.SSLContext:
+    """A per-thread TLS context (urllib3's defaults, certificates verified) whose sockets are
+    :class:`_DeadlineSSLSocket`s."""
+    context: ssl.SSLContext | None = getattr(_local, "tls_context", None)
+    if context is None:
+        context = create_urllib3_context()
+        context.sslsocket_class = _DeadlineSSLSocket
+        context.load_default_certs()
+        _local.tls_context = context
+    return context
+
+
+_dns_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="asyncqueue-dns")
+
+
+def _addresses(host: str, port: int, timeout: float) -> list[str]:
+    """The addresses ``host`` stands for: itself if it is an IP literal, loopback for the
+    ``localhost`` names (RFC 6761), else the resolver's answer within ``timeout`` seconds
+    (``socket.getaddrinfo`` cannot be interrupted, so it runs on a small thread pool)."""
+    bare = host.strip("[]")
+    try:
+        ipaddress.ip_address(bare.split("%", 1)[0])
+        return [bare]
+    except ValueError:
+        pass
+    name = bare.lower().rstrip(".")
+    if name == "localhost" or name.endswith(".localhost"):
+        return ["127.0.0.1", "::1"]
+    future = _dns_pool.submit(resolve, bare, port)
+    try:
+        found = future.result(timeout=timeout)
+    except FutureTimeout:
+        future.cancel()
+        raise TimeoutError(f"resolving {bare} took longer than {timeout:g}s") from None
+    if not found:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+    return list(dict.fromkeys(found))
 
 
 class _GuardMixin:
-    def _new_conn(self) -> Any:
-        sock = super()._new_conn()  # type: ignore[misc]
+    """Resolves the host itself, checks every address it stands for, and only then connects,
+    to the checked address: nothing is connected to (not even a port probed) when any address
+    is refused, and a second, different DNS answer cannot slip in between check and connect.
+    The socket is a :class:`_DeadlineSocket`."""
+
+    host: str
+    port: int
+    timeout: Any
+    socket_options: Any
+    source_address: Any
+
+    def _new_conn(self) -> socket.socket:
+        connect_timeout = (
+            float(self.timeout)
+            if isinstance(self.timeout, int | float)
+            else float(app_settings.CONNECT_TIMEOUT)
+        )
+        deadline = _attempt_deadline()
+        if deadline is not None:
+            connect_timeout = min(connect_timeout, max(0.001, deadline - time.monotonic()))
+        host = self.host
+        try:
+            addresses = _addresses(host, self.port, connect_timeout)
+        except socket.gaierror as exc:
+            raise NameResolutionError(host, self, exc) from exc  # type: ignore[arg-type]
+        except (TimeoutError, OSError, UnicodeError) as exc:
+            raise ConnectTimeoutError(self, f"could not resolve {host} in time ({exc})") from exc
         if not app_settings.ALLOW_PRIVATE_TARGETS:
-            peer = sock.getpeername()[0]
-            problem = address_problem(peer)
-            if problem:
+            for address in addresses:
+                problem = address_problem(address)
+                if problem:
+                    raise BlockedAddress(f"host {host} is not allowed: {problem}")
+        error: OSError | None = None
+        for address in addresses:
+            family, _, _, _, sockaddr = socket.getaddrinfo(
+                address, self.port, type=socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST
+            )[0]
+            sock = _DeadlineSocket(family, socket.SOCK_STREAM)
+            try:
+                for option in self.socket_options or ():
+                    sock.setsockopt(*option)
+                if self.source_address:
+                    sock.bind(self.source_address)
+                sock.settimeout(connect_timeout)
+                sock.connect(sockaddr)
+                return sock
+            except OSError as exc:
                 sock.close()
-                raise BlockedAddress(f"connection to {problem} refused")
-        return sock
+                error = exc
+        if isinstance(error, TimeoutError):
+            raise ConnectTimeoutError(self, f"connection to {host} timed out") from error
+        raise NewConnectionError(self, f"Failed to establish a new connection: {error}")  # type: ignore[arg-type]
 
 
 class GuardedHTTPConnection(_GuardMixin, HTTPConnection):
@@ -204,7 +383,10 @@ class GuardedHTTPConnection(_GuardMixin, HTTPConnection):
 
 
 class GuardedHTTPSConnection(_GuardMixin, HTTPSConnection):
-    pass
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if kwargs.get("ssl_context") is None:
+            kwargs["ssl_context"] = _tls_context()
+        super().__init__(*args, **kwargs)
 
 
 class GuardedHTTPConnectionPool(HTTPConnectionPool):
@@ -216,7 +398,8 @@ class GuardedHTTPSConnectionPool(HTTPSConnectionPool):
 
 
 class GuardedAdapter(HTTPAdapter):
-    """Checks the address actually connected to, after DNS resolution, on every new socket."""
+    """Connections that check their destination before connecting and whose every byte is
+    bounded by the attempt's deadline."""
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         super().init_poolmanager(*args, **kwargs)
@@ -224,9 +407,6 @@ class GuardedAdapter(HTTPAdapter):
             "http": GuardedHTTPConnectionPool,
             "https": GuardedHTTPSConnectionPool,
         }
-
-
-_local = threading.local()
 
 
 def session() -> requests.Session:
@@ -253,20 +433,22 @@ class CallResult:
     truncated: bool = False
     duration_ms: int = 0
     error: str = ""
-    error_kind: str = ""  # "", "timeout", "connection", "blocked", "redirect", "invalid"
+    # "", "timeout", "connection", "blocked", "redirect", "invalid", or "internal" (the request
+    # could not be made at all; retried like a connection error).
+    error_kind: str = ""
     retry_after: float | None = None
     final_url: str = ""
 
     @property
     def succeeded(self) -> bool:
-        """2xx, or a 3xx that was not followed (no ``Location``, or 304): SPEC §4 counts 3xx
-        as success; redirects with a ``Location`` are followed before this is asked."""
+        """2xx, or a 3xx that was not followed (no ``Location``, or 304): a 3xx counts as
+        success; redirects with a ``Location`` are followed before this is asked."""
         return self.status_code is not None and 200 <= self.status_code < 400 and not self.error
 
     @property
     def retryable(self) -> bool:
-        """SPEC §4: 408, 425, 429, 5xx, connection errors and timeouts are retried."""
-        if self.error_kind in ("timeout", "connection"):
+        """408, 425, 429, 5xx, connection errors and timeouts are retried; other 4xx are not."""
+        if self.error_kind in ("timeout", "connection", "internal"):
             return True
         if self.error_kind:
             return False
@@ -297,7 +479,7 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return max(0.0, (when - now_dt).total_seconds())
 
 
-def _read_capped(response: requests.Response, cap: int, deadline: float) -> tuple[bytes, bool]:
+def _read_capped(response: requests.Response, cap: int) -> tuple[bytes, bool]:
     chunks: list[bytes] = []
     size = 0
     for chunk in response.iter_content(chunk_size=16_384):
@@ -305,8 +487,6 @@ def _read_capped(response: requests.Response, cap: int, deadline: float) -> tupl
         size += len(chunk)
         if size > cap:
             return b"".join(chunks)[:cap], True
-        if time.monotonic() > deadline:
-            raise requests.exceptions.ReadTimeout("response body took too long")
     return b"".join(chunks), False
 
 
@@ -327,6 +507,31 @@ def _connection_error_text(exc: Exception) -> str:
     return "connection error"
 
 
+def origin(url: str) -> tuple[str, str, int]:
+    """``(scheme, host, port)`` of ``url``, lower-cased, with the scheme's default port."""
+    parts = split_url(url)
+    return parts.scheme.lower(), (parts.hostname or "").lower(), default_port(parts)
+
+
+def headers_for_redirect(headers: dict[str, str], from_url: str, to_url: str) -> dict[str, str]:
+    """The headers that may follow a redirect from ``from_url`` to ``to_url``.
+
+    Within one origin, all of them. When the scheme, host or port changes (https → http
+    included), every credential is dropped: ``Authorization``, ``Proxy-Authorization``,
+    ``Cookie`` and every header whose name the service treats as secret (the ones it shows as
+    ``[redacted]``). The service's own signature headers stay: they sign this one request and
+    reveal no secret.
+    """
+    if origin(from_url) == origin(to_url):
+        return headers
+    return {
+        k: v
+        for k, v in headers.items()
+        if k.lower() in SIGNATURE_HEADERS
+        or (k.lower() not in CREDENTIAL_HEADERS and not SECRET_HEADER_RE.search(k))
+    }
+
+
 def call(
     method: str,
     url: str,
@@ -335,24 +540,37 @@ def call(
     body: bytes | None,
     timeout: float,
 ) -> CallResult:
-    """Make one attempt: the request, up to ``MAX_REDIRECTS`` hops, each hop's URL and
-    connected address checked; never raises for network trouble (it is in the result)."""
+    """Make one attempt and never raise for anything the network or the peer does (it is in
+    the result).
+
+    ``timeout`` (seconds) is the attempt's wall-clock deadline: name resolution, connect, TLS,
+    sending, the status line, headers and body of every redirect hop all happen within it
+    (each TCP connect also within ``CONNECT_TIMEOUT``). Redirects (at most ``MAX_REDIRECTS``):
+    301, 302, 307 and 308 repeat the request, method and body included, at the ``Location``;
+    303 ("see other": the request was processed) fetches the ``Location`` with a ``GET``.
+    Every hop's URL is checked, its host resolved and every address checked before any
+    connection is made, and credentials are dropped when the origin changes
+    (:func:`headers_for_redirect`).
+    """
     started = time.monotonic()
-    deadline = started + timeout + app_settings.CONNECT_TIMEOUT
+    deadline = started + timeout
     cap = app_settings.MAX_RESPONSE_BYTES
     result = CallResult()
     current_url, current_method, current_body = url, method, body
     current_headers = {"User-Agent": USER_AGENT, **headers}
+    _local.deadline = deadline
     try:
         for hop in range(app_settings.MAX_REDIRECTS + 1):
             check_url(current_url, resolve_host=False)
-            remaining = max(0.1, deadline - time.monotonic())
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise DeadlinePassed("the attempt's deadline passed")
             response = session().request(
                 current_method,
                 current_url,
                 headers=current_headers,
                 data=current_body,
-                timeout=(min(app_settings.CONNECT_TIMEOUT, remaining), min(timeout, remaining)),
+                timeout=(min(app_settings.CONNECT_TIMEOUT, remaining), remaining),
                 allow_redirects=False,
                 stream=True,
             )
@@ -364,17 +582,8 @@ def call(
                         result.error_kind = "redirect"
                         break
                     next_url = urljoin(current_url, response.headers["Location"])
-                    if split_url(next_url).hostname != split_url(current_url).hostname:
-                        current_headers = {
-                            k: v
-                            for k, v in current_headers.items()
-                            if k.lower() not in CREDENTIAL_HEADERS
-                        }
-                    code = response.status_code
-                    # As browsers and requests do: 303 → GET; 301/302 after a POST → GET.
-                    if (code == 303 and current_method != "HEAD") or (
-                        code in (301, 302) and current_method == "POST"
-                    ):
+                    current_headers = headers_for_redirect(current_headers, current_url, next_url)
+                    if response.status_code == 303 and current_method not in ("GET", "HEAD"):
                         current_method, current_body = "GET", None
                         current_headers = {
                             k: v for k, v in current_headers.items() if k.lower() != "content-type"
@@ -383,7 +592,7 @@ def call(
                     continue
                 result.status_code = response.status_code
                 result.headers = dict(response.headers)
-                result.body, result.truncated = _read_capped(response, cap, deadline)
+                result.body, result.truncated = _read_capped(response, cap)
                 result.final_url = current_url
                 if response.status_code in RETRY_AFTER_CODES:
                     result.retry_after = parse_retry_after(response.headers.get("Retry-After"))
@@ -399,11 +608,41 @@ def call(
     except (requests.exceptions.ReadTimeout, TimeoutError):
         result.error, result.error_kind = f"timeout after {timeout:g}s", "timeout"
     except requests.exceptions.ConnectionError as exc:
-        if isinstance(exc.__context__, BlockedAddress) or "BlockedAddress" in repr(exc):
-            result.error, result.error_kind = f"blocked: {exc.__context__ or exc}", "blocked"
+        if _caused_by(exc, BlockedAddress):
+            blocked = _caused_by(exc, BlockedAddress)
+            result.error, result.error_kind = f"blocked: {blocked}", "blocked"
         else:
             result.error, result.error_kind = _connection_error_text(exc), "connection"
     except requests.exceptions.RequestException as exc:
         result.error, result.error_kind = f"invalid request: {type(exc).__name__}", "invalid"
+    except (ValueError, UnicodeError) as exc:
+        # What http.client refuses to send (a header it cannot encode, say): not retried.
+        result.error, result.error_kind = f"invalid request: {type(exc).__name__}", "invalid"
+    finally:
+        _local.deadline = None
+    if result.error_kind in ("timeout", "connection", "invalid") and time.monotonic() >= deadline:
+        # However the library reported it, the attempt ran out of time.
+        result.error, result.error_kind = f"timeout after {timeout:g}s", "timeout"
+        result.status_code, result.headers, result.body = None, {}, b""
     result.duration_ms = int((time.monotonic() - started) * 1000)
     return result
+
+
+def _caused_by(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
+    """The first exception of ``kind`` in ``exc``'s chain of causes and contexts (requests and
+    urllib3 wrap what a connection raised once or twice)."""
+    seen: set[int] = set()
+    stack: list[BaseException | None] = [exc]
+    while stack:
+        current = stack.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, kind):
+            return current
+        stack.extend([current.__cause__, current.__context__])
+        stack.extend(a for a in getattr(current, "args", ()) if isinstance(a, BaseException))
+        reason = getattr(current, "reason", None)
+        if isinstance(reason, BaseException):
+            stack.append(reason)
+    return None

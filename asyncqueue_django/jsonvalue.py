@@ -68,3 +68,21 @@ def json_size(value: Any) -> int:
 def redact_headers(headers: Mapping[str, Any]) -> dict[str, Any]:
     """Headers with secret-looking values replaced, for storage and display."""
     return {k: (REDACTED if SECRET_HEADER_RE.search(k) else v) for k, v in headers.items()}
+
+
+def storable_text(value: str) -> str:
+    """``value`` as text every database column takes: NUL characters (which PostgreSQL's text
+    and jsonb refuse) and unpaired surrogates (which no UTF-8 encoder takes) become U+FFFD."""
+    if "\x00" in value:
+        value = value.replace("\x00", "\ufffd")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        value = "".join("\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in value)
+    return value
+
+
+def storable_headers(headers: Mapping[str, Any]) -> dict[str, str]:
+    """Response headers as they may be stored: names and values made :func:`storable_text`
+    (a header line may carry any byte; ``http.client`` decodes them as Latin-1)."""
+    return {storable_text(str(k)): storable_text(str(v)) for k, v in headers.items()}

@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from celery import shared_task
 from celery.signals import task_prerun
@@ -20,6 +21,7 @@ from asyncqueue_django import http, outbound, services
 from asyncqueue_django.conf import app_settings
 
 logger = logging.getLogger(__name__)
+_R = TypeVar("_R")
 
 
 @task_prerun.connect(weak=False)
@@ -45,19 +47,54 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def _failed_to_call(what: str, work_id: Any, exc: Exception) -> http.CallResult:
+    """The outcome of an attempt whose request could not even be made (a value that cannot
+    be sent, a bug): recorded at once as a failed attempt, never left to the lease."""
+    logger.error("%s %s: the request could not be made", what, work_id, exc_info=exc)
+    return http.CallResult(
+        error=f"internal error: the request could not be made ({type(exc).__name__})",
+        error_kind="internal",
+    )
+
+
+def _record(finish: Callable[..., _R], work: Any, result: http.CallResult, **kwargs: Any) -> _R:
+    """Record an attempt with ``finish``; if that fails, record it again without the response.
+
+    The attempt was made (a target that answered 2xx has done its work), so its outcome must
+    be written now: left to the lease, the recovery sweep would call the target a second time.
+    Only when the database refuses even the short record is the attempt left to the lease.
+    """
+    try:
+        return finish(work, result, **kwargs)
+    except Exception as exc:
+        logger.exception(
+            "%s: could not record the attempt; recording it without the response", work
+        )
+        for conn in connections.all(initialized_only=True):
+            if not conn.in_atomic_block:
+                conn.close_if_unusable_or_obsolete()
+        return finish(work, services.without_response(result, type(exc).__name__), **kwargs)
+
+
 @shared_task(name="asyncqueue.execute_task", ignore_result=True)
 def execute_task(task_id: str) -> str | None:
-    """Claim the task, call its target once, and record the outcome. Returns the new status."""
+    """Claim the task, call its target once, and record the outcome. Returns the new status.
+
+    Whatever happens after the claim, the attempt is recorded before this returns.
+    """
     me = worker_id()
     task = services.claim_task(task_id, worker=me)
     if task is None:
         logger.debug("Task %s is not claimable (duplicate or late message)", task_id)
         return None
-    headers, body = outbound.build_callback(task)
-    result = http.call(
-        task.method, task.target_url, headers=headers, body=body, timeout=task.timeout
-    )
-    status = services.finish_attempt(task, result, worker=me)
+    try:
+        headers, body = outbound.build_callback(task)
+        result = http.call(
+            task.method, task.target_url, headers=headers, body=body, timeout=task.timeout
+        )
+    except Exception as exc:
+        result = _failed_to_call("Task", task_id, exc)
+    status = _record(services.finish_attempt, task, result, worker=me)
     logger.info(
         "Task %s attempt %s: %s -> %s", task_id, task.attempt_count, result.describe(), status
     )
@@ -67,21 +104,28 @@ def execute_task(task_id: str) -> str | None:
 @shared_task(name="asyncqueue.deliver_webhook", ignore_result=True)
 def deliver_webhook(delivery_id: str) -> str | None:
     """Claim the webhook event, POST it to its URL once, and record the outcome (the task is
-    never changed). Returns the event's new delivery status."""
+    never changed). Returns the event's new delivery status.
+
+    Whatever happens after the claim, the attempt is recorded before this returns.
+    """
     me = worker_id()
     delivery = services.claim_webhook(delivery_id, worker=me)
     if delivery is None:
         logger.debug("Webhook %s is not claimable (duplicate or late message)", delivery_id)
         return None
-    body = outbound.render_webhook(delivery)
-    result = http.call(
-        "POST",
-        delivery.url,
-        headers=outbound.build_webhook(delivery, body),
-        body=body.encode("utf-8"),
-        timeout=app_settings.WEBHOOK_TIMEOUT,
-    )
-    status = services.finish_webhook_attempt(delivery, result, worker=me, body=body)
+    body = ""
+    try:
+        body = outbound.render_webhook(delivery)
+        result = http.call(
+            "POST",
+            delivery.url,
+            headers=outbound.build_webhook(delivery, body),
+            body=body.encode("utf-8"),
+            timeout=app_settings.WEBHOOK_TIMEOUT,
+        )
+    except Exception as exc:
+        result = _failed_to_call("Webhook", delivery_id, exc)
+    status = _record(services.finish_webhook_attempt, delivery, result, worker=me, body=body)
     logger.info(
         "Webhook %s (%s of task %s) attempt %s: %s -> %s",
         delivery_id,

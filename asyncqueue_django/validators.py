@@ -121,3 +121,35 @@ def check_metadata(value: Any) -> Any:
             limit=app_settings.MAX_METADATA_BYTES,
         )
     return value
+
+
+#: Characters a header value may not contain: control characters other than horizontal tab,
+#: and DEL (RFC 9110 §5.5 allows visible characters, space, tab and obs-text).
+_HEADER_VALUE_CONTROL_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def header_value_problem(value: str) -> str | None:
+    """Why ``value`` cannot be sent as an HTTP header value, or None.
+
+    Header values go on the wire as ISO-8859-1 (Latin-1) bytes, as HTTP/1.1 defines them and as
+    Python's ``http.client`` sends them, so every character must be in U+0000..U+00FF; control
+    characters (other than tab) are refused, and so is leading or trailing white space (a
+    receiver strips it, and ``requests`` refuses leading white space outright). Text outside
+    Latin-1 (names, say) has to be encoded by the sender, e.g. percent-encoded (RFC 8187) or
+    Base64.
+    """
+    bad = _HEADER_VALUE_CONTROL_RE.search(value)
+    if bad:
+        return f"contains the control character U+{ord(bad.group()):04X}"
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError as exc:
+        char = value[exc.start]
+        return (
+            f"contains {char!r} (U+{ord(char):04X}), which is not ISO-8859-1 (Latin-1); "
+            "header values are sent as Latin-1 bytes, so encode other text first "
+            "(percent-encoding or Base64)"
+        )
+    if value != value.strip(" \t"):
+        return "starts or ends with white space"
+    return None

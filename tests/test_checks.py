@@ -240,16 +240,18 @@ def test_check_command_fails_on_an_error() -> None:
     assert "asyncqueue.E003" in str(e.value)
 
 
+@pytest.mark.parametrize("name", ["ALLOWED_NETWORKS", "TRUSTED_PROXIES"])
 @pytest.mark.parametrize(
     "networks", [["10.0.0.0/33"], ["not-a-net"], [None], ["10.0.0.0/8", "::1/129"]]
 )
-def test_bad_allowed_networks_are_e007(networks: list[Any]) -> None:
-    assert ids(ALLOWED_NETWORKS=networks) == ["asyncqueue.E007"]
+def test_bad_network_lists_are_e007(name: str, networks: list[Any]) -> None:
+    assert ids(**{name: networks}) == ["asyncqueue.E007"]
 
 
+@pytest.mark.parametrize("name", ["ALLOWED_NETWORKS", "TRUSTED_PROXIES"])
 @pytest.mark.parametrize("networks", [[], ["10.0.0.0/8"], ["10.1.2.3"], ["fd00::/8", "::1"]])
-def test_good_allowed_networks(networks: list[str]) -> None:
-    assert ids(ALLOWED_NETWORKS=networks) == []
+def test_good_network_lists(name: str, networks: list[str]) -> None:
+    assert ids(**{name: networks}) == []
 
 
 @pytest.mark.parametrize("rate", ["600", "600/week", "/min", "ten/min", "600 / min", "-1/s"])

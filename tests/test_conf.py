@@ -48,6 +48,7 @@ EXPECTED_DEFAULTS = {
     "API_KEY_PREFIX": "aq_",
     "RATE_LIMIT": "6000/min",
     "SIGNAL_RATE_LIMIT": "600/min",
+    "TRUSTED_PROXIES": [],
 }
 
 

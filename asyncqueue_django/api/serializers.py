@@ -196,10 +196,9 @@ class TaskCreateSerializer(serializers.Serializer[Any]):
             if lower in seen:
                 raise serializers.ValidationError(f"Header {name!r} is given twice.")
             seen.add(lower)
-            if any(ch in header_value for ch in "\r\n\x00"):
-                raise serializers.ValidationError(
-                    f"Header {name!r} contains a line break or NUL character."
-                )
+            problem = validators.header_value_problem(header_value)
+            if problem:
+                raise serializers.ValidationError(f"Header {name!r} {problem}.")
             if len(header_value) > MAX_HEADER_VALUE:
                 raise serializers.ValidationError(
                     f"Header {name!r} is longer than {MAX_HEADER_VALUE} characters."

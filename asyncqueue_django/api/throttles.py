@@ -9,6 +9,7 @@ into ``X-RateLimit-Limit``, ``X-RateLimit-Remaining`` and ``X-RateLimit-Reset`` 
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from typing import Any
 
@@ -27,6 +28,41 @@ def parse_rate(rate: str) -> tuple[int, int]:
     """``"600/min"`` → ``(600, 60)``."""
     num, period = rate.split("/")
     return int(num), PERIODS[period[0]]
+
+
+def _trusted(address: str, networks: list[str]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address.strip().strip("[]"))
+    except ValueError:
+        return False
+    return any(ip in ipaddress.ip_network(n, strict=False) for n in networks)
+
+
+def client_address(request: Any) -> str:
+    """The address of the client behind ``request``, for every per-IP limit.
+
+    ``REMOTE_ADDR``, unless that is one of ``TRUSTED_PROXIES``: then ``X-Forwarded-For`` is
+    read from the right (each proxy appends the address it received the request from), past
+    every trusted proxy, and the first address not among them is the client. Entries left of
+    it were written by the client itself and are never believed; an entry that is not an IP
+    address stops the walk. Without trusted proxies the header is ignored, so a client cannot
+    pick its own rate-limit bucket.
+    """
+    remote = str(request.META.get("REMOTE_ADDR") or "")
+    networks = app_settings.TRUSTED_PROXIES
+    if not networks or not _trusted(remote, networks):
+        return remote
+    forwarded = [a.strip() for a in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")]
+    client = remote
+    for address in reversed([a for a in forwarded if a]):
+        try:
+            ipaddress.ip_address(address.strip("[]"))
+        except ValueError:
+            break
+        client = address.strip("[]")
+        if not _trusted(client, networks):
+            break
+    return client
 
 
 class FixedWindowThrottle(BaseThrottle):
@@ -84,7 +120,7 @@ class SignalIPThrottle(FixedWindowThrottle):
     setting = "SIGNAL_RATE_LIMIT"
 
     def get_ident_key(self, request: Request) -> str | None:
-        return self.get_ident(request)
+        return client_address(request)
 
 
 def rate_limit_headers(request: Any) -> dict[str, str]:

@@ -39,6 +39,7 @@ from asyncqueue_django.services.deliveries import (
     resend_latest_webhook,
     resend_webhook,
 )
+from asyncqueue_django.services.engine import storable_call, without_response
 from asyncqueue_django.services.lifecycle import CreatedTask, cancel_task, create_task, retry_task
 from asyncqueue_django.services.retention import prunable_tasks, prune_finished
 from asyncqueue_django.services.sweeps import (
@@ -113,4 +114,6 @@ __all__ = [
     "revoke_api_key",
     "rotate_webhook_secret",
     "signal_task",
+    "storable_call",
+    "without_response",
 ]

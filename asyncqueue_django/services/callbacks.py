@@ -16,7 +16,7 @@ from django.utils import timezone
 from asyncqueue_django import states
 from asyncqueue_django.backoff import retry_delay
 from asyncqueue_django.conf import app_settings
-from asyncqueue_django.jsonvalue import check_json_value, redact_headers
+from asyncqueue_django.jsonvalue import check_json_value, redact_headers, storable_text
 from asyncqueue_django.models import Attempt, Task
 from asyncqueue_django.services import engine
 from asyncqueue_django.services.engine import AttemptRecord, Outcome, WorkKind
@@ -28,7 +28,7 @@ from asyncqueue_django.values import CallOutcome, Message, RetryDecision
 
 def _clean_text(raw: bytes, limit: int) -> str:
     """Response bytes as storable text: decoded leniently, NULs replaced, truncated."""
-    return raw[:limit].decode("utf-8", errors="replace").replace("\x00", "\ufffd")
+    return storable_text(raw[:limit].decode("utf-8", errors="replace"))
 
 
 def _result_body(call: CallOutcome, limit: int) -> Any:

@@ -14,6 +14,7 @@ change of status (its ``WHERE status IN (...)`` comes from the kind's transition
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 from collections.abc import Callable, Iterable
@@ -25,6 +26,7 @@ from django.db import models, transaction
 from django.db.models import F
 
 from asyncqueue_django.conf import app_settings
+from asyncqueue_django.jsonvalue import storable_headers, storable_text
 from asyncqueue_django.querysets import OutboundQuerySet, status_in
 from asyncqueue_django.states import Lifecycle
 from asyncqueue_django.values import CallOutcome, Message, RetryDecision
@@ -32,12 +34,16 @@ from asyncqueue_django.values import CallOutcome, Message, RetryDecision
 logger = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=models.Model)
+C = TypeVar("C", bound=CallOutcome)
 
 #: Tolerated clock skew between the machine that set a due time and the one claiming the row.
 CLOCK_SKEW = timedelta(seconds=1)
 
 #: What a lost attempt (its worker died; the lease ran out) is recorded as.
 WORKER_LOST = "worker lost (lease expired)"
+
+#: Longest error text stored for an attempt (the column is a TextField; this keeps rows small).
+MAX_ATTEMPT_ERROR_LENGTH = 2000
 
 
 # --------------------------------------------------------------------------------------------
@@ -245,6 +251,32 @@ class WorkKind(Generic[M]):
 # --------------------------------------------------------------------------------------------
 
 
+def storable_call(call: C) -> C:
+    """``call`` with everything a target or receiver controls made storable on every database
+    backend (header names and values, error texts quoting what it sent); the body stays bytes
+    and is cleaned where it is stored.
+
+    :func:`finish` passes every result through here first, so nothing a peer answers can make
+    an attempt unrecordable.
+    """
+    return dataclasses.replace(  # type: ignore[type-var]
+        call,
+        headers=storable_headers(call.headers),
+        error=storable_text(call.error)[:MAX_ATTEMPT_ERROR_LENGTH],
+        final_url=storable_text(getattr(call, "final_url", "")),
+    )
+
+
+def without_response(call: C, reason: str) -> C:
+    """``call`` without the peer's headers and body, which could not be stored (``reason``
+    names the error): the status code, duration and outcome are kept, so the attempt is
+    recorded and a target that already answered 2xx is not called again."""
+    note = f"[the response could not be stored: {reason}]"
+    return dataclasses.replace(  # type: ignore[type-var]
+        call, headers={}, body=note.encode(), truncated=False
+    )
+
+
 def claim(kind: WorkKind[M], pk: Any, worker: str, now: datetime) -> M | None:
     """A due, claimable row → leased to ``worker`` for one attempt; None if not claimable.
 
@@ -315,6 +347,7 @@ def finish(
     longer holds the lease (the recovery sweep took the row over): then nothing is written.
     """
     number: int = row.attempt_count  # type: ignore[attr-defined]
+    call = storable_call(call)
     held = {"leased_by": worker, "attempt_count": number, "lease_expires_at__isnull": False}
     with transaction.atomic():  # the outcome and its attempt row commit together
         # Lock the row so nothing (an early signal, a sweep) slips in between reading and moving.
