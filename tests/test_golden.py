@@ -45,15 +45,19 @@ def check(name: str, actual: bytes) -> None:
 
 @pytest.fixture
 def fixed_task(team: Team) -> Task:
-    """A completed task with one attempt and one delivered webhook event, every field fixed."""
+    """A completed task with one attempt and one delivered webhook event, every field fixed.
+
+    JSON objects are written with their keys in the order PostgreSQL's ``jsonb`` keeps them
+    (shorter keys first, then bytewise), so both backends give back the same order.
+    """
     Task.objects.create(
         id=TASK_ID,
         team=team,
         status="completed",
         target_url="https://example.com/hook?x=1",
         method="POST",
-        headers={"Authorization": "Bearer s3cret", "X-Trace": "abc \u00e9"},
-        payload={"order": 42, "items": ["a", "b"], "ok": True, "ratio": 0.5, "note": None},
+        headers={"X-Trace": "abc \u00e9", "Authorization": "Bearer s3cret"},
+        payload={"ok": True, "note": None, "items": ["a", "b"], "order": 42, "ratio": 0.5},
         timeout=30,
         delay_until=at(1, 500),
         priority=7,
@@ -67,8 +71,8 @@ def fixed_task(team: Team) -> Task:
         max_wait_time=600,
         wait_deadline=at(50, 999999),
         on_complete_url="https://example.com/done",
-        metadata={"customer": "c-1", "nested": {"k": [1, 2]}},
-        result={"statusCode": 200, "headers": {}, "body": {"ok": True}, "duration": 12},
+        metadata={"nested": {"k": [1, 2]}, "customer": "c-1"},
+        result={"body": {"ok": True}, "headers": {}, "duration": 12, "statusCode": 200},
         error="",
         idempotency_key="key-1",
         signal_received_at=at(20, 123456),
