@@ -9,6 +9,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from asyncqueue_django import services, validators
 from asyncqueue_django.exceptions import AlreadySignalled, InvalidTransition, SignalTokenNotFound
+from asyncqueue_django.states import SignalStatus
 
 
 class Command(BaseCommand):
@@ -24,7 +25,7 @@ class Command(BaseCommand):
         parser.add_argument(
             "--status",
             required=True,
-            choices=["completed", "failed"],
+            choices=SignalStatus.values,
             help="The outcome to apply.",
         )
         parser.add_argument(
