@@ -595,8 +595,16 @@ def free_port() -> int:
 class ApiServer:
     """The app (``bench.wsgi``) on gunicorn: ``sync`` workers, or ``gthread`` with threads."""
 
-    def __init__(self, log_dir: Path, *, workers: int = 4, threads: int = 1) -> None:
+    def __init__(
+        self,
+        log_dir: Path,
+        *,
+        workers: int = 4,
+        threads: int = 1,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.workers, self.threads = workers, threads
+        self.env = {**os.environ, **(env or {})}
         self.port = free_port()
         self.log_path = log_dir / f"gunicorn-{self.port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -614,7 +622,7 @@ class ApiServer:
         if self.threads > 1:
             cmd += ["--worker-class", "gthread", "--threads", str(self.threads)]
         with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(cmd, cwd=ROOT, env=os.environ, stdout=log, stderr=log)
+            self.proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=log, stderr=log)
         deadline = time.monotonic() + 60
         while True:
             try:
