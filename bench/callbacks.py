@@ -364,10 +364,17 @@ def report(merged: dict[str, Any]) -> str:
     for r in merged["backends"].values():
         if "error" in r:
             continue
+        counted = (
+            "callbacks/s counted until the queue is drained"
+            if "kinds" in r
+            else "callbacks/s between the 10th and 90th percentile arrival (before the peers)"
+        )
         notes.append(
             f"{r['backend']}: {r['tasks_per_round']} tasks/burst, {r['rounds']} rounds (median); "
-            "callbacks/s counted until the queue is drained; app ÷ it > 1: the app is faster"
+            f"{counted}; app ÷ it > 1: the app is faster"
         )
+        if "kinds" in r and not r.get("round_trips"):
+            notes.append(f"{r['backend']}: DB round trips are counted on PostgreSQL only")
         trips = r.get("round_trips")
         if trips:
             notes.append(
