@@ -195,7 +195,7 @@ def summary_markdown(summary: list[tuple[str, dict[str, Any]]]) -> str:
     for name, merged in summary:
         module = load(name)
         out.append(
-            f"### {name}: {merged['title']}\n\nFloor: {merged['floor']}. "
+            f"### {name}: {merged['title']}\n\nCompared with: {merged['floor']}. "
             f"Goal: {merged['goal']}. Measured {merged['meta']['date']} at commit "
             f"{merged['meta']['commit']}.\n\n{module.markdown(merged)}\n"
         )

@@ -309,7 +309,8 @@ def report(merged: dict[str, Any]) -> str:
 
 
 def markdown(merged: dict[str, Any]) -> str:
-    return harness.markdown_table(HEADERS, _rows(merged))
+    notes = report(merged).split("\n")[len(_rows(merged)) + 2 :]
+    return harness.markdown_table(HEADERS, _rows(merged)) + "".join(f"\n\n{n}" for n in notes)
 
 
 def chart(merged: dict[str, Any], path: Any) -> None:
