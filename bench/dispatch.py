@@ -324,10 +324,11 @@ def chart(merged: dict[str, Any], path: Any) -> None:
                 ys = [(i + 1) / len(data) for i in range(len(data))]
                 label = peers.SHORT[kind]
                 if kind in r["ratios"]:
-                    label += f" (app ÷ it p50 {r['ratios'][kind]['p50']:.2f}x)"
+                    ratio = "/".join(f"{r['ratios'][kind][q]:.2f}" for q in KEYS)
+                    label += f": app ÷ it {ratio}x"
                 ax.plot(data, ys, label=label, linewidth=2.2 if kind == "app" else 1.2)
             harness.log_x(ax, "create → target hit (ms, log scale)")
             ax.set_ylabel("fraction of samples")
-            ax.set_title(r["backend"], fontsize=10)
+            ax.set_title(f"{r['backend']} (ratios: p50/p95/p99)", fontsize=10)
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
