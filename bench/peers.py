@@ -63,6 +63,12 @@ def wanted(ctx: harness.Context) -> list[str]:
     if "procrastinate" in names and ctx.backend.name != "pg":
         ctx.say("procrastinate skipped: it needs PostgreSQL (no SQLite backend)")
         names.remove("procrastinate")
+    if "procrastinate" in names:
+        try:
+            import procrastinate  # noqa: F401
+        except ImportError:
+            ctx.say("procrastinate skipped: not installed (it is in the bench extra)")
+            names.remove("procrastinate")
     return names
 
 
