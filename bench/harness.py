@@ -453,14 +453,15 @@ class RoundTrips:
             while data := src.recv(65536):
                 dst.sendall(data)
                 buf += data
-                ready = 0
-                while len(buf) >= 5:
-                    length = int.from_bytes(buf[1:5], "big")
-                    if len(buf) < 1 + length:
+                ready, pos = 0, 0
+                while len(buf) - pos >= 5:  # type byte, then a length that counts itself
+                    end = pos + 1 + int.from_bytes(buf[pos + 1 : pos + 5], "big")
+                    if len(buf) < end:
                         break
-                    if buf[0] == ord("Z"):
+                    if buf[pos] == ord("Z"):
                         ready += 1
-                    buf = buf[1 + length :]
+                    pos = end
+                buf = buf[pos:]
                 if ready:
                     with self.lock:
                         if not started:
