@@ -234,7 +234,8 @@ def run(ctx: harness.Context) -> dict[str, Any]:
                             for k in row["ratio"]
                         )
                     )
-            measured = list(per[0]["per_s"]) if per else []
+            order = ["app", *wanted, "celery_noop", "raw_session"]
+            measured = [k for k in order if per and k in per[0]["per_s"]]
             entry: dict[str, Any] = {
                 "concurrency": concurrency,
                 "per_s": {k: harness.median(p["per_s"][k] for p in per) for k in measured},
