@@ -25,7 +25,7 @@ from django.utils import timezone
 from pytest_httpserver import HTTPServer
 from rest_framework.test import APIClient
 
-from asyncqueue_django import http, services, tasks
+from asyncqueue_django import http, outbound, services, tasks
 from asyncqueue_django.api.throttles import client_address
 from asyncqueue_django.models import Attempt, DeliveryStatus, Task, Team, WebhookDelivery
 from asyncqueue_django.services import TaskSpec
@@ -356,7 +356,7 @@ def test_an_exception_before_the_call_is_recorded_at_once_as_a_failed_attempt(
     def broken(task: Task) -> Any:
         raise RuntimeError("a bug while building the request")
 
-    monkeypatch.setattr(tasks, "build_callback", broken)
+    monkeypatch.setattr(outbound, "build_callback", broken)
     assert tasks.execute_task(str(task.pk)) == "delayed"
     task.refresh_from_db()
     assert task.status == "delayed"
@@ -407,7 +407,7 @@ def test_a_webhook_whose_rendering_fails_is_recorded_and_retried(
     def broken(delivery: WebhookDelivery) -> str:
         raise RuntimeError("renderer bug")
 
-    monkeypatch.setattr(tasks, "render_webhook", broken)
+    monkeypatch.setattr(outbound, "render_webhook", broken)
     assert tasks.deliver_webhook(str(delivery.pk)) == DeliveryStatus.PENDING
     delivery.refresh_from_db()
     assert delivery.lease_expires_at is None
