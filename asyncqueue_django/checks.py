@@ -9,6 +9,7 @@ from typing import Any
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 
+from asyncqueue_django import vault
 from asyncqueue_django.conf import SETTINGS
 from asyncqueue_django.validators import QUEUE_NAME_RE
 
@@ -92,6 +93,19 @@ def _check_value(name: str, value: Any) -> list[CheckMessage]:
                 id="asyncqueue.E010",
             )
         ]
+    if name == "VAULT_KEYS":
+        for index, entry in enumerate(value):
+            problem = vault.key_problem(entry)
+            if problem:
+                # The key itself is never echoed: it is a secret.
+                return [
+                    Error(
+                        f"{key}[{index}] {problem}.",
+                        hint='Generate one with: python -c "from cryptography.fernet import '
+                        'Fernet; print(Fernet.generate_key().decode())"',
+                        id="asyncqueue.E011",
+                    )
+                ]
     if name in ("ALLOWED_NETWORKS", "TRUSTED_PROXIES"):
         for entry in value:
             try:
@@ -141,3 +155,24 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
             )
         )
     return errors
+
+
+@register(Tags.security)
+def check_vault_key(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """The Token Vault needs a real key in production: with DEBUG off and no
+    ``ASYNCQUEUE['VAULT_KEYS']``, the app refuses to start (the development key is derived
+    from ``SECRET_KEY`` and is only for trying things out)."""
+    user = getattr(settings, "ASYNCQUEUE", {})
+    if not isinstance(user, dict) or settings.DEBUG:
+        return []
+    if user.get("VAULT_KEYS"):
+        return []
+    return [
+        Error(
+            "ASYNCQUEUE['VAULT_KEYS'] is empty while DEBUG is off: the Token Vault has no key "
+            "to encrypt secrets with.",
+            hint='Add a key: python -c "from cryptography.fernet import Fernet; '
+            'print(Fernet.generate_key().decode())" (keep it out of version control).',
+            id="asyncqueue.E012",
+        )
+    ]

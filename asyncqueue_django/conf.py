@@ -144,8 +144,17 @@ SETTINGS: dict[str, Setting] = {
         "them has its client address taken from `X-Forwarded-For` (for per-IP limits); "
         "otherwise it is `REMOTE_ADDR`.",
     ),
-    # Identity.
-    "API_KEY_PREFIX": Setting("aq_", str, "Prefix of generated API keys."),
+    # Identity and secrets.
+    "API_KEY_PREFIX": Setting(
+        "aq_", str, "Prefix of generated API keys (then `live_` or `test_` and the random part)."
+    ),
+    "VAULT_KEYS": Setting(
+        [],
+        list,
+        "Fernet keys of the Token Vault, newest first: the first encrypts, all decrypt. Empty: "
+        "a key derived from `SECRET_KEY` while `DEBUG` is on; with `DEBUG` off the app refuses "
+        "to start (check `asyncqueue.E012`).",
+    ),
 }
 
 DEFAULTS: dict[str, Any] = {name: s.default for name, s in SETTINGS.items()}

@@ -72,3 +72,39 @@ class WebhookInFlight(ServiceError):
     code = "webhook_in_flight"
     http_status = 409
     message = "The webhook event is being delivered right now"
+
+
+class TokenNotFound(ServiceError):
+    code = "not_found"
+    http_status = 404
+    message = "Token not found"
+
+
+class InvalidTokenReference(ServiceError):
+    """A task header names a Token Vault id that is not a live token of the team."""
+
+    code = "validation_error"
+    http_status = 400
+
+    def __init__(self, fields: dict[str, str]) -> None:
+        summary = "; ".join(f"{name}: {text}" for name, text in fields.items())
+        super().__init__(f"Invalid request: {summary}", fields=fields)
+
+
+class TokenRevoked(ServiceError):
+    """A header's vault token was revoked (or deleted) after the task was created: the request
+    cannot be built, and the attempt fails without retry."""
+
+    code = "token_revoked"
+    http_status = 409
+
+    def __init__(self, header: str, token_id: str) -> None:
+        super().__init__(f"Header {header!r} refers to vault token {token_id}, which was revoked")
+
+
+class VaultNotConfigured(ServiceError):
+    """No encryption key for the Token Vault (``ASYNCQUEUE['VAULT_KEYS']``) while DEBUG is off."""
+
+    code = "vault_not_configured"
+    http_status = 503
+    message = "The Token Vault has no encryption key (set ASYNCQUEUE['VAULT_KEYS'])"

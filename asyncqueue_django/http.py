@@ -433,8 +433,9 @@ class CallResult:
     truncated: bool = False
     duration_ms: int = 0
     error: str = ""
-    # "", "timeout", "connection", "blocked", "redirect", "invalid", or "internal" (the request
-    # could not be made at all; retried like a connection error).
+    # "", "timeout", "connection", "blocked", "redirect", "invalid", "vault" (a header's vault
+    # token was revoked; not retried), or "internal" (the request could not be made at all;
+    # retried like a connection error).
     error_kind: str = ""
     retry_after: float | None = None
     final_url: str = ""

@@ -20,11 +20,13 @@ from asyncqueue_django.querysets import (
     ApiKeyQuerySet,
     AttemptQuerySet,
     TaskQuerySet,
+    VaultTokenQuerySet,
     WebhookDeliveryQuerySet,
 )
 from asyncqueue_django.states import (
     AttemptOutcome,
     DeliveryStatus,
+    KeyMode,
     RetryBackoff,
     SignalStatus,
     TaskStatus,
@@ -37,11 +39,13 @@ __all__ = [
     "AttemptOutcome",
     "DeadTask",
     "DeliveryStatus",
+    "KeyMode",
     "RetryBackoff",
     "SignalStatus",
     "Task",
     "TaskStatus",
     "Team",
+    "VaultToken",
     "WebhookAttempt",
     "WebhookDelivery",
     "uuid7",
@@ -101,6 +105,8 @@ class ApiKey(models.Model):
     name = models.CharField(max_length=100, blank=True)
     prefix = models.CharField(max_length=32, editable=False, help_text="First characters, shown.")
     digest = models.CharField(max_length=64, unique=True, editable=False)
+    # A test key's tasks are sandbox tasks (stored and shown, never calling their target).
+    mode = models.CharField(max_length=8, choices=KeyMode.choices, default=KeyMode.LIVE)
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
     revoked_at = models.DateTimeField(null=True, blank=True)
@@ -173,6 +179,9 @@ class Task(models.Model):
     early_signal_result = models.JSONField(null=True, blank=True)
     early_signal_error = models.TextField(blank=True)
     signal_received_at = models.DateTimeField(null=True, blank=True)
+
+    # Created with a test key: never calls its target (see ``services/callbacks.py``).
+    sandbox = models.BooleanField(default=False)
 
     # Notification and bookkeeping.
     on_complete_url = models.TextField(null=True, blank=True)  # noqa: DJ001
@@ -258,6 +267,42 @@ class Task(models.Model):
     @property
     def is_terminal(self) -> bool:
         return is_terminal(self.status)
+
+
+def _new_token_id() -> str:
+    return tokens.new_vault_token_id()
+
+
+class VaultToken(models.Model):
+    """A secret of a team kept in the Token Vault, for task headers to refer to by id.
+
+    Only the Fernet ciphertext of the value is stored (``vault.py``); it is decrypted when a
+    worker builds a request, and nowhere else.
+    """
+
+    id = models.CharField(primary_key=True, max_length=40, default=_new_token_id, editable=False)
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="vault_tokens")
+    name = models.CharField(max_length=100)
+    ciphertext = models.TextField(editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    objects = VaultTokenQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = "vault token"
+        ordering = ["-created_at", "id"]
+        indexes = [
+            # GET /v1/tokens: a team's live tokens, newest first.
+            models.Index(fields=["team", "-created_at"], name="aq_vault_team_created_idx"),
+        ]
+
+    def __str__(self) -> str:  # never the value
+        return f"{self.id} ({self.name})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
 
 
 class Attempt(models.Model):

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from django.utils import timezone
 
-from asyncqueue_django import signing
+from asyncqueue_django import services, signing
 from asyncqueue_django.representation import event_body
 
 if TYPE_CHECKING:
@@ -23,8 +23,12 @@ __all__ = ["build_callback", "build_webhook", "render_webhook"]
 
 def build_callback(task: Task) -> tuple[dict[str, str], bytes | None]:
     """Headers and body of the call to ``task.target_url`` (attempt ``task.attempt_count``),
-    signed with the team's secrets (``webhook-id`` is ``<task id>-<attempt>``)."""
-    headers = dict(task.headers)
+    signed with the team's secrets (``webhook-id`` is ``<task id>-<attempt>``).
+
+    Header values that are Token Vault ids are replaced by their secrets here, and only here:
+    the result goes to ``http.call`` and is never stored. Raises
+    :class:`~asyncqueue_django.exceptions.TokenRevoked` when a token was revoked since."""
+    headers = services.reveal_headers(task.team_id, task.headers)
     lower = {k.lower() for k in headers}
     body: bytes | None = None
     if task.method != "GET":

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
         Attempt,
         Task,
         Team,
+        VaultToken,
         WebhookDelivery,
     )
 
@@ -103,6 +104,14 @@ class TaskQuerySet(OutboundQuerySet["Task"]):
 class ApiKeyQuerySet(models.QuerySet["ApiKey"]):
     def active(self) -> ApiKeyQuerySet:
         return self.filter(revoked_at__isnull=True)
+
+
+class VaultTokenQuerySet(models.QuerySet["VaultToken"]):
+    def active(self) -> VaultTokenQuerySet:
+        return self.filter(revoked_at__isnull=True)
+
+    def for_team(self, team: Team) -> VaultTokenQuerySet:
+        return self.filter(team=team)
 
 
 class AttemptQuerySet(models.QuerySet["Attempt"]):

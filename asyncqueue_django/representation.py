@@ -16,7 +16,7 @@ from asyncqueue_django.jsonvalue import redact_headers
 from asyncqueue_django.states import DELIVERY_OPEN, RUNNABLE
 
 if TYPE_CHECKING:
-    from asyncqueue_django.models import Attempt, Task, WebhookDelivery
+    from asyncqueue_django.models import Attempt, Task, VaultToken, WebhookDelivery
 
 
 def iso_utc(value: datetime | None) -> str | None:
@@ -60,6 +60,7 @@ def task_data(task: Task) -> dict[str, Any]:
         "waitDeadline": iso_utc(task.wait_deadline),
         "onCompleteUrl": task.on_complete_url,
         "metadata": task.metadata,
+        "sandbox": task.sandbox,
         "result": task.result,
         "error": task.error or None,
         "idempotencyKey": task.idempotency_key,
@@ -120,3 +121,13 @@ def event_body(delivery: WebhookDelivery) -> str:
         return delivery.body
     data = {"event": delivery.event, "task": task_data(delivery.task)}
     return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+
+
+def token_data(token: VaultToken) -> dict[str, Any]:
+    """A Token Vault entry as the API shows it: never its value."""
+    return {"id": token.pk, "name": token.name, "createdAt": iso_utc(token.created_at)}
+
+
+def revoked_token_data(token: VaultToken) -> dict[str, Any]:
+    """A revoked Token Vault entry (the answer to ``DELETE /v1/tokens/{id}``)."""
+    return {"id": token.pk, "name": token.name, "revokedAt": iso_utc(token.revoked_at)}

@@ -73,6 +73,13 @@ class SignalStatus(TextChoices):
     FAILED = "failed", "Failed"
 
 
+class KeyMode(TextChoices):
+    """An API key's mode: a ``test`` key's tasks are sandbox tasks that never call a target."""
+
+    LIVE = "live", "Live"
+    TEST = "test", "Test (sandbox tasks)"
+
+
 class RetryBackoff(TextChoices):
     EXPONENTIAL = "exponential", "Exponential (1, 2, 4, 8 … s)"
     LINEAR = "linear", "Linear (1, 2, 3 … s)"

@@ -19,6 +19,7 @@ from django.db import connections
 
 from asyncqueue_django import http, outbound, services
 from asyncqueue_django.conf import app_settings
+from asyncqueue_django.exceptions import TokenRevoked
 
 logger = logging.getLogger(__name__)
 _R = TypeVar("_R")
@@ -88,10 +89,17 @@ def execute_task(task_id: str) -> str | None:
         logger.debug("Task %s is not claimable (duplicate or late message)", task_id)
         return None
     try:
-        headers, body = outbound.build_callback(task)
-        result = http.call(
-            task.method, task.target_url, headers=headers, body=body, timeout=task.timeout
-        )
+        if task.sandbox:
+            # A test key's task: the target is never called; it answers as a 2xx would.
+            result = http.CallResult(status_code=200)
+        else:
+            headers, body = outbound.build_callback(task)
+            result = http.call(
+                task.method, task.target_url, headers=headers, body=body, timeout=task.timeout
+            )
+    except TokenRevoked as exc:
+        # Not retried: no later attempt can have the secret back.
+        result = http.CallResult(error=exc.message, error_kind="vault")
     except Exception as exc:
         result = _failed_to_call("Task", task_id, exc)
     status = _record(services.finish_attempt, task, result, worker=me)

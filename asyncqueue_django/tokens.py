@@ -5,6 +5,8 @@
   digest cannot be reversed by guessing, and a fast digest keeps lookup a plain index probe.
 - API keys: ``<prefix><43 url-safe chars>`` (256 bits); stored as a SHA-256 digest plus a short
   visible prefix for display, like GitHub or Stripe keys.
+- Token Vault ids: ``tok_`` + 24 url-safe characters; an id, not a secret (the value it names
+  is encrypted at rest, see ``vault.py``).
 - Webhook secrets: the Standard Webhooks form, ``whsec_`` + base64 of 32 random bytes; these must
   be recoverable to sign, so they are stored as they are.
 """
@@ -18,6 +20,11 @@ import re
 import secrets
 
 SIGNAL_TOKEN_RE = re.compile(r"^[0-9a-f]{64}$")
+#: A header value of this shape refers to a Token Vault entry (ids the vault issues are
+#: ``tok_`` and 24 url-safe characters); one that names no live token of the team is refused,
+#: so a mistyped id is never sent to a target as a literal.
+VAULT_TOKEN_RE = re.compile(r"^tok_[A-Za-z0-9_-]{1,36}$")
+VAULT_TOKEN_PREFIX = "tok_"
 VISIBLE_PREFIX_CHARS = 8  # characters of the random part shown next to the key prefix
 
 
@@ -38,10 +45,28 @@ def is_signal_token(value: str) -> bool:
     return bool(SIGNAL_TOKEN_RE.fullmatch(value))
 
 
-def new_api_key(prefix: str) -> tuple[str, str]:
-    """Return ``(raw_key, visible_prefix)``; only the digest of ``raw_key`` is stored."""
-    raw = prefix + secrets.token_urlsafe(32)
-    return raw, raw[: len(prefix) + VISIBLE_PREFIX_CHARS]
+def new_api_key(prefix: str, mode: str = "live") -> tuple[str, str]:
+    """Return ``(raw_key, visible_prefix)``; only the digest of ``raw_key`` is stored.
+
+    The key reads ``<prefix><mode>_<random>`` (``aq_live_…``, ``aq_test_…``); the visible
+    prefix includes the mode, so a listing tells test keys from live ones."""
+    head = f"{prefix}{mode}_"
+    raw = head + secrets.token_urlsafe(32)
+    return raw, raw[: len(head) + VISIBLE_PREFIX_CHARS]
+
+
+def new_vault_token_id() -> str:
+    return VAULT_TOKEN_PREFIX + secrets.token_urlsafe(18)
+
+
+def is_vault_token_id(value: str) -> bool:
+    """Whether a header value is exactly a Token Vault id (and so refers to a secret)."""
+    return value.startswith(VAULT_TOKEN_PREFIX) and bool(VAULT_TOKEN_RE.fullmatch(value))
+
+
+def vault_references(headers: dict[str, str]) -> dict[str, str]:
+    """``{header name: token id}`` for the headers whose value is a Token Vault id."""
+    return {name: value for name, value in headers.items() if is_vault_token_id(value)}
 
 
 def new_webhook_secret() -> str:

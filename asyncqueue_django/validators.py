@@ -153,3 +153,48 @@ def header_value_problem(value: str) -> str | None:
     if value != value.strip(" \t"):
         return "starts or ends with white space"
     return None
+
+
+#: The longest Token Vault value: it is sent as a header value.
+MAX_VAULT_VALUE_LENGTH = 8192
+MAX_VAULT_NAME_LENGTH = 100
+
+
+def check_vault_name(name: str) -> str:
+    """A Token Vault entry's name: 1-100 characters, no control characters."""
+    if not isinstance(name, str) or not 1 <= len(name.strip()) <= MAX_VAULT_NAME_LENGTH:
+        raise InvalidInput(
+            f"Must be 1-{MAX_VAULT_NAME_LENGTH} characters.", limit=MAX_VAULT_NAME_LENGTH
+        )
+    if len(name) > MAX_VAULT_NAME_LENGTH:
+        raise InvalidInput(
+            f"Must be 1-{MAX_VAULT_NAME_LENGTH} characters.", limit=MAX_VAULT_NAME_LENGTH
+        )
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
+        raise InvalidInput("Must not contain control characters.")
+    return name
+
+
+def check_vault_value(value: str) -> str:
+    """A Token Vault value: what a header will carry, so it must be a valid header value.
+
+    The message never quotes the value (it is a secret)."""
+    if not isinstance(value, str) or not value:
+        raise InvalidInput("Must be a non-empty string.")
+    if len(value) > MAX_VAULT_VALUE_LENGTH:
+        raise InvalidInput(
+            f"Must be at most {MAX_VAULT_VALUE_LENGTH} characters.", limit=MAX_VAULT_VALUE_LENGTH
+        )
+    problem = header_value_problem(value)
+    if problem:
+        # header_value_problem may quote one character; name only the rule.
+        reason = (
+            "starts or ends with white space"
+            if "white space" in problem
+            else (
+                "contains a character a header value cannot carry (control characters, or text "
+                "outside ISO-8859-1)"
+            )
+        )
+        raise InvalidInput(f"Is sent as a header value, and {reason}.")
+    return value

@@ -4,7 +4,8 @@ the read-only inline, the action runner).
 
 Read-mostly. Every page is read-only; every write is an ``@admin.action`` that calls
 ``services`` (the one write path) and reports with ``message_user``. The only form that
-writes is "Add API key", and it too issues the key through ``services.create_api_key``.
+writes is "Add API key" (live or test), and it too issues the key through
+``services.create_api_key``. Vault tokens show their names and dates only, never a value.
 Secrets never appear: not the signal token's digest, not webhook secrets, not secret-looking
 request headers; a new API key is shown exactly once, on the page that answers its creation.
 
@@ -17,9 +18,20 @@ whole table (``show_full_result_count = False``).
 from __future__ import annotations
 
 # Importing the modules registers their ModelAdmins.
-from asyncqueue_django.admin import keys, tasks, teams
+from asyncqueue_django.admin import keys, tasks, teams, tokens
 from asyncqueue_django.admin.keys import ApiKeyAdmin
 from asyncqueue_django.admin.tasks import DeadTaskAdmin, TaskAdmin
 from asyncqueue_django.admin.teams import TeamAdmin
+from asyncqueue_django.admin.tokens import VaultTokenAdmin
 
-__all__ = ["ApiKeyAdmin", "DeadTaskAdmin", "TaskAdmin", "TeamAdmin", "keys", "tasks", "teams"]
+__all__ = [
+    "ApiKeyAdmin",
+    "DeadTaskAdmin",
+    "TaskAdmin",
+    "TeamAdmin",
+    "VaultTokenAdmin",
+    "keys",
+    "tasks",
+    "teams",
+    "tokens",
+]

@@ -39,12 +39,13 @@ class RevokedFilter(admin.SimpleListFilter):
 
 @admin.register(ApiKey)
 class ApiKeyAdmin(OperateMixin, ApiKeyAdminBase):
-    """Keys are issued by the add form (team + name) through ``services.create_api_key``; the
+    """Keys are issued by the add form (team, name, live or test mode) through
+    ``services.create_api_key``; the
     page that answers shows the raw key once, and nothing ever shows it again (only its
     digest is stored). Revoke with the action."""
 
-    list_display = ("prefix", "team", "name", "created_at", "last_used_at", "revoked_at")
-    list_filter = (RevokedFilter, "team")
+    list_display = ("prefix", "team", "name", "mode", "created_at", "last_used_at", "revoked_at")
+    list_filter = (RevokedFilter, "mode", "team")
     list_select_related = ("team",)
     search_fields = ("prefix", "name", "team__name")
     actions = ["revoke_keys"]
@@ -60,8 +61,8 @@ class ApiKeyAdmin(OperateMixin, ApiKeyAdminBase):
 
     def get_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> tuple[str, ...]:
         if obj is None:
-            return ("team", "name")
-        return ("team", "name", "prefix", "created_at", "last_used_at", "revoked_at")
+            return ("team", "name", "mode")
+        return ("team", "name", "mode", "prefix", "created_at", "last_used_at", "revoked_at")
 
     def get_readonly_fields(
         self, request: HttpRequest, obj: ApiKey | None = None
@@ -75,13 +76,15 @@ class ApiKeyAdmin(OperateMixin, ApiKeyAdminBase):
         return False  # revoke instead: the row keeps the history of who used what
 
     def save_model(self, request: HttpRequest, obj: ApiKey, form: Any, change: bool) -> None:
-        issued = services.create_api_key(form.cleaned_data["team"], form.cleaned_data["name"])
+        data = form.cleaned_data
+        issued = services.create_api_key(data["team"], data["name"], mode=data["mode"])
         key = issued.api_key
-        obj.pk, obj.prefix, obj.digest, obj.created_at = (
+        obj.pk, obj.prefix, obj.digest, obj.created_at, obj.mode = (
             key.pk,
             key.prefix,
             key.digest,
             key.created_at,
+            key.mode,
         )
         self._issued[request] = issued.raw_key
 

@@ -65,6 +65,14 @@ class WaitForSignalFilter(admin.BooleanFieldListFilter):
         self.title = "waitForSignal"
 
 
+class SandboxFilter(admin.BooleanFieldListFilter):
+    """Sandbox tasks (created with a test key) or live ones."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.title = "sandbox (test key)"
+
+
 class TaskChangeList(ChangeList):
     """The task list without its large columns (a page of 100 tasks with 1 MB payloads each
     would otherwise load 100 MB to show a few short fields)."""
@@ -128,6 +136,7 @@ TASK_SECTIONS: tuple[tuple[str | None, tuple[str, ...]], ...] = (
             "id",
             "team",
             "status",
+            "sandbox",
             "queue",
             "priority",
             "created_at",
@@ -169,7 +178,7 @@ TASK_SECTIONS: tuple[tuple[str | None, tuple[str, ...]], ...] = (
 
 @admin.register(Task)
 class TaskAdmin(OperateMixin, TaskAdminBase):
-    list_display = (
+    list_display: tuple[str, ...] = (
         "id",
         "status",
         "queue",
@@ -178,12 +187,14 @@ class TaskAdmin(OperateMixin, TaskAdminBase):
         "attempts",
         "created",
         "finished_at",
+        "sandbox",
     )
     list_filter: ClassVar[tuple[Any, ...]] = (
         "status",
         "queue",
         "team",
         ("wait_for_signal", WaitForSignalFilter),
+        ("sandbox", SandboxFilter),
         "created_at",
     )
     search_fields = ("=id", "target_url", "=idempotency_key", "metadata")

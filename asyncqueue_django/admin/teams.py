@@ -24,7 +24,7 @@ class ApiKeyInline(ReadOnlyInline):
     """The team's keys (prefixes only; add and revoke them on the API keys page)."""
 
     model = ApiKey
-    fields = ("prefix", "name", "created_at", "last_used_at", "revoked_at")
+    fields = ("prefix", "name", "mode", "created_at", "last_used_at", "revoked_at")
 
 
 @admin.register(Team)

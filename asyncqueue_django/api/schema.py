@@ -23,7 +23,13 @@ from rest_framework import serializers
 from rest_framework.renderers import JSONRenderer
 
 from asyncqueue_django import __version__
-from asyncqueue_django.api.serializers import TaskDetailSerializer, TaskSerializer
+from asyncqueue_django.api.serializers import (
+    MAX_BATCH,
+    RevokedTokenSerializer,
+    TaskDetailSerializer,
+    TaskSerializer,
+    TokenSerializer,
+)
 
 
 class AsyncQueueSchema(AutoSchema):
@@ -99,6 +105,27 @@ class TaskCreatedEnvelope(serializers.Serializer[Any]):
     )
 
 
+class BatchCreatedEnvelope(serializers.Serializer[Any]):
+    tasks = serializers.ListField(
+        child=TaskCreatedEnvelope(),
+        min_length=1,
+        max_length=MAX_BATCH,
+        help_text="One entry per item, in the order given.",
+    )
+
+
+class TokenEnvelope(serializers.Serializer[Any]):
+    token = TokenSerializer()
+
+
+class RevokedTokenEnvelope(serializers.Serializer[Any]):
+    token = RevokedTokenSerializer()
+
+
+class TokenListEnvelope(serializers.Serializer[Any]):
+    tokens = TokenSerializer(many=True)
+
+
 class PaginationSerializer(serializers.Serializer[Any]):
     total = serializers.IntegerField()
     limit = serializers.IntegerField()
@@ -115,12 +142,13 @@ def errors(*codes: int) -> dict[int, OpenApiResponse]:
     text = {
         400: "Invalid request: a field named in `fields`, or malformed JSON.",
         401: "API key required, or invalid or revoked.",
-        404: "Not found (another team's task answers the same).",
+        404: "Not found (another team's task or token answers the same).",
         405: "Method not allowed.",
         409: "The task's status does not allow this (named in `status`), or a conflict.",
         413: "Request body too large.",
         415: "Not application/json.",
         429: "Rate limited; see Retry-After.",
+        503: "The Token Vault has no encryption key configured.",
     }
     return {code: OpenApiResponse(ErrorSerializer, description=text[code]) for code in codes}
 

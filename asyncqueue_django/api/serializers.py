@@ -18,6 +18,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from asyncqueue_django import http, representation, validators
+from asyncqueue_django.api.exceptions import flatten_errors
 from asyncqueue_django.conf import app_settings
 from asyncqueue_django.models import Task
 from asyncqueue_django.states import AttemptOutcome, RetryBackoff, SignalStatus, TaskStatus
@@ -344,6 +345,9 @@ class TaskSerializer(serializers.Serializer[Task]):
     waitDeadline = UTCDateTimeField(source="wait_deadline", allow_null=True)
     onCompleteUrl = serializers.CharField(source="on_complete_url", allow_null=True)
     metadata = serializers.JSONField()
+    sandbox = serializers.BooleanField(
+        help_text="Created with a test key: the target is never called."
+    )
     result = serializers.JSONField()
     error = serializers.SerializerMethodField()
     idempotencyKey = serializers.CharField(source="idempotency_key", allow_null=True)
@@ -410,6 +414,96 @@ class TaskDetailSerializer(TaskSerializer):
 
     def to_representation(self, instance: Task) -> dict[str, Any]:
         return representation.task_detail_data(instance)
+
+
+#: Most tasks one ``POST /v1/tasks/batch`` may create.
+MAX_BATCH = 100
+
+
+class BatchCreateSerializer(serializers.Serializer[Any]):
+    """``POST /v1/tasks/batch`` body: 1-100 create bodies. Each item is validated with
+    :class:`TaskCreateSerializer`, its errors keyed ``tasks[<index>].<field>``."""
+
+    tasks = serializers.ListField(child=TaskCreateSerializer(), min_length=1, max_length=MAX_BATCH)
+
+    def to_internal_value(self, data: Any) -> Any:
+        if not isinstance(data, dict):
+            raise serializers.ValidationError({"body": ["Request body must be a JSON object."]})
+        unknown = sorted(set(data) - {"tasks"})
+        if unknown:
+            raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
+        items = data.get("tasks")
+        if not isinstance(items, list):
+            raise serializers.ValidationError({"tasks": ["Must be a list of 1-100 tasks."]})
+        if not 1 <= len(items) <= MAX_BATCH:
+            raise serializers.ValidationError(
+                {"tasks": [f"Must hold 1-{MAX_BATCH} tasks, not {len(items)}."]}
+            )
+        errors: dict[str, Any] = {}
+        self.items: list[TaskCreateSerializer] = []
+        keys: dict[str, int] = {}
+        for index, item in enumerate(items):
+            child = TaskCreateSerializer(data=item)
+            if not child.is_valid():
+                for name, message in flatten_errors(child.errors).items():
+                    errors[f"tasks[{index}].{name}"] = [message]
+                continue
+            key = child.validated_data.get("idempotencyKey")
+            if key is not None:
+                if key in keys:
+                    errors[f"tasks[{index}].idempotencyKey"] = [
+                        f"Repeats the idempotencyKey of tasks[{keys[key]}]."
+                    ]
+                keys.setdefault(key, index)
+            self.items.append(child)
+        if errors:
+            raise serializers.ValidationError(errors)
+        return {"tasks": [child.validated_data for child in self.items]}
+
+
+class TokenCreateSerializer(serializers.Serializer[Any]):
+    """``POST /v1/tokens`` body. The value is never echoed, not even in an error."""
+
+    name = StrictCharField(max_length=validators.MAX_VAULT_NAME_LENGTH)
+    value = StrictCharField(
+        trim_whitespace=False,
+        max_length=validators.MAX_VAULT_VALUE_LENGTH,
+        help_text="The secret. Write-only: no answer ever contains it.",
+    )
+
+    def to_internal_value(self, data: Any) -> Any:
+        if not isinstance(data, dict):
+            raise serializers.ValidationError({"body": ["Request body must be a JSON object."]})
+        unknown = sorted(set(data) - set(self.fields))
+        if unknown:
+            raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
+        return super().to_internal_value(data)
+
+    def validate_name(self, value: str) -> str:
+        return str(check(validators.check_vault_name, value))
+
+    def validate_value(self, value: str) -> str:
+        return str(check(validators.check_vault_value, value))
+
+
+class TokenSerializer(serializers.Serializer[Any]):
+    """A Token Vault entry: its id (what a task header carries), name and creation time."""
+
+    id = serializers.RegexField(r"^tok_[A-Za-z0-9_-]+$")
+    name = serializers.CharField()
+    createdAt = UTCDateTimeField(source="created_at")
+
+    def to_representation(self, instance: Any) -> dict[str, Any]:
+        return representation.token_data(instance)
+
+
+class RevokedTokenSerializer(serializers.Serializer[Any]):
+    id = serializers.RegexField(r"^tok_[A-Za-z0-9_-]+$")
+    name = serializers.CharField()
+    revokedAt = UTCDateTimeField(source="revoked_at")
+
+    def to_representation(self, instance: Any) -> dict[str, Any]:
+        return representation.revoked_token_data(instance)
 
 
 class SignalSerializer(serializers.Serializer[Any]):

@@ -84,12 +84,14 @@ class FixedWindowThrottle(BaseThrottle):
         now = time.time()
         window = int(now // duration)
         key = f"asyncqueue:rl:{self.scope}:{ident}:{duration}:{window}"
+        # A request may cost more than one (a batch counts one per item).
+        cost = getattr(view, "throttle_cost", lambda request: 1)(request)
         cache.add(key, 0, timeout=duration + 1)
         try:
-            count = cache.incr(key)
+            count = cache.incr(key, cost)
         except ValueError:  # evicted between add and incr
-            cache.set(key, 1, timeout=duration + 1)
-            count = 1
+            cache.set(key, cost, timeout=duration + 1)
+            count = cost
         reset = (window + 1) * duration
         setattr(request, RATE_ATTR, (limit, max(0, limit - count), reset))
         if count > limit:

@@ -8,7 +8,13 @@ from django.urls import re_path
 from rest_framework.routers import SimpleRouter
 
 from asyncqueue_django.api.schema import SchemaView, docs_view
-from asyncqueue_django.api.views import HeartbeatView, NotFoundView, SignalView, TaskViewSet
+from asyncqueue_django.api.views import (
+    HeartbeatView,
+    NotFoundView,
+    SignalView,
+    TaskViewSet,
+    TokenViewSet,
+)
 
 
 class OptionalSlashRouter(SimpleRouter):
@@ -19,6 +25,7 @@ class OptionalSlashRouter(SimpleRouter):
 
 router = OptionalSlashRouter()
 router.register("tasks", TaskViewSet, basename="task")
+router.register("tokens", TokenViewSet, basename="token")
 
 urlpatterns: list[Any] = [
     *router.urls,

@@ -39,27 +39,36 @@ from asyncqueue_django.api.permissions import HasApiKey
 from asyncqueue_django.api.schema import (
     SEED_EXAMPLES,
     AsyncQueueSchema,
+    BatchCreatedEnvelope,
+    RevokedTokenEnvelope,
     TaskCreatedEnvelope,
     TaskDetailEnvelope,
     TaskEnvelope,
     TaskListEnvelope,
+    TokenEnvelope,
+    TokenListEnvelope,
     errors,
     extend_schema,
     int_range,
 )
 from asyncqueue_django.api.serializers import (
+    MAX_BATCH,
+    BatchCreateSerializer,
     HeartbeatSerializer,
+    RevokedTokenSerializer,
     SignalSerializer,
     TaskCreateSerializer,
     TaskDetailSerializer,
     TaskSerializer,
+    TokenCreateSerializer,
+    TokenSerializer,
     check_idempotency_key,
 )
 from asyncqueue_django.api.throttles import SignalIPThrottle, TeamRateThrottle, rate_limit_headers
 from asyncqueue_django.conf import app_settings
 from asyncqueue_django.exceptions import TaskNotFound
-from asyncqueue_django.models import Task, Team
-from asyncqueue_django.states import TaskStatus
+from asyncqueue_django.models import ApiKey, Task, Team, VaultToken
+from asyncqueue_django.states import KeyMode, TaskStatus
 from asyncqueue_django.validators import QUEUE_NAME_RE
 
 DEFAULT_LIMIT = 20
@@ -170,12 +179,55 @@ class TaskViewSet(AsyncQueueViewMixin, viewsets.GenericViewSet[Task]):
             serializer.to_spec(),
             idempotency_key=key,
             fingerprint=serializer.request_fingerprint,
+            sandbox=self.sandbox,
         )
-        body: dict[str, Any] = {"task": TaskSerializer(created.task).data}
-        if created.signal_token:
-            body["signalToken"] = created.signal_token
         code = http_status.HTTP_201_CREATED if created.created else http_status.HTTP_200_OK
-        return Response(body, status=code)
+        return Response(_created_body(created), status=code)
+
+    @property
+    def sandbox(self) -> bool:
+        """Tasks created with a test key are sandbox tasks."""
+        key = self.request.auth
+        return isinstance(key, ApiKey) and key.mode == KeyMode.TEST
+
+    def throttle_cost(self, request: Request) -> int:
+        """A batch counts against the rate limit as one request per item."""
+        if self.action != "batch":
+            return 1
+        data = request.data
+        items = data.get("tasks") if isinstance(data, dict) else None
+        return max(1, min(len(items), MAX_BATCH)) if isinstance(items, list) else 1
+
+    @extend_schema(
+        operation_id="createTasks",
+        summary="Create 1-100 tasks at once, all or none",
+        description="Every item is validated first; if any is invalid the answer is 400 with "
+        "`fields` keyed `tasks[<index>].<field>` and nothing is created. Otherwise all are "
+        "created in one transaction (each item may carry its own `idempotencyKey`) and "
+        "dispatched once it commits. Counts against the rate limit as one request per item.",
+        request=BatchCreateSerializer,
+        responses={201: BatchCreatedEnvelope, **errors(400, 401, 409, 413, 415, 429)},
+    )
+    @action(detail=False, methods=["post"])
+    def batch(self, request: Request) -> Response:
+        if request.headers.get("Idempotency-Key") is not None:
+            raise ValidationError(
+                {"Idempotency-Key": "A batch takes an idempotencyKey per item instead."}
+            )
+        serializer = BatchCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        items = [
+            services.BatchItem(
+                spec=child.to_spec(),
+                idempotency_key=child.validated_data.get("idempotencyKey"),
+                fingerprint=child.request_fingerprint,
+            )
+            for child in serializer.items
+        ]
+        created = services.create_tasks(self.team, items, sandbox=self.sandbox)
+        return Response(
+            {"tasks": [_created_body(c) for c in created]}, status=http_status.HTTP_201_CREATED
+        )
 
     @staticmethod
     def _idempotency_key(request: Request, from_body: str | None) -> str | None:
@@ -329,6 +381,61 @@ class TaskViewSet(AsyncQueueViewMixin, viewsets.GenericViewSet[Task]):
     def retry(self, request: Request, task_id: str) -> Response:
         task = services.retry_task(self.team, self._task_id())
         return Response({"task": TaskSerializer(task).data})
+
+
+def _created_body(created: services.CreatedTask) -> dict[str, Any]:
+    body: dict[str, Any] = {"task": TaskSerializer(created.task).data}
+    if created.signal_token:
+        body["signalToken"] = created.signal_token
+    return body
+
+
+@extend_schema_view(
+    destroy=spectacular_extend_schema(
+        parameters=[OpenApiParameter("token_id", str, OpenApiParameter.PATH)]
+    )
+)
+class TokenViewSet(AsyncQueueViewMixin, viewsets.GenericViewSet[VaultToken]):
+    """``/v1/tokens``: the team's Token Vault (create, list, revoke). Values go in, never out."""
+
+    serializer_class = TokenSerializer
+    lookup_url_kwarg = "token_id"
+
+    def get_queryset(self) -> QuerySet[VaultToken]:
+        return cast(QuerySet[VaultToken], services.list_tokens(self.team))
+
+    @extend_schema(
+        operation_id="createToken",
+        summary="Store a secret in the Token Vault",
+        description="The value is encrypted at rest and never shown again. A task header whose "
+        "value is exactly the returned id (`tok_…`) is sent with the secret in its place.",
+        request=TokenCreateSerializer,
+        responses={201: TokenEnvelope, **errors(400, 401, 413, 415, 429, 503)},
+    )
+    def create(self, request: Request) -> Response:
+        serializer = TokenCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        token = services.create_token(self.team, data["name"], data["value"])
+        return Response({"token": TokenSerializer(token).data}, status=http_status.HTTP_201_CREATED)
+
+    @extend_schema(
+        operation_id="listTokens",
+        summary="List the team's tokens that are not revoked (never their values)",
+        responses={200: TokenListEnvelope, **errors(400, 401, 429)},
+    )
+    def list(self, request: Request) -> Response:
+        tokens = list(self.get_queryset())
+        return Response({"tokens": TokenSerializer(cast(Any, tokens), many=True).data})
+
+    @extend_schema(
+        operation_id="revokeToken",
+        summary="Revoke a token: tasks that use it fail their next attempt, not retried",
+        responses={200: RevokedTokenEnvelope, **errors(401, 404, 429)},
+    )
+    def destroy(self, request: Request, token_id: str) -> Response:
+        token = services.revoke_token(self.team, str(token_id))
+        return Response({"token": RevokedTokenSerializer(token).data})
 
 
 class NotFoundView(AsyncQueueViewMixin, APIView):

@@ -2,7 +2,8 @@
 engine (``engine.py``: claim, lease, finish, retry decision, dispatch on commit, sweeps):
 
 - ``teams``: teams, API keys, webhook secrets;
-- ``lifecycle``: create, cancel, retry;
+- ``lifecycle``: create (one task or a batch), cancel, retry;
+- ``vault``: the Token Vault (secrets encrypted at rest, revealed only to build a request);
 - ``callbacks``: a task's callback as a kind of outbound work (claim, finish);
 - ``deliveries``: webhook events as a kind of outbound work (claim, finish, re-send);
 - ``terminal``: the one place every terminal transition passes through (its event);
@@ -25,9 +26,12 @@ from __future__ import annotations
 from asyncqueue_django.exceptions import (
     AlreadySignalled,
     IdempotencyConflict,
+    InvalidTokenReference,
     InvalidTransition,
     SignalTokenNotFound,
     TaskNotFound,
+    TokenNotFound,
+    TokenRevoked,
     WebhookInFlight,
     WebhookNotFound,
 )
@@ -40,7 +44,14 @@ from asyncqueue_django.services.deliveries import (
     resend_webhook,
 )
 from asyncqueue_django.services.engine import storable_call, without_response
-from asyncqueue_django.services.lifecycle import CreatedTask, cancel_task, create_task, retry_task
+from asyncqueue_django.services.lifecycle import (
+    BatchItem,
+    CreatedTask,
+    cancel_task,
+    create_task,
+    create_tasks,
+    retry_task,
+)
 from asyncqueue_django.services.retention import prunable_tasks, prune_finished
 from asyncqueue_django.services.sweeps import (
     dispatch_due,
@@ -61,6 +72,14 @@ from asyncqueue_django.services.teams import (
     revoke_api_key,
     rotate_webhook_secret,
 )
+from asyncqueue_django.services.vault import (
+    UndecryptableToken,
+    create_token,
+    list_tokens,
+    reveal_headers,
+    revoke_token,
+    rotate_keys,
+)
 from asyncqueue_django.services.waits import (
     SignalResult,
     expire_overdue,
@@ -73,14 +92,19 @@ from asyncqueue_django.values import TaskSpec, fingerprint_of
 __all__ = [
     "API_KEY_TOUCH_INTERVAL",
     "AlreadySignalled",
+    "BatchItem",
     "CreatedTask",
     "IdempotencyConflict",
+    "InvalidTokenReference",
     "InvalidTransition",
     "IssuedApiKey",
     "SignalResult",
     "SignalTokenNotFound",
     "TaskNotFound",
     "TaskSpec",
+    "TokenNotFound",
+    "TokenRevoked",
+    "UndecryptableToken",
     "WebhookInFlight",
     "WebhookNotFound",
     "authenticate_api_key",
@@ -89,6 +113,8 @@ __all__ = [
     "claim_webhook",
     "create_api_key",
     "create_task",
+    "create_tasks",
+    "create_token",
     "dispatch_due",
     "dispatch_due_webhooks",
     "enqueue",
@@ -100,6 +126,7 @@ __all__ = [
     "get_or_create_team",
     "get_task",
     "heartbeat",
+    "list_tokens",
     "pending_sweeps",
     "prunable_tasks",
     "prune_finished",
@@ -111,7 +138,10 @@ __all__ = [
     "resend_webhook",
     "resolve_waiting_task",
     "retry_task",
+    "reveal_headers",
     "revoke_api_key",
+    "revoke_token",
+    "rotate_keys",
     "rotate_webhook_secret",
     "signal_task",
     "storable_call",

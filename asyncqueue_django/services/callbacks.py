@@ -45,6 +45,11 @@ def _result_body(call: CallOutcome, limit: int) -> Any:
     return text
 
 
+#: The result of a sandbox task's callback (a task created with a test key never calls its
+#: target: the worker records this answer instead; see ``tasks.execute_task``).
+SANDBOX_RESULT: dict[str, Any] = {"statusCode": 200, "sandbox": True}
+
+
 def _reject_constant(value: str) -> Any:
     raise ValueError(value)
 
@@ -124,12 +129,16 @@ class Callbacks(WorkKind[Task]):
                 attempt_outcome=AttemptOutcome.SUCCEEDED,
             )
         limit = app_settings.MAX_STORED_RESPONSE_BYTES
-        result = {
-            "statusCode": call.status_code,
-            "headers": redact_headers(call.headers),
-            "body": _result_body(call, limit),
-            "duration": call.duration_ms,
-        }
+        result: dict[str, Any] = (
+            dict(SANDBOX_RESULT)
+            if task.sandbox
+            else {
+                "statusCode": call.status_code,
+                "headers": redact_headers(call.headers),
+                "body": _result_body(call, limit),
+                "duration": call.duration_ms,
+            }
+        )
         if task.wait_for_signal:
             fields = {
                 "result": result,

@@ -11,8 +11,13 @@ from django.utils import timezone
 
 from asyncqueue_django import states, tokens, validators
 from asyncqueue_django.conf import app_settings
-from asyncqueue_django.exceptions import IdempotencyConflict, InvalidTransition
+from asyncqueue_django.exceptions import (
+    IdempotencyConflict,
+    InvalidTokenReference,
+    InvalidTransition,
+)
 from asyncqueue_django.models import Task, Team
+from asyncqueue_django.services import vault
 from asyncqueue_django.services.callbacks import CALLBACKS
 from asyncqueue_django.services.tables import TASKS, current_status, get_task
 from asyncqueue_django.services.terminal import on_terminal
@@ -27,12 +32,22 @@ class CreatedTask:
     created: bool  # False when an Idempotency-Key replay returned the original task
 
 
+@dataclass(frozen=True)
+class BatchItem:
+    """One task of a batch: its spec, and its own Idempotency-Key and request digest."""
+
+    spec: TaskSpec
+    idempotency_key: str | None = None
+    fingerprint: str | None = None
+
+
 def create_task(
     team: Team,
     spec: TaskSpec,
     *,
     idempotency_key: str | None = None,
     fingerprint: str | None = None,
+    sandbox: bool = False,
     now: datetime | None = None,
 ) -> CreatedTask:
     """Create a task → ``pending`` (due now) or ``delayed`` (``delay_until`` in the future).
@@ -42,8 +57,67 @@ def create_task(
     instead (``created=False``) if the request is the same, else :class:`IdempotencyConflict`.
     "The same" is judged by ``fingerprint`` (the API passes a digest of the request as sent, so
     a relative ``delay`` replays cleanly), or by the spec itself. A spec that breaks an input
-    rule (``validators``) raises :class:`~asyncqueue_django.validators.InvalidInput`.
+    rule (``validators``) raises :class:`~asyncqueue_django.validators.InvalidInput`; a header
+    naming a vault token that is not a live token of the team raises
+    :class:`~asyncqueue_django.exceptions.InvalidTokenReference`. A ``sandbox`` task (created
+    with a test key) never calls its target.
     """
+    return _create(team, spec, idempotency_key, fingerprint, sandbox, now, check_refs=True)
+
+
+def create_tasks(
+    team: Team, items: list[BatchItem], *, sandbox: bool = False, now: datetime | None = None
+) -> list[CreatedTask]:
+    """Create every task of a batch, or none: each item as :func:`create_task` would, in one
+    transaction; the messages go out once it commits.
+
+    Every item's vault references are checked first (one query for the batch):
+    :class:`InvalidTokenReference` names them as ``tasks[<index>].headers.<name>``. An item
+    whose Idempotency-Key replays an earlier task returns it (``created=False``); one that
+    conflicts raises :class:`IdempotencyConflict` naming its index, and nothing is created.
+    """
+    now = now or timezone.now()
+    for item in items:
+        validators.check_queue_name(item.spec.queue)
+    problems = vault.invalid_references(team, [item.spec.headers for item in items])
+    if problems:
+        raise InvalidTokenReference(
+            {
+                f"tasks[{index}].headers.{header}": message
+                for index, headers in sorted(problems.items())
+                for header, message in headers.items()
+            }
+        )
+    created: list[CreatedTask] = []
+    with transaction.atomic():  # all or nothing; every message is published on commit
+        for index, item in enumerate(items):
+            try:
+                created.append(
+                    _create(
+                        team,
+                        item.spec,
+                        item.idempotency_key,
+                        item.fingerprint,
+                        sandbox,
+                        now,
+                        check_refs=False,
+                    )
+                )
+            except IdempotencyConflict as exc:
+                raise IdempotencyConflict(f"tasks[{index}]: {exc.message}", index=index) from None
+    return created
+
+
+def _create(
+    team: Team,
+    spec: TaskSpec,
+    idempotency_key: str | None,
+    fingerprint: str | None,
+    sandbox: bool,
+    now: datetime | None,
+    *,
+    check_refs: bool,
+) -> CreatedTask:
     now = now or timezone.now()
     validators.check_queue_name(spec.queue)
     if not idempotency_key:
@@ -54,6 +128,8 @@ def create_task(
         existing = _idempotent_original(team, idempotency_key, now)
         if existing is not None:
             return _replay(existing, fingerprint)
+    if check_refs:
+        vault.check_references(team, spec.headers)
 
     token = tokens.new_signal_token() if spec.wait_for_signal else None
     due = spec.delay_until if spec.delay_until and spec.delay_until > now else now
@@ -84,6 +160,7 @@ def create_task(
         signal_token_digest=tokens.digest(token) if token else None,
         on_complete_url=spec.on_complete_url,
         metadata=spec.metadata,
+        sandbox=sandbox,
         idempotency_key=idempotency_key,
         idempotency_fingerprint=fingerprint,
         idempotency_expires_at=(

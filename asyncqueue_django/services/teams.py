@@ -12,6 +12,7 @@ from django.utils import timezone
 from asyncqueue_django import tokens
 from asyncqueue_django.conf import app_settings
 from asyncqueue_django.models import ApiKey, Team
+from asyncqueue_django.states import KeyMode
 
 logger = logging.getLogger(__name__)
 
@@ -54,10 +55,15 @@ def rotate_webhook_secret(team: Team, now: datetime | None = None) -> str:
     return new_secret
 
 
-def create_api_key(team: Team, name: str = "") -> IssuedApiKey:
-    """Issue a new key for ``team``. The raw key is returned once; only its digest is kept."""
-    raw, prefix = tokens.new_api_key(app_settings.API_KEY_PREFIX)
-    key = ApiKey.objects.create(team=team, name=name, prefix=prefix, digest=tokens.digest(raw))
+def create_api_key(team: Team, name: str = "", mode: str = KeyMode.LIVE) -> IssuedApiKey:
+    """Issue a new key for ``team``: ``aq_live_…`` (``mode="live"``) or ``aq_test_…`` (a test
+    key: its tasks are sandbox tasks that never call their target). The raw key is returned
+    once; only its digest is kept. Raises ``ValueError`` for another mode."""
+    mode = KeyMode(mode)
+    raw, prefix = tokens.new_api_key(app_settings.API_KEY_PREFIX, mode.value)
+    key = ApiKey.objects.create(
+        team=team, name=name, prefix=prefix, digest=tokens.digest(raw), mode=mode
+    )
     return IssuedApiKey(api_key=key, raw_key=raw)
 
 

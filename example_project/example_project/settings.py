@@ -7,7 +7,8 @@ Zero-service by default (a SQLite database and the embedded SQLite broker, both 
 - ``CELERY_BROKER_URL`` e.g. ``redis://localhost:6379/0`` or ``amqp://guest@localhost//``
   (a ``sqlite:///path`` URL selects the embedded broker)
 - ``SECRET_KEY``, ``DEBUG`` (``1``/``0``), ``ALLOWED_HOSTS`` (comma-separated),
-  ``CSRF_TRUSTED_ORIGINS`` (comma-separated), ``DATABASE_CONN_MAX_AGE`` (seconds).
+  ``CSRF_TRUSTED_ORIGINS`` (comma-separated), ``DATABASE_CONN_MAX_AGE`` (seconds),
+  ``ASYNCQUEUE_VAULT_KEYS`` (comma-separated Fernet keys, newest first; needed with DEBUG off).
 
 The development defaults (a published secret key, ``DEBUG`` on, every host allowed, private
 callback targets allowed) are for trying it out on your own machine only.
@@ -152,6 +153,9 @@ ASYNCQUEUE = {
     # Local demos call targets on localhost. Never in production: the system check
     # asyncqueue.W001 warns when this is on with DEBUG off (it is deliberately not silenced).
     "ALLOW_PRIVATE_TARGETS": True,
+    # Token Vault keys, newest first (comma-separated in the environment). Empty while DEBUG
+    # is on: a development key derived from SECRET_KEY is used. Required with DEBUG off.
+    "VAULT_KEYS": env_list("ASYNCQUEUE_VAULT_KEYS", []),
 }
 
 # The demo app (/demo/). Its client creates tasks with DEMO_API_KEY (./dev up passes the key
