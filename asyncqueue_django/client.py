@@ -35,12 +35,14 @@ from asyncqueue_django.client_types import (
     AuthenticationError,
     ConflictError,
     CreatedTask,
+    CreatedTasks,
     NotFoundError,
     Pagination,
     RateLimitError,
     ServerError,
     Task,
     TaskPage,
+    Token,
     TransportError,
     ValidationError,
     WaitTimeout,
@@ -55,12 +57,14 @@ __all__ = [
     "AuthenticationError",
     "ConflictError",
     "CreatedTask",
+    "CreatedTasks",
     "NotFoundError",
     "Pagination",
     "RateLimitError",
     "ServerError",
     "Task",
     "TaskPage",
+    "Token",
     "TransportError",
     "ValidationError",
     "WaitTimeout",
@@ -115,6 +119,7 @@ class AsyncQueueClient:
         self.session = session if session is not None else requests.Session()
         self.tasks = Tasks(self)
         self.signals = Signals(self)
+        self.tokens = Tokens(self)
 
     def __repr__(self) -> str:  # never shows the key
         return f"AsyncQueueClient({self.base_url!r})"
@@ -219,6 +224,14 @@ class Tasks:
             CreatedTask, self._client.request("POST", "/v1/tasks", body=body, headers=headers)
         )
 
+    def create_batch(self, items: Iterable[Mapping[str, Any]]) -> CreatedTasks:
+        """``POST /v1/tasks/batch``: 1-100 create bodies (camelCase, each may carry its own
+        ``idempotencyKey``), created all together or not at all. A :class:`ValidationError`
+        names the bad fields as ``tasks[<index>].<field>``; on success the answer has one
+        ``{"task", "signalToken"?}`` per item, in order."""
+        body = {"tasks": [dict(item) for item in items]}
+        return cast(CreatedTasks, self._client.request("POST", "/v1/tasks/batch", body=body))
+
     def get(self, task_id: object, *, wait: int | None = None) -> Task:
         """``GET /v1/tasks/{id}`` (with its attempt history). ``wait`` (1-25 s) asks the server
         to hold the request until the status changes (long polling)."""
@@ -306,6 +319,32 @@ class Tasks:
             pause = min(poll - (now - asked), deadline - now)
             if pause > 0:
                 time.sleep(pause)
+
+
+class Tokens:
+    """``client.tokens``: the Token Vault, ``/v1/tokens``. Values go in and never come out;
+    a task header whose value is a token's ``id`` is sent with the secret in its place."""
+
+    def __init__(self, client: AsyncQueueClient) -> None:
+        self._client = client
+
+    def create(self, name: str, value: str) -> Token:
+        """``POST /v1/tokens``: store ``value`` (encrypted at rest); returns ``{id, name,
+        createdAt}``. The value is kept out of error messages."""
+        response = self._client.request(
+            "POST", "/v1/tokens", body={"name": name, "value": value}, secret=value or None
+        )
+        return cast(Token, response["token"])
+
+    def list(self) -> list[Token]:
+        """``GET /v1/tokens``: the team's tokens that are not revoked, newest first."""
+        return cast(list[Token], self._client.request("GET", "/v1/tokens")["tokens"])
+
+    def revoke(self, token_id: str) -> Token:
+        """``DELETE /v1/tokens/{id}``: tasks that use it fail their next attempt (not retried).
+        Returns ``{id, name, revokedAt}``."""
+        path = f"/v1/tokens/{_segment(token_id, 'token_id')}"
+        return cast(Token, self._client.request("DELETE", path)["token"])
 
 
 class Signals:

@@ -58,6 +58,7 @@ class Task(TypedDict, total=False):
     waitDeadline: str | None
     onCompleteUrl: str | None
     metadata: dict[str, Any]
+    sandbox: bool
     result: Any
     error: str | None
     idempotencyKey: str | None
@@ -76,6 +77,21 @@ class CreatedTask(TypedDict):
 
     task: Task
     signalToken: NotRequired[str]
+
+
+class CreatedTasks(TypedDict):
+    """``POST /v1/tasks/batch``: one entry per item, in the order given."""
+
+    tasks: list[CreatedTask]
+
+
+class Token(TypedDict, total=False):
+    """A Token Vault entry: never its value. ``revokedAt`` only in a revoke's answer."""
+
+    id: str
+    name: str
+    createdAt: str
+    revokedAt: str
 
 
 class Pagination(TypedDict):

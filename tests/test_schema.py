@@ -21,6 +21,9 @@ from asyncqueue_django.models import Team
 
 EXPECTED_PATHS = {
     "/v1/tasks": {"get", "post"},
+    "/v1/tasks/batch": {"post"},
+    "/v1/tokens": {"get", "post"},
+    "/v1/tokens/{token_id}": {"delete"},
     "/v1/tasks/{task_id}": {"get", "delete"},
     "/v1/tasks/{task_id}/cancel": {"post"},
     "/v1/tasks/{task_id}/retry": {"post"},

@@ -15,6 +15,7 @@ from django.utils.cache import add_never_cache_headers
 from asyncqueue_django import services
 from asyncqueue_django.admin.base import OperateMixin
 from asyncqueue_django.models import ApiKey
+from asyncqueue_django.states import KeyMode
 
 if TYPE_CHECKING:
     ApiKeyAdminBase = admin.ModelAdmin[ApiKey]
@@ -69,6 +70,17 @@ class ApiKeyAdmin(OperateMixin, ApiKeyAdminBase):
     ) -> tuple[str, ...]:
         return () if obj is None else self.get_fields(request, obj)
 
+    def get_form(
+        self, request: HttpRequest, obj: ApiKey | None = None, change: bool = False, **kwargs: Any
+    ) -> Any:
+        form = super().get_form(request, obj, change=change, **kwargs)
+        if obj is None and "mode" in form.base_fields:
+            # Live unless asked otherwise (as on the command line).
+            mode = form.base_fields["mode"]
+            mode.required = False
+            mode.help_text = "Test keys create sandbox tasks that never call their target."
+        return form
+
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
@@ -77,7 +89,8 @@ class ApiKeyAdmin(OperateMixin, ApiKeyAdminBase):
 
     def save_model(self, request: HttpRequest, obj: ApiKey, form: Any, change: bool) -> None:
         data = form.cleaned_data
-        issued = services.create_api_key(data["team"], data["name"], mode=data["mode"])
+        mode = data.get("mode") or KeyMode.LIVE
+        issued = services.create_api_key(data["team"], data["name"], mode=mode)
         key = issued.api_key
         obj.pk, obj.prefix, obj.digest, obj.created_at, obj.mode = (
             key.pk,

@@ -17,12 +17,12 @@ from asyncqueue_django.exceptions import (
     InvalidTransition,
 )
 from asyncqueue_django.models import Task, Team
-from asyncqueue_django.services import vault
+from asyncqueue_django.services import engine, vault
 from asyncqueue_django.services.callbacks import CALLBACKS
 from asyncqueue_django.services.tables import TASKS, current_status, get_task
 from asyncqueue_django.services.terminal import on_terminal
 from asyncqueue_django.states import TaskStatus
-from asyncqueue_django.values import TaskSpec
+from asyncqueue_django.values import Message, TaskSpec
 
 
 @dataclass(frozen=True)
@@ -89,6 +89,7 @@ def create_tasks(
             }
         )
     created: list[CreatedTask] = []
+    outbox: list[Message] = []
     with transaction.atomic():  # all or nothing; every message is published on commit
         for index, item in enumerate(items):
             try:
@@ -101,10 +102,12 @@ def create_tasks(
                         sandbox,
                         now,
                         check_refs=False,
+                        outbox=outbox,
                     )
                 )
             except IdempotencyConflict as exc:
                 raise IdempotencyConflict(f"tasks[{index}]: {exc.message}", index=index) from None
+        engine.publish_on_commit(outbox)
     return created
 
 
@@ -117,6 +120,7 @@ def _create(
     now: datetime | None,
     *,
     check_refs: bool,
+    outbox: list[Message] | None = None,
 ) -> CreatedTask:
     now = now or timezone.now()
     validators.check_queue_name(spec.queue)
@@ -185,7 +189,13 @@ def _create(
             raise
         return _replay(existing, fingerprint)
     if sent_now:
-        CALLBACKS.publish_on_commit(task.pk, task, countdown=countdown if delayed else 0)
+        message = CALLBACKS.message(
+            task.pk, task.queue, task.priority, countdown=countdown if delayed else 0
+        )
+        if outbox is None:
+            engine.publish_on_commit([message])
+        else:
+            outbox.append(message)  # a batch publishes all its messages in one on-commit hook
     return CreatedTask(task=task, signal_token=token, created=True)
 
 
