@@ -514,14 +514,20 @@ def origin(url: str) -> tuple[str, str, int]:
     return parts.scheme.lower(), (parts.hostname or "").lower(), default_port(parts)
 
 
-def headers_for_redirect(headers: dict[str, str], from_url: str, to_url: str) -> dict[str, str]:
+def headers_for_redirect(
+    headers: dict[str, str],
+    from_url: str,
+    to_url: str,
+    secret_headers: frozenset[str] = frozenset(),
+) -> dict[str, str]:
     """The headers that may follow a redirect from ``from_url`` to ``to_url``.
 
     Within one origin, all of them. When the scheme, host or port changes (https → http
     included), every credential is dropped: ``Authorization``, ``Proxy-Authorization``,
-    ``Cookie`` and every header whose name the service treats as secret (the ones it shows as
-    ``[redacted]``). The service's own signature headers stay: they sign this one request and
-    reveal no secret.
+    ``Cookie``, every header whose name the service treats as secret (the ones it shows as
+    ``[redacted]``) and every header named in ``secret_headers`` (lower-case; those whose value
+    came from the Token Vault). The service's own signature headers stay: they sign this one
+    request and reveal no secret.
     """
     if origin(from_url) == origin(to_url):
         return headers
@@ -529,7 +535,11 @@ def headers_for_redirect(headers: dict[str, str], from_url: str, to_url: str) ->
         k: v
         for k, v in headers.items()
         if k.lower() in SIGNATURE_HEADERS
-        or (k.lower() not in CREDENTIAL_HEADERS and not SECRET_HEADER_RE.search(k))
+        or (
+            k.lower() not in CREDENTIAL_HEADERS
+            and k.lower() not in secret_headers
+            and not SECRET_HEADER_RE.search(k)
+        )
     }
 
 
@@ -540,6 +550,7 @@ def call(
     headers: dict[str, str],
     body: bytes | None,
     timeout: float,
+    secret_headers: frozenset[str] = frozenset(),
 ) -> CallResult:
     """Make one attempt and never raise for anything the network or the peer does (it is in
     the result).
@@ -550,8 +561,8 @@ def call(
     301, 302, 307 and 308 repeat the request, method and body included, at the ``Location``;
     303 ("see other": the request was processed) fetches the ``Location`` with a ``GET``.
     Every hop's URL is checked, its host resolved and every address checked before any
-    connection is made, and credentials are dropped when the origin changes
-    (:func:`headers_for_redirect`).
+    connection is made, and credentials (and the headers named in ``secret_headers``) are
+    dropped when the origin changes (:func:`headers_for_redirect`).
     """
     started = time.monotonic()
     deadline = started + timeout
@@ -585,7 +596,9 @@ def call(
                         break
                     redirected = True
                     next_url = urljoin(current_url, response.headers["Location"])
-                    current_headers = headers_for_redirect(current_headers, current_url, next_url)
+                    current_headers = headers_for_redirect(
+                        current_headers, current_url, next_url, secret_headers
+                    )
                     if response.status_code == 303 and current_method not in ("GET", "HEAD"):
                         current_method, current_body = "GET", None
                         current_headers = {

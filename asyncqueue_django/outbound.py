@@ -12,13 +12,13 @@ from typing import TYPE_CHECKING
 
 from django.utils import timezone
 
-from asyncqueue_django import services, signing
+from asyncqueue_django import services, signing, tokens
 from asyncqueue_django.representation import event_body
 
 if TYPE_CHECKING:
     from asyncqueue_django.models import Task, WebhookDelivery
 
-__all__ = ["build_callback", "build_webhook", "render_webhook"]
+__all__ = ["build_callback", "build_webhook", "render_webhook", "vault_headers"]
 
 
 def build_callback(task: Task) -> tuple[dict[str, str], bytes | None]:
@@ -45,6 +45,12 @@ def build_callback(task: Task) -> tuple[dict[str, str], bytes | None]:
     secrets = task.team.signing_secrets(timezone.now())
     headers.update(signing.sign(secrets, f"{task.pk}-{task.attempt_count}", body or b""))
     return headers, body
+
+
+def vault_headers(task: Task) -> frozenset[str]:
+    """The (lower-case) names of the task's headers that carry a Token Vault secret: dropped,
+    like every credential, when a redirect leaves the target's origin."""
+    return frozenset(name.lower() for name in tokens.vault_references(task.headers))
 
 
 #: The body of a webhook event (rendered once, then stored and re-sent as is).

@@ -95,7 +95,12 @@ def execute_task(task_id: str) -> str | None:
         else:
             headers, body = outbound.build_callback(task)
             result = http.call(
-                task.method, task.target_url, headers=headers, body=body, timeout=task.timeout
+                task.method,
+                task.target_url,
+                headers=headers,
+                body=body,
+                timeout=task.timeout,
+                secret_headers=outbound.vault_headers(task),
             )
     except TokenRevoked as exc:
         # Not retried: no later attempt can have the secret back.

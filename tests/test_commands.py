@@ -31,11 +31,12 @@ def test_creates_team_and_prints_the_key_last() -> None:
     key = ApiKey.objects.get()
     assert key.team == team
     assert key.name == "billing"
-    assert raw.startswith("aq_")
+    assert raw.startswith("aq_live_")
     assert raw.strip() == raw
     assert lines[:-1] == [
         "Created team 'Acme Corp'.",
-        f"Created API key {key.prefix}… for team 'Acme Corp'. Store it now: it is not shown again.",
+        f"Created live API key {key.prefix}… for team 'Acme Corp'. Store it now: it is not "
+        "shown again.",
     ]
     assert key.prefix == raw[: len(key.prefix)]
     assert key.digest == tokens.digest(raw)
@@ -83,9 +84,9 @@ def test_name_is_optional() -> None:
 
 
 def test_prefix_comes_from_settings() -> None:
-    with override_settings(ASYNCQUEUE={"API_KEY_PREFIX": "acme_live_"}):
+    with override_settings(ASYNCQUEUE={"API_KEY_PREFIX": "acme_"}):
         raw = create_key("--team", "acme")[-1]
-    assert raw.startswith("acme_live_")
+    assert raw.startswith("acme_live_")  # the prefix, then the mode
     assert ApiKey.objects.get().prefix == raw[: len("acme_live_") + tokens.VISIBLE_PREFIX_CHARS]
 
 

@@ -46,6 +46,7 @@ EXPECTED_DEFAULTS = {
     "WEBHOOK_SECRET_OVERLAP": 86_400,
     "WEBHOOK_QUEUE": "default",
     "API_KEY_PREFIX": "aq_",
+    "VAULT_KEYS": [],
     "RATE_LIMIT": "6000/min",
     "SIGNAL_RATE_LIMIT": "600/min",
     "TRUSTED_PROXIES": [],

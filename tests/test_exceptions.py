@@ -15,6 +15,8 @@ EXPECTED = {
     exceptions.IdempotencyConflict: (409, "idempotency_conflict"),
     exceptions.AlreadySignalled: (409, "already_signalled"),
     exceptions.WebhookInFlight: (409, "webhook_in_flight"),
+    exceptions.TokenNotFound: (404, "not_found"),
+    exceptions.VaultNotConfigured: (503, "vault_not_configured"),
 }
 
 
@@ -26,7 +28,11 @@ def all_subclasses(cls: type) -> set[type]:
 
 
 def test_every_domain_error_is_listed_here() -> None:
-    listed = set(EXPECTED) | {exceptions.InvalidTransition}
+    listed = set(EXPECTED) | {
+        exceptions.InvalidTransition,
+        exceptions.InvalidTokenReference,
+        exceptions.TokenRevoked,
+    }
     assert all_subclasses(exceptions.ServiceError) == listed
 
 
@@ -47,6 +53,23 @@ def test_invalid_transition_is_409_naming_the_status() -> None:
         "code": "invalid_status",
         "status": "completed",
     }
+
+
+def test_an_invalid_token_reference_is_400_naming_the_header() -> None:
+    error = exceptions.InvalidTokenReference({"headers.X-Key": "Refers to vault token tok_a…"})
+    response = exception_handler(error, {})
+    assert response is not None
+    assert response.status_code == 400
+    assert response.data["code"] == "validation_error"
+    assert response.data["fields"] == {"headers.X-Key": "Refers to vault token tok_a…"}
+    assert "headers.X-Key" in response.data["error"]
+
+
+def test_a_revoked_token_names_the_header_and_the_token() -> None:
+    error = exceptions.TokenRevoked("Authorization", "tok_abc")
+    assert error.message == (
+        "Header 'Authorization' refers to vault token tok_abc, which was revoked"
+    )
 
 
 def test_drf_errors_are_not_domain_errors() -> None:

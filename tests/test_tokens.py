@@ -42,18 +42,18 @@ def test_is_signal_token_refuses_other_shapes(value: str) -> None:
     assert tokens.is_signal_token(value) is False
 
 
-def test_api_key_has_prefix_and_visible_prefix() -> None:
+def test_api_key_has_prefix_mode_and_visible_prefix() -> None:
     raw, visible = tokens.new_api_key("aq_")
-    assert raw.startswith("aq_")
+    assert raw.startswith("aq_live_")
     # 32 random bytes as url-safe base64 without padding: 43 characters.
-    assert re.fullmatch(r"aq_[A-Za-z0-9_\-]{43}", raw)
-    assert visible == raw[: len("aq_") + tokens.VISIBLE_PREFIX_CHARS]
-    assert len(visible) == 11
+    assert re.fullmatch(r"aq_live_[A-Za-z0-9_\-]{43}", raw)
+    assert visible == raw[: len("aq_live_") + tokens.VISIBLE_PREFIX_CHARS]
+    assert len(visible) == 16
 
 
-def test_api_key_custom_prefix() -> None:
-    raw, visible = tokens.new_api_key("acme_live_")
-    assert re.fullmatch(r"acme_live_[A-Za-z0-9_\-]{43}", raw)
+def test_api_key_custom_prefix_and_test_mode() -> None:
+    raw, visible = tokens.new_api_key("acme_", "test")
+    assert re.fullmatch(r"acme_test_[A-Za-z0-9_\-]{43}", raw)
     assert visible == raw[:18]
 
 

@@ -21,7 +21,7 @@ from django.test import Client, override_settings
 from pytest_httpserver import HTTPServer
 from rest_framework.test import APIClient
 
-from asyncqueue_django import checks, outbound, services, tokens, vault
+from asyncqueue_django import checks, http, outbound, services, tokens, vault
 from asyncqueue_django.exceptions import TokenRevoked, VaultNotConfigured
 from asyncqueue_django.http import CallResult
 from asyncqueue_django.models import Attempt, Task, Team, VaultToken
@@ -375,3 +375,18 @@ def test_the_target_receives_the_secret_and_nothing_stored_has_it(
     assert SECRET not in celery_worker.log()
     for model in (Task, Attempt, VaultToken):
         assert SECRET not in repr(list(model.objects.values()))
+
+
+def test_a_vault_secret_does_not_follow_a_redirect_to_another_origin(team: Team) -> None:
+    token = services.create_token(team, "k", SECRET)
+    task = services.create_task(
+        team, TaskSpec(target_url=TARGET, headers={"X-Key": token.pk, "X-Plain": "p"})
+    ).task
+    names = outbound.vault_headers(task)
+    assert names == frozenset({"x-key"})
+    headers, _ = outbound.build_callback(task)
+    same = http.headers_for_redirect(headers, "https://a.test/x", "https://a.test/y", names)
+    assert same["X-Key"] == SECRET
+    moved = http.headers_for_redirect(headers, "https://a.test/x", "https://b.test/y", names)
+    assert "X-Key" not in moved
+    assert moved["X-Plain"] == "p"

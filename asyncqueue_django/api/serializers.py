@@ -421,8 +421,9 @@ MAX_BATCH = 100
 
 
 class BatchCreateSerializer(serializers.Serializer[Any]):
-    """``POST /v1/tasks/batch`` body: 1-100 create bodies. Each item is validated with
-    :class:`TaskCreateSerializer`, its errors keyed ``tasks[<index>].<field>``."""
+    """``POST /v1/tasks/batch`` body: 1-100 create bodies, created all together or not at all.
+    Each item is validated as ``POST /v1/tasks`` validates a body; errors are keyed
+    ``tasks[<index>].<field>``."""
 
     tasks = serializers.ListField(child=TaskCreateSerializer(), min_length=1, max_length=MAX_BATCH)
 
