@@ -3,8 +3,11 @@ bare DRF view inserting one row with the same column shapes (``bench.floor``) on
 server and database.
 
 Rounds alternate floor and app (each for ``--create-seconds``); the ratio of requests/s per
-round is reported as the median over rounds. Tasks are published to the benchmark queue, which
-no worker consumes here (it is purged afterwards): the publish is part of what is measured.
+round is reported as the median over rounds. Each round also runs the batch endpoint
+(``POST /v1/tasks/batch`` with ``--create-batch-size`` tasks per request, same clients and
+server): its tasks/s is reported next to the single creates' tasks/s of the same rounds.
+Tasks are published to the benchmark queue, which no worker consumes here (it is purged after
+each round): the publish is part of what is measured.
 
 On PostgreSQL, an untimed pass counts the database round trips per request of each (one
 gunicorn worker whose connection goes through ``harness.RoundTrips``, a proxy counting
@@ -32,6 +35,9 @@ def add_arguments(group: Any) -> None:
     group.add_argument(
         "--create-threads", type=int, default=1, help="gunicorn threads (>1: gthread)"
     )
+    group.add_argument(
+        "--create-batch-size", type=int, default=50, help="tasks per POST /v1/tasks/batch"
+    )
 
 
 def run(ctx: harness.Context) -> dict[str, Any]:
@@ -44,29 +50,41 @@ def run(ctx: harness.Context) -> dict[str, Any]:
     # Never called: no worker consumes the queue in this benchmark.
     target = "http://127.0.0.1:9/never-called"
 
+    def item(i: int) -> dict[str, Any]:
+        return {
+            "targetUrl": target,
+            "payload": {"orderId": i, "amount": 99.99},
+            "queue": harness.QUEUE,
+        }
+
     def body(i: int) -> bytes:
-        return json.dumps(
-            {
-                "targetUrl": target,
-                "payload": {"orderId": i, "amount": 99.99},
-                "queue": harness.QUEUE,
-            }
-        ).encode()
+        return json.dumps(item(i)).encode()
+
+    size = max(1, min(100, 5 if ctx.smoke else args.create_batch_size))
+
+    def batch_body(i: int) -> bytes:
+        return json.dumps({"tasks": [item(i * size + k) for k in range(size)]}).encode()
 
     per: list[dict[str, Any]] = []
     with harness.ApiServer(
         ctx.log_dir, workers=args.create_workers, threads=args.create_threads
     ) as api:
-        runs = {"floor": api.url("/bench/floor"), "app": api.url("/v1/tasks")}
+        runs = {
+            "floor": api.url("/bench/floor"),
+            "app": api.url("/v1/tasks"),
+            "batch": api.url("/v1/tasks/batch"),
+        }
+        bodies = {"floor": body, "app": body, "batch": batch_body}
         ctx.say(f"gunicorn {args.create_workers}x{args.create_threads}, {clients} clients; warm-up")
-        for url in runs.values():
-            harness.load(url, body, headers, clients=clients, seconds=min(1.0, seconds))
+        for which, url in runs.items():
+            harness.load(url, bodies[which], headers, clients=clients, seconds=min(1.0, seconds))
+        harness.purge_queue()
         for r in range(rounds):
-            order = ["floor", "app"] if r % 2 == 0 else ["app", "floor"]
+            order = ["floor", "app", "batch"][r % 3 :] + ["floor", "app", "batch"][: r % 3]
             got: dict[str, harness.LoadResult] = {}
             for which in order:
                 got[which] = harness.load(
-                    runs[which], body, headers, clients=clients, seconds=seconds
+                    runs[which], bodies[which], headers, clients=clients, seconds=seconds
                 )
                 if got[which].errors:
                     ctx.say(f"{which}: {got[which].errors} errors, statuses {got[which].statuses}")
@@ -81,10 +99,23 @@ def run(ctx: harness.Context) -> dict[str, Any]:
                 for w in ("floor", "app")
             }
             row["ratio"] = round(harness.ratio(got["app"].rps, got["floor"].rps), 3)
+            row["batch"] = {
+                "rps": round(got["batch"].rps, 1),
+                "tasks_per_s": round(got["batch"].rps * size, 1),
+                "requests": got["batch"].ok,
+                "errors": got["batch"].errors,
+                "latency_ms": harness.percentiles_ms(got["batch"].latencies),
+            }
+            if got["batch"].errors:
+                ctx.say(f"batch: {got['batch'].errors} errors, statuses {got['batch'].statuses}")
+            row["batch_speedup"] = round(
+                harness.ratio(row["batch"]["tasks_per_s"], got["app"].rps), 3
+            )
             per.append(row)
             ctx.say(
                 f"round {r + 1}/{rounds}: app {row['app']['rps']:.0f}/s vs floor "
-                f"{row['floor']['rps']:.0f}/s ({row['ratio']:.2f}x)"
+                f"{row['floor']['rps']:.0f}/s ({row['ratio']:.2f}x); batch of {size}: "
+                f"{row['batch']['tasks_per_s']:.0f} tasks/s ({row['batch_speedup']:.1f}x single)"
             )
     round_trips = _round_trips(ctx, body, headers) if harness.is_postgres() else None
     result: dict[str, Any] = {
@@ -98,6 +129,15 @@ def run(ctx: harness.Context) -> dict[str, Any]:
         "floor_p50_ms": harness.median(p["floor"]["latency_ms"]["p50"] for p in per),
         "app_p50_ms": harness.median(p["app"]["latency_ms"]["p50"] for p in per),
         "errors": sum(p["app"]["errors"] + p["floor"]["errors"] for p in per),
+        "batch": {
+            "size": size,
+            "requests_per_s": harness.median(p["batch"]["rps"] for p in per),
+            "tasks_per_s": harness.median(p["batch"]["tasks_per_s"] for p in per),
+            "single_tasks_per_s": harness.median(p["app"]["rps"] for p in per),
+            "speedup": round(harness.median(p["batch_speedup"] for p in per), 3),
+            "p50_ms": harness.median(p["batch"]["latency_ms"]["p50"] for p in per),
+            "errors": sum(p["batch"]["errors"] for p in per),
+        },
         "per_round": per,
         "round_trips": round_trips,
     }
@@ -164,11 +204,38 @@ def report(merged: dict[str, Any]) -> str:
         for r in merged["backends"].values()
         if "error" not in r
     ]
-    return harness.table(HEADERS, _rows(merged)) + "\n" + "\n".join(notes)
+    return (
+        harness.table(HEADERS, _rows(merged))
+        + "\n"
+        + "\n".join(notes)
+        + "\n\n"
+        + harness.table(BATCH_HEADERS, _batch_rows(merged))
+    )
+
+
+BATCH_HEADERS = ["backend", "single creates tasks/s", "batch tasks/s", "batch size",
+                 "batch vs single", "batch p50 ms", "batch errors"]  # fmt: skip
+
+
+def _batch_rows(merged: dict[str, Any]) -> list[list[Any]]:
+    rows = []
+    for name, r in merged["backends"].items():
+        b = r.get("batch")
+        if "error" in r or not b:
+            continue
+        rows.append(
+            [r.get("backend", name), b["single_tasks_per_s"], b["tasks_per_s"],
+             b["size"], f"{b['speedup']:.1f}x", f"{b['p50_ms']:.1f}", b["errors"]]
+        )  # fmt: skip
+    return rows
 
 
 def markdown(merged: dict[str, Any]) -> str:
-    return harness.markdown_table(HEADERS, _rows(merged))
+    return (
+        harness.markdown_table(HEADERS, _rows(merged))
+        + "\n\nBatch create (`POST /v1/tasks/batch`), same server and run:\n\n"
+        + harness.markdown_table(BATCH_HEADERS, _batch_rows(merged))
+    )
 
 
 def chart(merged: dict[str, Any], path: Any) -> None:
