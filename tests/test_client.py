@@ -613,3 +613,41 @@ def test_empty_ids_are_refused(aq: AsyncQueueClient) -> None:
         aq.tasks.get("")
     with pytest.raises(ValueError, match="token must not be empty"):
         aq.signals.send("", "completed")
+
+
+# --------------------------------------------------------------------------- batch and vault
+
+
+def test_create_batch(aq: AsyncQueueClient) -> None:
+    created = aq.tasks.create_batch(
+        [
+            {"targetUrl": TARGET, "delay": LATER, "payload": {"n": 0}},
+            {"targetUrl": TARGET, "delay": LATER, "waitForSignal": True, "idempotencyKey": "b1"},
+        ]
+    )
+    entries = created["tasks"]
+    assert [e["task"]["status"] for e in entries] == ["delayed", "delayed"]
+    assert "signalToken" in entries[1]
+    assert TaskRow.objects.count() == 2
+    with pytest.raises(ValidationError) as caught:
+        aq.tasks.create_batch([{"targetUrl": TARGET}, {"payload": 1}])
+    assert "tasks[1].targetUrl" in caught.value.fields
+    assert TaskRow.objects.count() == 2
+
+
+def test_tokens(aq: AsyncQueueClient) -> None:
+    secret = "sk_client_secret_value_123"
+    token = aq.tokens.create("stripe", secret)
+    assert token["id"].startswith("tok_")
+    assert aq.tokens.list() == [token]
+    task = create(aq, headers={"Authorization": token["id"]})
+    assert task["headers"]["Authorization"] in (token["id"], "[redacted]")
+    revoked = aq.tokens.revoke(token["id"])
+    assert revoked["id"] == token["id"]
+    assert revoked["revokedAt"]
+    assert aq.tokens.list() == []
+    with pytest.raises(NotFoundError):
+        aq.tokens.revoke("tok_unknown")
+    with pytest.raises(ValidationError) as caught:
+        aq.tokens.create("bad", secret + "\n")
+    assert secret not in str(caught.value)

@@ -17,7 +17,7 @@ from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from asyncqueue_django import http, representation, validators
+from asyncqueue_django import http, representation, services, validators
 from asyncqueue_django.api.exceptions import flatten_errors
 from asyncqueue_django.conf import app_settings
 from asyncqueue_django.models import Task
@@ -267,24 +267,28 @@ class TaskCreateSerializer(serializers.Serializer[Any]):
         return attrs
 
     def to_spec(self) -> TaskSpec:
-        data = self.validated_data
-        return TaskSpec(
-            target_url=data["targetUrl"],
-            method=data.get("method", "POST"),
-            headers=data.get("headers") or {},
-            payload=data.get("payload"),
-            body=data.get("body"),
-            timeout=data.get("timeout"),
-            delay_until=data.get("delayUntil"),
-            priority=data.get("priority", 5),
-            queue=data.get("queue", "default"),
-            max_retries=data.get("maxRetries"),
-            retry_backoff=data.get("retryBackoff", RetryBackoff.EXPONENTIAL),
-            wait_for_signal=data.get("waitForSignal", False),
-            max_wait_time=data.get("maxWaitTime"),
-            on_complete_url=data.get("onCompleteUrl"),
-            metadata=data.get("metadata") or {},
-        )
+        return spec_of(self.validated_data)
+
+
+def spec_of(data: Any) -> TaskSpec:
+    """The ``TaskSpec`` of validated create data."""
+    return TaskSpec(
+        target_url=data["targetUrl"],
+        method=data.get("method", "POST"),
+        headers=data.get("headers") or {},
+        payload=data.get("payload"),
+        body=data.get("body"),
+        timeout=data.get("timeout"),
+        delay_until=data.get("delayUntil"),
+        priority=data.get("priority", 5),
+        queue=data.get("queue", "default"),
+        max_retries=data.get("maxRetries"),
+        retry_backoff=data.get("retryBackoff", RetryBackoff.EXPONENTIAL),
+        wait_for_signal=data.get("waitForSignal", False),
+        max_wait_time=data.get("maxWaitTime"),
+        on_complete_url=data.get("onCompleteUrl"),
+        metadata=data.get("metadata") or {},
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -441,25 +445,29 @@ class BatchCreateSerializer(serializers.Serializer[Any]):
                 {"tasks": [f"Must hold 1-{MAX_BATCH} tasks, not {len(items)}."]}
             )
         errors: dict[str, Any] = {}
-        self.items: list[TaskCreateSerializer] = []
+        self.items: list[services.BatchItem] = []
         keys: dict[str, int] = {}
+        # One serializer validates every item: building its fields once (DRF deep-copies them
+        # per instance) is most of what validating a small item costs.
+        child = TaskCreateSerializer()
         for index, item in enumerate(items):
-            child = TaskCreateSerializer(data=item)
-            if not child.is_valid():
-                for name, message in flatten_errors(child.errors).items():
+            try:
+                data = child.run_validation(item)
+            except serializers.ValidationError as exc:
+                for name, message in flatten_errors(exc.detail).items():
                     errors[f"tasks[{index}].{name}"] = [message]
                 continue
-            key = child.validated_data.get("idempotencyKey")
+            key = data.get("idempotencyKey")
             if key is not None:
                 if key in keys:
                     errors[f"tasks[{index}].idempotencyKey"] = [
                         f"Repeats the idempotencyKey of tasks[{keys[key]}]."
                     ]
                 keys.setdefault(key, index)
-            self.items.append(child)
+            self.items.append(services.BatchItem(spec_of(data), key, child.request_fingerprint))
         if errors:
             raise serializers.ValidationError(errors)
-        return {"tasks": [child.validated_data for child in self.items]}
+        return {"tasks": self.items}
 
 
 class TokenCreateSerializer(serializers.Serializer[Any]):

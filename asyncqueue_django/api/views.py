@@ -216,15 +216,7 @@ class TaskViewSet(AsyncQueueViewMixin, viewsets.GenericViewSet[Task]):
             )
         serializer = BatchCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        items = [
-            services.BatchItem(
-                spec=child.to_spec(),
-                idempotency_key=child.validated_data.get("idempotencyKey"),
-                fingerprint=child.request_fingerprint,
-            )
-            for child in serializer.items
-        ]
-        created = services.create_tasks(self.team, items, sandbox=self.sandbox)
+        created = services.create_tasks(self.team, serializer.items, sandbox=self.sandbox)
         return Response(
             {"tasks": [_created_body(c) for c in created]}, status=http_status.HTTP_201_CREATED
         )

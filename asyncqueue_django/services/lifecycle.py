@@ -90,6 +90,7 @@ def create_tasks(
         )
     created: list[CreatedTask] = []
     outbox: list[Message] = []
+    unsaved: list[Task] = []
     with transaction.atomic():  # all or nothing; every message is published on commit
         for index, item in enumerate(items):
             try:
@@ -103,10 +104,13 @@ def create_tasks(
                         now,
                         check_refs=False,
                         outbox=outbox,
+                        unsaved=unsaved,
                     )
                 )
             except IdempotencyConflict as exc:
                 raise IdempotencyConflict(f"tasks[{index}]: {exc.message}", index=index) from None
+        # Items without an Idempotency-Key need no savepoint: one INSERT for all of them.
+        Task.objects.bulk_create(unsaved)
         engine.publish_on_commit(outbox)
     return created
 
@@ -121,6 +125,7 @@ def _create(
     *,
     check_refs: bool,
     outbox: list[Message] | None = None,
+    unsaved: list[Task] | None = None,
 ) -> CreatedTask:
     now = now or timezone.now()
     validators.check_queue_name(spec.queue)
@@ -172,7 +177,9 @@ def _create(
         ),
     )
     try:
-        if idempotency_key:
+        if unsaved is not None and not idempotency_key:
+            unsaved.append(task)  # a batch inserts these together (one bulk INSERT)
+        elif idempotency_key:
             # A savepoint: a concurrent create with the same Idempotency-Key loses on the
             # unique constraint without breaking a transaction the caller may hold open.
             with transaction.atomic():
