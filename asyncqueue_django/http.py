@@ -8,19 +8,19 @@ applies them to every hop and to every address it connects to.
 from __future__ import annotations
 
 import email.utils
+import http.cookiejar
 import ipaddress
 import socket
 import ssl
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urljoin
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
@@ -29,7 +29,6 @@ from urllib3.util.ssl_ import create_urllib3_context
 
 from asyncqueue_django import __version__
 from asyncqueue_django.conf import app_settings
-from asyncqueue_django.jsonvalue import SECRET_HEADER_RE
 from asyncqueue_django.urlpolicy import (
     ALLOWED_SCHEMES,
     MAX_URL_LENGTH,
@@ -55,6 +54,7 @@ __all__ = [
     "headers_for_redirect",
     "origin",
     "parse_retry_after",
+    "redirect_refusal",
     "resolve",
     "session",
     "set_resolver",
@@ -71,10 +71,27 @@ USER_AGENT = f"asyncqueue-django/{__version__} (+https://pypi.org/project/asyncq
 REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
 RETRYABLE_CODES = frozenset({408, 425, 429})
 RETRY_AFTER_CODES = frozenset({429, 503})
-CREDENTIAL_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
-#: The service's own signing headers (see ``signing.py``).
-SIGNATURE_HEADERS = frozenset(
-    {"x-asyncqueue-signature", "webhook-id", "webhook-timestamp", "webhook-signature"}
+#: Headers that follow a redirect to another origin; every other header stays behind.
+CROSS_ORIGIN_HEADERS = frozenset(
+    {
+        "accept",
+        "accept-encoding",
+        "accept-language",
+        "content-type",
+        "content-language",
+        "content-encoding",
+        "user-agent",
+        "traceparent",
+        "tracestate",
+        "x-asyncqueue-task-id",
+        "x-asyncqueue-attempt",
+        "x-asyncqueue-event",
+        "x-asyncqueue-delivery-attempt",
+        "x-asyncqueue-signature",
+        "webhook-id",
+        "webhook-timestamp",
+        "webhook-signature",
+    }
 )
 
 
@@ -181,13 +198,10 @@ def _tls_context() -> ssl.SSLContext:
     return context
 
 
-_dns_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="asyncqueue-dns")
-
-
 def _addresses(host: str, port: int, timeout: float) -> list[str]:
     """The addresses ``host`` stands for: itself if it is an IP literal, loopback for the
     ``localhost`` names (RFC 6761), else the resolver's answer within ``timeout`` seconds
-    (``socket.getaddrinfo`` cannot be interrupted, so it runs on a small thread pool)."""
+    (see :func:`urlpolicy.resolve`)."""
     bare = host.strip("[]")
     try:
         ipaddress.ip_address(bare.split("%", 1)[0])
@@ -197,12 +211,7 @@ def _addresses(host: str, port: int, timeout: float) -> list[str]:
     name = bare.lower().rstrip(".")
     if name == "localhost" or name.endswith(".localhost"):
         return ["127.0.0.1", "::1"]
-    future = _dns_pool.submit(resolve, bare, port)
-    try:
-        found = future.result(timeout=timeout)
-    except FutureTimeout:
-        future.cancel()
-        raise TimeoutError(f"resolving {bare} took longer than {timeout:g}s") from None
+    found = resolve(bare, port, timeout=timeout)
     if not found:
         raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
     return list(dict.fromkeys(found))
@@ -220,18 +229,25 @@ class _GuardMixin:
     socket_options: Any
     source_address: Any
 
+    def _time_left(self, cap: float) -> float:
+        """``cap`` seconds, or less if the attempt's deadline is nearer; raises once it passed."""
+        deadline = _attempt_deadline()
+        if deadline is None:
+            return cap
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise ConnectTimeoutError(self, "the attempt's deadline passed while connecting")
+        return min(cap, left)
+
     def _new_conn(self) -> socket.socket:
-        connect_timeout = (
+        cap = (
             float(self.timeout)
             if isinstance(self.timeout, int | float)
             else float(app_settings.CONNECT_TIMEOUT)
         )
-        deadline = _attempt_deadline()
-        if deadline is not None:
-            connect_timeout = min(connect_timeout, max(0.001, deadline - time.monotonic()))
         host = self.host
         try:
-            addresses = _addresses(host, self.port, connect_timeout)
+            addresses = _addresses(host, self.port, self._time_left(cap))
         except socket.gaierror as exc:
             raise NameResolutionError(host, self, exc) from exc  # type: ignore[arg-type]
         except (TimeoutError, OSError, UnicodeError) as exc:
@@ -252,15 +268,21 @@ class _GuardMixin:
                     sock.setsockopt(*option)
                 if self.source_address:
                     sock.bind(self.source_address)
-                sock.settimeout(connect_timeout)
+                # Each address gets what is left of the deadline, not a fresh connect timeout:
+                # a name with many unanswering addresses cannot stretch the attempt.
+                sock.settimeout(self._time_left(cap))
                 sock.connect(sockaddr)
                 return sock
             except OSError as exc:
                 sock.close()
                 error = exc
+            except BaseException:
+                sock.close()
+                raise
         if isinstance(error, TimeoutError):
             raise ConnectTimeoutError(self, f"connection to {host} timed out") from error
-        raise NewConnectionError(self, f"Failed to establish a new connection: {error}")  # type: ignore[arg-type]
+        message = f"Failed to establish a new connection: {error}"
+        raise NewConnectionError(self, message)  # type: ignore[arg-type]
 
 
 class GuardedHTTPConnection(_GuardMixin, HTTPConnection):
@@ -295,12 +317,16 @@ class GuardedAdapter(HTTPAdapter):
 
 
 def session() -> requests.Session:
-    """A per-thread session (connection reuse), ignoring proxy environment variables: a proxy
-    would make the guard check the proxy's address instead of the target's."""
+    """A per-thread session (connection reuse) that keeps no cookies and ignores proxy
+    environment variables (a proxy would make the guard check the proxy's address instead of
+    the target's)."""
     s: requests.Session | None = getattr(_local, "session", None)
     if s is None:
         s = requests.Session()
         s.trust_env = False
+        # No cookie state between calls: a cookie one target sets must never reach another
+        # task's call (another team's, or another origin's after a redirect).
+        s.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
         adapter = GuardedAdapter(pool_connections=16, pool_maxsize=16, max_retries=0)
         s.mount("http://", adapter)
         s.mount("https://", adapter)
@@ -315,7 +341,7 @@ class CallResult:
     status_code: int | None = None
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes = b""
-    truncated: bool = False
+    truncated: bool = False  # incomplete body: over MAX_RESPONSE_BYTES, cut by the peer, or late
     duration_ms: int = 0
     error: str = ""
     # "", "timeout", "connection", "blocked", "redirect", "invalid", or "internal" (the request
@@ -352,7 +378,7 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # str.isdigit() also accepts "²"
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
@@ -365,13 +391,24 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
 
 
 def _read_capped(response: requests.Response, cap: int) -> tuple[bytes, bool]:
+    """The body, at most ``cap`` bytes, and whether it is incomplete.
+
+    Once the status line and headers have arrived, the answer is the status: a body the peer
+    cuts short (a dropped connection, broken chunk framing, a bad encoding) or that is still
+    arriving at the attempt's deadline is kept as far as it came and marked incomplete, never
+    turned into an error. So a target that answered ``2xx`` and then dripped or broke its body
+    is not called a second time, and a ``503`` with a broken body is still retried as a 503.
+    """
     chunks: list[bytes] = []
     size = 0
-    for chunk in response.iter_content(chunk_size=16_384):
-        chunks.append(chunk)
-        size += len(chunk)
-        if size > cap:
-            return b"".join(chunks)[:cap], True
+    try:
+        for chunk in response.iter_content(chunk_size=16_384):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > cap:
+                return b"".join(chunks)[:cap], True
+    except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError):
+        return b"".join(chunks), True
     return b"".join(chunks), False
 
 
@@ -398,23 +435,30 @@ def origin(url: str) -> tuple[str, str, int]:
     return parts.scheme.lower(), (parts.hostname or "").lower(), default_port(parts)
 
 
+def redirect_refusal(from_url: str, to_url: str) -> str | None:
+    """Why a redirect from ``from_url`` to ``to_url`` is not followed, or None.
+
+    A redirect from https to http is refused: the request, body and all, would travel in clear
+    text. (The target's URL rules are checked separately, hop by hop.)
+    """
+    if origin(from_url)[0] == "https" and origin(to_url)[0] == "http":
+        return "a redirect from https to http is not followed"
+    return None
+
+
 def headers_for_redirect(headers: dict[str, str], from_url: str, to_url: str) -> dict[str, str]:
     """The headers that may follow a redirect from ``from_url`` to ``to_url``.
 
-    Within one origin, all of them. When the scheme, host or port changes (https → http
-    included), every credential is dropped: ``Authorization``, ``Proxy-Authorization``,
-    ``Cookie`` and every header whose name the service treats as secret (the ones it shows as
-    ``[redacted]``). The service's own signature headers stay: they sign this one request and
-    reveal no secret.
+    Within one origin, all of them. When the scheme, host or port changes, only the headers
+    known to carry no credential (:data:`CROSS_ORIGIN_HEADERS`: content negotiation, the
+    User-Agent, trace context, the service's own task and signature headers) go along. Every
+    other header of the task is dropped — ``Authorization``, ``Cookie`` and the secret-looking
+    names, but also any custom header, since no list of names can tell a credential (an
+    ``Ocp-Apim-Subscription-Key``, an ``X-Functions-Key``) from a harmless one.
     """
     if origin(from_url) == origin(to_url):
         return headers
-    return {
-        k: v
-        for k, v in headers.items()
-        if k.lower() in SIGNATURE_HEADERS
-        or (k.lower() not in CREDENTIAL_HEADERS and not SECRET_HEADER_RE.search(k))
-    }
+    return {k: v for k, v in headers.items() if k.lower() in CROSS_ORIGIN_HEADERS}
 
 
 def call(
@@ -469,6 +513,9 @@ def call(
                         break
                     redirected = True
                     next_url = urljoin(current_url, response.headers["Location"])
+                    refusal = redirect_refusal(current_url, next_url)
+                    if refusal:
+                        raise UnsafeURL(refusal)
                     current_headers = headers_for_redirect(current_headers, current_url, next_url)
                     if response.status_code == 303 and current_method not in ("GET", "HEAD"):
                         current_method, current_body = "GET", None

@@ -14,12 +14,17 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import threading
 from collections.abc import Callable
+from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
 from asyncqueue_django.conf import app_settings
 
 MAX_URL_LENGTH = 2048
+#: Most seconds :func:`check_url` waits for a name lookup (never more than ``CONNECT_TIMEOUT``)
+#: before letting the URL through.
+CHECK_RESOLVE_TIMEOUT = 2.0
 ALLOWED_SCHEMES = ("http", "https")
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -48,8 +53,33 @@ def set_resolver(resolver: Resolver | None) -> Resolver:
     return previous
 
 
-def resolve(host: str, port: int) -> list[str]:
-    return _resolver(host, port)
+def resolve(host: str, port: int, timeout: float | None = None) -> list[str]:
+    """The addresses of ``host`` (through the current resolver), within ``timeout`` seconds.
+
+    ``socket.getaddrinfo`` cannot be interrupted, so with a timeout the lookup runs on a thread
+    of its own: a lookup that hangs keeps only its own thread, never one another lookup needs.
+    Raises ``TimeoutError`` when the answer does not come in time, ``OSError`` when there is
+    none.
+    """
+    if timeout is None:
+        return _resolver(host, port)
+    outcome: list[Any] = []
+    done = threading.Event()
+
+    def lookup() -> None:
+        try:
+            outcome.append(_resolver(host, port))
+        except BaseException as exc:  # handed to the waiting thread
+            outcome.append(exc)
+        finally:
+            done.set()
+
+    threading.Thread(target=lookup, name="asyncqueue-dns", daemon=True).start()
+    if not done.wait(max(0.0, timeout)):
+        raise TimeoutError(f"resolving {host} took longer than {timeout:g}s")
+    if isinstance(outcome[0], BaseException):
+        raise outcome[0]
+    return list(outcome[0])
 
 
 def _unwrap(ip: IPAddress) -> IPAddress:
@@ -133,8 +163,9 @@ def default_port(parts: SplitResult) -> int:
 def check_url(url: str, *, resolve_host: bool = True) -> None:
     """Refuse ``url`` (UnsafeURL) if it may not be called under the current settings.
 
-    A host that does not resolve right now is let through: the call itself will fail and be
-    retried, and the address actually connected to is checked again at that moment.
+    A host that does not resolve right now (or not within ``CHECK_RESOLVE_TIMEOUT`` seconds: a
+    create request is not held by a slow name server) is let through: the call itself will fail
+    and be retried, and the addresses are checked again before connecting.
     """
     parts = split_url(url)
     if app_settings.ALLOW_PRIVATE_TARGETS:
@@ -152,8 +183,9 @@ def check_url(url: str, *, resolve_host: bool = True) -> None:
             return
         else:
             try:
-                addresses = resolve(host, default_port(parts))
-            except (OSError, UnicodeError):
+                timeout = min(CHECK_RESOLVE_TIMEOUT, float(app_settings.CONNECT_TIMEOUT))
+                addresses = resolve(host, default_port(parts), timeout=timeout)
+            except (OSError, UnicodeError):  # TimeoutError is an OSError
                 return
     for address in addresses:
         problem = address_problem(address)
