@@ -188,6 +188,8 @@ def test_a_list_body_and_unknown_ids_are_clear_errors(client: APIClient) -> None
     assert client.post("/v1/tokens", [1], format="json").status_code == 400
     assert client.delete("/v1/tokens/tok_nope").status_code == 404
     assert client.delete("/v1/tokens/" + "x" * 50).status_code == 404
+    assert client.delete("/v1/tokens/tok_a%00b").status_code == 404
+    assert client.delete("/v1/tokens/tok_%C3%A9").status_code == 404
 
 
 def test_without_a_key_in_production_the_vault_answers_503(client: APIClient) -> None:

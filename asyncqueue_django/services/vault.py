@@ -51,6 +51,8 @@ def revoke_token(team: Team, token_id: str, now: datetime | None = None) -> Vaul
 
     Tasks that refer to it fail their next attempt without retry. Raises
     :class:`TokenNotFound` for an unknown id or another team's token."""
+    if not tokens.is_vault_token_id(token_id):
+        raise TokenNotFound()  # not an id's shape: no query (a NUL would upset PostgreSQL)
     now = now or timezone.now()
     VaultToken.objects.filter(pk=token_id, team=team, revoked_at__isnull=True).update(
         revoked_at=now
