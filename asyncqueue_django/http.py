@@ -559,6 +559,7 @@ def call(
     current_url, current_method, current_body = url, method, body
     current_headers = {"User-Agent": USER_AGENT, **headers}
     _local.deadline = deadline
+    redirected = False
     try:
         for hop in range(app_settings.MAX_REDIRECTS + 1):
             check_url(current_url, resolve_host=False)
@@ -581,6 +582,7 @@ def call(
                         result.error = f"too many redirects (more than {hop})"
                         result.error_kind = "redirect"
                         break
+                    redirected = True
                     next_url = urljoin(current_url, response.headers["Location"])
                     current_headers = headers_for_redirect(current_headers, current_url, next_url)
                     if response.status_code == 303 and current_method not in ("GET", "HEAD"):
@@ -599,18 +601,18 @@ def call(
                 break
             finally:
                 response.close()
-    except UnsafeURL as exc:
-        result.error, result.error_kind = f"redirect blocked: {exc}", "blocked"
-    except BlockedAddress as exc:
-        result.error, result.error_kind = f"blocked: {exc}", "blocked"
+    except (UnsafeURL, BlockedAddress) as exc:
+        where = "redirect blocked" if redirected else "blocked"
+        result.error, result.error_kind = f"{where}: {exc}", "blocked"
     except requests.exceptions.ConnectTimeout:
         result.error, result.error_kind = "connect timeout", "timeout"
     except (requests.exceptions.ReadTimeout, TimeoutError):
         result.error, result.error_kind = f"timeout after {timeout:g}s", "timeout"
     except requests.exceptions.ConnectionError as exc:
-        if _caused_by(exc, BlockedAddress):
-            blocked = _caused_by(exc, BlockedAddress)
-            result.error, result.error_kind = f"blocked: {blocked}", "blocked"
+        blocked = _caused_by(exc, BlockedAddress)
+        if blocked is not None:
+            where = "redirect blocked" if redirected else "blocked"
+            result.error, result.error_kind = f"{where}: {blocked}", "blocked"
         else:
             result.error, result.error_kind = _connection_error_text(exc), "connection"
     except requests.exceptions.RequestException as exc:
@@ -620,7 +622,10 @@ def call(
         result.error, result.error_kind = f"invalid request: {type(exc).__name__}", "invalid"
     finally:
         _local.deadline = None
-    if result.error_kind in ("timeout", "connection", "invalid") and time.monotonic() >= deadline:
+    # A socket timeout set to "what is left" may fire a hair before the deadline by the clock.
+    if result.error_kind in ("timeout", "connection", "invalid") and (
+        time.monotonic() >= deadline - 0.05
+    ):
         # However the library reported it, the attempt ran out of time.
         result.error, result.error_kind = f"timeout after {timeout:g}s", "timeout"
         result.status_code, result.headers, result.body = None, {}, b""

@@ -19,7 +19,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from bench import BENCHMARKS, harness
+from bench import BENCHMARKS, harness, peers
 
 
 def load(name: str) -> ModuleType:
@@ -54,6 +54,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--broker-url", default=harness.DEFAULT_REDIS_URL, help="broker of pg backend")
     p.add_argument("--reuse-db", action="store_true", help="keep the database (default: new)")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    peers.add_arguments(p.add_argument_group("peers (callbacks, dispatch)"))
     for name in BENCHMARKS:
         group = p.add_argument_group(name)
         load(name).add_arguments(group)
@@ -194,7 +195,7 @@ def summary_markdown(summary: list[tuple[str, dict[str, Any]]]) -> str:
     for name, merged in summary:
         module = load(name)
         out.append(
-            f"### {name}: {merged['title']}\n\nFloor: {merged['floor']}. "
+            f"### {name}: {merged['title']}\n\nCompared with: {merged['floor']}. "
             f"Goal: {merged['goal']}. Measured {merged['meta']['date']} at commit "
             f"{merged['meta']['commit']}.\n\n{module.markdown(merged)}\n"
         )

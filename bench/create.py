@@ -5,6 +5,10 @@ server and database.
 Rounds alternate floor and app (each for ``--create-seconds``); the ratio of requests/s per
 round is reported as the median over rounds. Tasks are published to the benchmark queue, which
 no worker consumes here (it is purged afterwards): the publish is part of what is measured.
+
+On PostgreSQL, an untimed pass counts the database round trips per request of each (one
+gunicorn worker whose connection goes through ``harness.RoundTrips``, a proxy counting
+``ReadyForQuery`` messages: BEGIN/COMMIT included).
 """
 
 from __future__ import annotations
@@ -82,6 +86,7 @@ def run(ctx: harness.Context) -> dict[str, Any]:
                 f"round {r + 1}/{rounds}: app {row['app']['rps']:.0f}/s vs floor "
                 f"{row['floor']['rps']:.0f}/s ({row['ratio']:.2f}x)"
             )
+    round_trips = _round_trips(ctx, body, headers) if harness.is_postgres() else None
     result: dict[str, Any] = {
         "server": {"gunicorn_workers": args.create_workers, "threads": args.create_threads},
         "clients": clients,
@@ -94,24 +99,59 @@ def run(ctx: harness.Context) -> dict[str, Any]:
         "app_p50_ms": harness.median(p["app"]["latency_ms"]["p50"] for p in per),
         "errors": sum(p["app"]["errors"] + p["floor"]["errors"] for p in per),
         "per_round": per,
+        "round_trips": round_trips,
     }
     result["goal_holds"] = result["ratio"] >= 0.7
     return result
 
 
-HEADERS = ["backend", "floor req/s", "app req/s", "ratio", "p50 ms floor/app", "goal ≥ 0.7x"]
+def _round_trips(ctx: harness.Context, body: Any, headers: dict[str, str]) -> dict[str, Any]:
+    """Database round trips per request, app and floor, sequential requests on one worker."""
+    k = 5 if ctx.smoke else 50
+    out: dict[str, Any] = {"requests": k, "method": "ReadyForQuery messages via a proxy"}
+    with (
+        harness.RoundTrips(ctx.backend.database_url) as counter,
+        harness.ApiServer(ctx.log_dir, workers=1, env={"DATABASE_URL": counter.url()}) as api,
+    ):
+        for which, path in (("floor", "/bench/floor"), ("app", "/v1/tasks")):
+            url = api.url(path)
+            for i in range(3):  # the connection is opened, caches are warm
+                harness.request("POST", url, json.loads(body(i)), headers)
+            before = counter.snapshot()
+            for i in range(k):
+                status, _ = harness.request("POST", url, json.loads(body(i)), headers)
+                if not 200 <= status < 300:
+                    raise RuntimeError(f"{path} answered {status}")
+            after = counter.snapshot()
+            out[which] = {
+                "per_request": round((after[0] - before[0]) / k, 2),
+                "connections": after[1] - before[1],
+            }
+    harness.purge_queue()
+    ctx.say(
+        f"database round trips per request: app {out['app']['per_request']:.2f}, "
+        f"floor {out['floor']['per_request']:.2f}"
+    )
+    return out
+
+
+HEADERS = ["backend", "floor req/s", "app req/s", "ratio", "p50 ms floor/app", "goal ≥ 0.7x",
+           "DB round trips floor/app"]  # fmt: skip
 
 
 def _rows(merged: dict[str, Any]) -> list[list[Any]]:
     rows = []
     for name, r in merged["backends"].items():
         if "error" in r:
-            rows.append([name, r["error"], "", "", "", ""])
+            rows.append([name, r["error"], "", "", "", "", ""])
             continue
+        trips = r.get("round_trips")
         rows.append(
             [r["backend"], r["floor_rps"], r["app_rps"], f"{r['ratio']:.2f}x",
              f"{r['floor_p50_ms']:.1f} / {r['app_p50_ms']:.1f}",
-             "holds" if r["goal_holds"] else "misses"]
+             "holds" if r["goal_holds"] else "misses",
+             f"{trips['floor']['per_request']:.2f} / {trips['app']['per_request']:.2f}"
+             if trips else "-"]
         )  # fmt: skip
     return rows
 

@@ -139,6 +139,16 @@ def purge_queue() -> None:
         conn.default_channel.queue_purge(QUEUE)
 
 
+def queue_size() -> int:
+    """Messages waiting on the benchmark queue (all priorities; not those a worker holds)."""
+    from bench.celery_app import app
+
+    with app.connection_for_read() as conn:
+        # kombu's virtual transports (Redis, the embedded broker) count every priority list;
+        # a passive queue_declare would fail before a binding exists.
+        return int(conn.default_channel._size(QUEUE))
+
+
 def bench_team() -> tuple[Any, str]:
     """The benchmark team and a fresh raw API key."""
     from asyncqueue_django import services
@@ -184,6 +194,7 @@ class TargetServer:
         self.port = self.sock.getsockname()[1]
         self.arrivals: list[Arrival] = []
         self.by_key: dict[str, float] = {}
+        self.by_path: dict[str, list[float]] = {}
         self.cond = threading.Condition()
         self.waiters = 0
         self.closed = False
@@ -261,6 +272,7 @@ class TargetServer:
             if arrival.task_id:
                 self.by_key.setdefault(arrival.task_id, arrival.at)
             self.by_key.setdefault(arrival.path, arrival.at)
+            self.by_path.setdefault(arrival.path, []).append(arrival.at)
             if self.waiters:
                 self.cond.notify_all()
 
@@ -276,6 +288,22 @@ class TargetServer:
                         raise TimeoutError(f"nothing arrived for {key} within {timeout}s")
                     self.cond.wait(left)
                 return self.by_key[key]
+            finally:
+                self.waiters -= 1
+
+    def wait_path(self, path: str, count: int, timeout: float) -> list[float]:
+        """Arrival times of the first ``count`` requests to exactly ``path``."""
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            self.waiters += 1
+            try:
+                while len(self.by_path.get(path, ())) < count:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        got = len(self.by_path.get(path, ()))
+                        raise TimeoutError(f"{got}/{count} requests to {path} within {timeout}s")
+                    self.cond.wait(min(left, 1.0))
+                return list(self.by_path[path][:count])
             finally:
                 self.waiters -= 1
 
@@ -299,6 +327,7 @@ class UdpCollector:
         self.sock.bind(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         self.seen: dict[str, float] = {}
+        self.all: dict[str, list[float]] = {}
         self.cond = threading.Condition()
 
     def __enter__(self) -> UdpCollector:
@@ -317,6 +346,7 @@ class UdpCollector:
             key, _, at = data.decode().partition(" ")
             with self.cond:
                 self.seen[key] = float(at)
+                self.all.setdefault(key, []).append(float(at))
                 self.cond.notify_all()
 
     def wait(self, key: str, timeout: float = 30) -> float:
@@ -328,6 +358,142 @@ class UdpCollector:
                     raise TimeoutError(f"ping {key} did not run within {timeout}s")
                 self.cond.wait(left)
             return self.seen[key]
+
+    def wait_many(self, key: str, count: int, timeout: float) -> list[float]:
+        """Times of the first ``count`` pings sent with ``key``."""
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while len(self.all.get(key, ())) < count:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    got = len(self.all.get(key, ()))
+                    raise TimeoutError(f"{got}/{count} pings {key} within {timeout}s")
+                self.cond.wait(min(left, 1.0))
+            return list(self.all[key][:count])
+
+
+# --------------------------------------------------------------------------------------------
+# Counting PostgreSQL round trips
+# --------------------------------------------------------------------------------------------
+
+
+class RoundTrips:
+    """A TCP proxy in front of PostgreSQL that counts round trips: every ``ReadyForQuery``
+    message the server sends ends one (a simple query, or an extended-protocol ``Sync``:
+    BEGIN, COMMIT, ``SELECT 1`` connection checks included). The first one of a connection
+    ends its start-up and is counted in ``connections`` instead. Only for counting passes:
+    the proxy adds latency, so nothing timed goes through it. Point a process at it with
+    :meth:`url` (TLS and GSS encryption off, so the protocol can be read)."""
+
+    def __init__(self, database_url: str) -> None:
+        parts = urlsplit(database_url)
+        self.upstream = (parts.hostname or "127.0.0.1", parts.port or 5432)
+        self.database_url = database_url
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(256)
+        self.port = self.sock.getsockname()[1]
+        self.lock = threading.Lock()
+        self.round_trips = 0
+        self.connections = 0
+        self.closed = False
+
+    def url(self) -> str:
+        parts = urlsplit(self.database_url)
+        netloc = parts.netloc.rpartition("@")
+        auth = netloc[0] + "@" if netloc[1] else ""
+        query = "&".join(q for q in (parts.query, "sslmode=disable&gssencmode=disable") if q)
+        return urlunsplit(parts._replace(netloc=f"{auth}127.0.0.1:{self.port}", query=query))
+
+    def snapshot(self) -> tuple[int, int]:
+        with self.lock:
+            return self.round_trips, self.connections
+
+    def __enter__(self) -> RoundTrips:
+        threading.Thread(target=self._accept, daemon=True, name="pg-count").start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.closed = True
+        self.sock.close()
+
+    def _accept(self) -> None:
+        while not self.closed:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            try:
+                server = socket.create_connection(self.upstream)
+            except OSError:
+                client.close()
+                continue
+            for s in (client, server):
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            threading.Thread(target=self._pipe, args=(client, server), daemon=True).start()
+            threading.Thread(target=self._count, args=(server, client), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def _count(self, src: socket.socket, dst: socket.socket) -> None:
+        buf = b""
+        started = False
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+                buf += data
+                ready, pos = 0, 0
+                while len(buf) - pos >= 5:  # type byte, then a length that counts itself
+                    end = pos + 1 + int.from_bytes(buf[pos + 1 : pos + 5], "big")
+                    if len(buf) < end:
+                        break
+                    if buf[pos] == ord("Z"):
+                        ready += 1
+                    pos = end
+                buf = buf[pos:]
+                if ready:
+                    with self.lock:
+                        if not started:
+                            started, ready = True, ready - 1
+                            self.connections += 1
+                        self.round_trips += ready
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+
+@contextlib.contextmanager
+def default_connection_through(counter: RoundTrips) -> Iterator[None]:
+    """This process's default Django connection goes through ``counter`` for the block."""
+    from django.db import connection
+
+    saved = dict(connection.settings_dict)
+    connection.close()
+    connection.settings_dict.update(
+        HOST="127.0.0.1",
+        PORT=counter.port,
+        OPTIONS={**saved.get("OPTIONS", {}), "sslmode": "disable", "gssencmode": "disable"},
+    )
+    try:
+        yield
+    finally:
+        connection.close()
+        connection.settings_dict.clear()
+        connection.settings_dict.update(saved)
 
 
 # --------------------------------------------------------------------------------------------
@@ -363,9 +529,16 @@ class Worker:
     """``celery -A bench.celery_app worker`` on the benchmark queue (no beat, no gossip)."""
 
     def __init__(
-        self, log_dir: Path, *, pool: str = "threads", concurrency: int = 8, name: str = "w"
+        self,
+        log_dir: Path,
+        *,
+        pool: str = "threads",
+        concurrency: int = 8,
+        name: str = "w",
+        env: dict[str, str] | None = None,
     ) -> None:
         self.pool, self.concurrency = pool, concurrency
+        self.env = env or {}
         tag = uuid.uuid4().hex[:8]
         self.log_path = log_dir / f"worker-{name}-{pool}-{tag}.log"
         self.ready_path = log_dir / f"worker-{tag}.ready"
@@ -384,7 +557,7 @@ class Worker:
             "--without-mingle", "--without-gossip", "--without-heartbeat",
             "--loglevel", "WARNING", "-n", self.name,
         ]  # fmt: skip
-        env = {**os.environ, "BENCH_READY_FILE": str(self.ready_path)}
+        env = {**os.environ, **self.env, "BENCH_READY_FILE": str(self.ready_path)}
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=log)
         deadline = time.monotonic() + 90
@@ -423,8 +596,16 @@ def free_port() -> int:
 class ApiServer:
     """The app (``bench.wsgi``) on gunicorn: ``sync`` workers, or ``gthread`` with threads."""
 
-    def __init__(self, log_dir: Path, *, workers: int = 4, threads: int = 1) -> None:
+    def __init__(
+        self,
+        log_dir: Path,
+        *,
+        workers: int = 4,
+        threads: int = 1,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.workers, self.threads = workers, threads
+        self.env = {**os.environ, **(env or {})}
         self.port = free_port()
         self.log_path = log_dir / f"gunicorn-{self.port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -442,7 +623,7 @@ class ApiServer:
         if self.threads > 1:
             cmd += ["--worker-class", "gthread", "--threads", str(self.threads)]
         with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(cmd, cwd=ROOT, env=os.environ, stdout=log, stderr=log)
+            self.proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=log, stderr=log)
         deadline = time.monotonic() + 60
         while True:
             try:

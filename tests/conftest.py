@@ -5,6 +5,7 @@ from typing import Any
 import pytest
 from rest_framework.test import APIClient
 
+import tests.celery_app  # noqa: F401  (the tests' app is current from the first publish on)
 from asyncqueue_django import services
 from asyncqueue_django.models import Team
 

@@ -95,3 +95,11 @@ def test_every_benchmark_runs_in_smoke_mode(tmp_path: Path) -> None:
             assert "error" not in result, (name, backend_name, result)
         assert (results / f"{name}.png").stat().st_size > 1000, name
     assert "dispatch" in (results / "summary.md").read_text()
+    # The peers ran next to the app, and on PostgreSQL the round trips were counted.
+    on_pg = "--pg-url" in backend
+    peers = ["celery_post", "celery_session", *(["procrastinate"] if on_pg else [])]
+    for name, measured in (("callbacks", "per_callback"), ("dispatch", "per_create")):
+        result = next(iter(json.loads((results / f"{name}.json").read_text())["backends"].values()))
+        assert set(peers) <= set(result["kinds"]), (name, result["kinds"])
+        if on_pg:
+            assert result["round_trips"]["app"][measured] >= 1, (name, result["round_trips"])

@@ -204,7 +204,8 @@ def test_redirect_to_a_private_address_is_blocked_before_connecting(
         "", status=302, headers={"Location": location}
     )
     with override_settings(ASYNCQUEUE=LOCAL_ONLY):
-        result = call(httpserver.url_for("/r"))
+        result = call(httpserver.url_for("/r").replace("localhost", "127.0.0.1"))
+    assert len(httpserver.log) == 1
     assert result.error.startswith("redirect blocked:")
     assert result.error_kind == "blocked"
     assert not result.retryable
