@@ -259,13 +259,13 @@ class CallResult:
 
     @property
     def succeeded(self) -> bool:
-        """2xx, or a 3xx that was not followed (no ``Location``, or 304): SPEC §4 counts 3xx
-        as success; redirects with a ``Location`` are followed before this is asked."""
+        """2xx, or a 3xx that was not followed (no ``Location``, or 304): the lifecycle counts
+        3xx as success; redirects with a ``Location`` are followed before this is asked."""
         return self.status_code is not None and 200 <= self.status_code < 400 and not self.error
 
     @property
     def retryable(self) -> bool:
-        """SPEC §4: 408, 425, 429, 5xx, connection errors and timeouts are retried."""
+        """408, 425, 429, 5xx, connection errors and timeouts are retried (the lifecycle)."""
         if self.error_kind in ("timeout", "connection"):
             return True
         if self.error_kind:

@@ -193,7 +193,7 @@ def create_task(
     With ``idempotency_key``, a live earlier task of the team with the same key is returned
     instead (``created=False``) if the request is the same, else :class:`IdempotencyConflict`.
     "The same" is judged by ``fingerprint`` (the API passes a digest of the request as sent, so
-    a relative ``delay`` replays cleanly), or by the spec itself.
+    a relative ``delay`` replays cleanly), or by the ``TaskSpec`` itself.
     """
     now = now or timezone.now()
     if not idempotency_key:

@@ -1,4 +1,4 @@
-"""The task lifecycle (SPEC §4) as pure data: statuses and the allowed transitions.
+"""The task lifecycle (the README's Lifecycle) as pure data: statuses and allowed transitions.
 
 No queries and no I/O here: ``services.py`` turns each transition into a guarded conditional
 UPDATE whose ``WHERE status IN (...)`` clause comes from :func:`sources_for`.
@@ -46,7 +46,7 @@ TERMINAL: frozenset[TaskStatus] = frozenset({S.COMPLETED, S.FAILED, S.TIMEOUT, S
 #: Statuses a task can be dispatched from (it waits for a worker to claim it).
 RUNNABLE: frozenset[TaskStatus] = frozenset({S.PENDING, S.DELAYED})
 
-#: Statuses a client may cancel from (SPEC §3: 409 otherwise).
+#: Statuses a client may cancel from (the API answers 409 otherwise).
 CANCELLABLE: frozenset[TaskStatus] = frozenset({S.PENDING, S.DELAYED, S.WAITING})
 
 #: Statuses the dead-letter ``retry`` re-runs.

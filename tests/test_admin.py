@@ -1,4 +1,4 @@
-"""The admin as the operators' dashboard (SPEC §7): lists, filters, search, read-only pages,
+"""The admin as the operators' dashboard: lists, filters, search, read-only pages,
 every action through the services with its effect in the database, refusals as messages, the
 complete/fail-with-a-result flow, API keys shown once, webhook secret rotation, the failed and
 timed-out view, and query counts that do not grow with the page.

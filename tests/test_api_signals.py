@@ -1,4 +1,4 @@
-"""``/v1/signals/{token}`` and its heartbeat: the full matrix of SPEC §3/§4 and issue 4."""
+"""``/v1/signals/{token}`` and its heartbeat: every case of the API reference and lifecycle."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``/v1/tasks`` over HTTP (SPEC §3, §10): create, list, get, cancel, retry, auth, bad input.
+"""``/v1/tasks`` over HTTP: create, list, get, cancel, retry, auth, bad input.
 
 The test client re-raises any exception a view lets through, so a 500 fails the test that
 caused it; every bad input below must come back as a 4xx JSON error.
@@ -27,7 +27,7 @@ DONE = "https://example.com/done"
 PUBLIC_IP_TARGET = "http://93.184.216.34/hook"
 DAY = 86_400
 
-# SPEC §3's task object (plus idempotencyKey and updatedAt); more fields may be added.
+# The README's task object; more fields may be added.
 TASK_FIELDS = {
     "id",
     "status",

@@ -66,7 +66,7 @@ def test_every_operation_documents_its_errors(db: Any) -> None:
                 assert ref == {"$ref": "#/components/schemas/Error"}, (path, method, code)
 
 
-def test_schema_documents_camel_case_fields_and_the_seed_examples(db: Any) -> None:
+def test_schema_documents_camel_case_fields_and_the_three_pattern_examples(db: Any) -> None:
     schema = _schema()
     task = schema["components"]["schemas"]["Task"]["properties"]
     for name in (

@@ -125,7 +125,7 @@ def errors(*codes: int) -> dict[int, OpenApiResponse]:
     return {code: OpenApiResponse(ErrorSerializer, description=text[code]) for code in codes}
 
 
-SEED_EXAMPLES = [
+PATTERN_EXAMPLES = [
     OpenApiExample(
         "Polling - convert a video",
         value={
@@ -159,7 +159,7 @@ SEED_EXAMPLES = [
 
 
 def _as_served(result: dict[str, Any], generator: Any, **kwargs: Any) -> dict[str, Any]:
-    """Post-processing hook: the paths as the spec writes them (no trailing slash; the server
+    """Post-processing hook: the paths as the README writes them (no trailing slash; the server
     accepts one too), and request bodies that refuse unknown properties, as the server does."""
     result["paths"] = {
         (path.rstrip("/") or "/"): item for path, item in result.get("paths", {}).items()

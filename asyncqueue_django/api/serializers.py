@@ -26,7 +26,7 @@ from asyncqueue_django.states import TaskStatus
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 
-#: Alias → canonical field name (SPEC §3).
+#: Alias → canonical field name (the README's "Creating a task" table).
 ALIASES = {
     "callbackUrl": "targetUrl",
     "webhook_url": "targetUrl",
@@ -327,7 +327,7 @@ class AttemptSerializer(serializers.Serializer[Any]):
 
 
 class TaskSerializer(serializers.Serializer[Task]):
-    """The public task object (SPEC §3)."""
+    """The public task object (the README's "The task object")."""
 
     id = serializers.UUIDField()
     status = serializers.ChoiceField(choices=TaskStatus.choices)

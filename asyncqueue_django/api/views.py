@@ -37,7 +37,7 @@ from asyncqueue_django.api.longpoll import watcher
 from asyncqueue_django.api.parsers import StrictJSONParser
 from asyncqueue_django.api.permissions import HasApiKey
 from asyncqueue_django.api.schema import (
-    SEED_EXAMPLES,
+    PATTERN_EXAMPLES,
     AsyncQueueSchema,
     TaskCreatedEnvelope,
     TaskDetailEnvelope,
@@ -159,7 +159,7 @@ class TaskViewSet(AsyncQueueViewMixin, viewsets.GenericViewSet[Task]):
             200: OpenApiResponse(TaskEnvelope, description="An Idempotency-Key replay."),
             **errors(400, 401, 409, 413, 415, 429),
         },
-        examples=SEED_EXAMPLES,
+        examples=PATTERN_EXAMPLES,
     )
     def create(self, request: Request) -> Response:
         serializer = TaskCreateSerializer(data=request.data)
