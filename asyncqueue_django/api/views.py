@@ -181,9 +181,11 @@ class TaskViewSet(AsyncQueueViewMixin, viewsets.GenericViewSet[Task]):
     def _idempotency_key(request: Request, from_body: str | None) -> str | None:
         header = request.headers.get("Idempotency-Key")
         if header is not None:
-            header = header.strip()
-            if not 1 <= len(header) <= 255:
-                raise ValidationError({"Idempotency-Key": "Must be 1-255 characters."})
+            header = header.strip(" \t")
+            if not (1 <= len(header) <= 255 and header.isascii() and header.isprintable()):
+                raise ValidationError(
+                    {"Idempotency-Key": "Must be 1-255 printable ASCII characters (a UUID works)."}
+                )
             try:
                 check_idempotency_key(header)
             except ValidationError as exc:
