@@ -593,13 +593,29 @@ def _success_fields(
     return TaskStatus.COMPLETED, {"result": result, "completed_at": now, "lease_expires_at": None}
 
 
+def _delivered(call: CallResult) -> bool:
+    """Whether the callback counts as delivered: a success, or, with
+    ``COMPLETE_ON_CLIENT_ERROR``, a 4xx that is not retried (the target answered and refused;
+    the hosted service counts that as ``completed``)."""
+    if call.succeeded:
+        return True
+    code = call.status_code
+    return (
+        app_settings.COMPLETE_ON_CLIENT_ERROR
+        and code is not None
+        and 400 <= code < 500
+        and not call.error
+        and not call.retryable
+    )
+
+
 def finish_attempt(
     task: Task, call: CallResult, *, worker: str, now: datetime | None = None
 ) -> TaskStatus | None:
     """Record the attempt a worker made after :func:`claim_task` and move the task on:
 
     - 2xx → ``completed`` (or ``waiting`` when it waits for a signal, or straight to an early
-      signal's outcome);
+      signal's outcome); with ``COMPLETE_ON_CLIENT_ERROR`` a 4xx that is not retried too;
     - retryable failure with retries left → ``delayed`` until the backoff has passed;
     - otherwise → ``failed`` with a readable error ("HTTP 503 after 4 attempts").
 
@@ -620,7 +636,7 @@ def finish_attempt(
         if current is None:
             logger.info("Task %s: attempt %s result discarded, claim lost", task.pk, number)
             return None
-        if call.succeeded:
+        if _delivered(call):
             outcome, (target, fields) = (
                 AttemptOutcome.SUCCEEDED,
                 _success_fields(current, call, now),
