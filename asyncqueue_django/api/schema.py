@@ -279,6 +279,15 @@ def _declare_limits(result: dict[str, Any]) -> None:
             {"not": _both("delay", {"type": "integer"}, "delayUntil", {"type": "string"})},
         ]
 
+    for name in ("Task", "TaskDetail"):
+        deadline = schemas.get(name, {}).get("properties", {}).get("waitDeadline")
+        if deadline is not None:
+            deadline["description"] = (
+                "Set when the task starts waiting and moved by heartbeats; kept after the wait "
+                "ends (a signalled, timed-out or cancelled task shows the deadline it had); "
+                "null before the wait and after a retry."
+            )
+
     heartbeat = schemas.get("HeartbeatRequest", {}).get("properties", {})
     if "extendBy" in heartbeat:
         heartbeat["extendBy"]["maximum"] = app_settings.MAX_WAIT_TIME
@@ -295,7 +304,11 @@ def _declare_limits(result: dict[str, Any]) -> None:
                 continue
             for parameter in operation.get("parameters", []):
                 name, where = parameter["name"], parameter["in"]
-                if (name, where) == ("status", "query"):
+                schema = parameter.get("schema", {})
+                if where == "query" and schema.get("type") == "integer":
+                    # An empty value (`?limit=`) means the default.
+                    parameter["schema"] = {"anyOf": [schema, {"type": "string", "maxLength": 0}]}
+                elif (name, where) == ("status", "query"):
                     # Empty names are skipped: "", "failed," and "failed,,timeout" are valid.
                     parameter["schema"] = {
                         "type": "string",
