@@ -287,7 +287,7 @@ def test_payment_flow_unpaid_times_out_and_the_webhook_fires(
     )
     assert late.status_code == 200
     assert late.json()["refund"] is True
-    assert "timeout" in late.json()["reason"]
+    assert "it has timed out" in late.json()["reason"]
     order = Order.objects.get(order_id="order_790")
     assert (order.status, order.payment_id) == (OrderStatus.LATE_PAYMENT, "pi_late")
     assert Task.objects.get(pk=task_id).status == "timeout"
