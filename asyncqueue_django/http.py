@@ -7,7 +7,6 @@ applies them to every hop and to every address it connects to.
 
 from __future__ import annotations
 
-import email.utils
 import http.cookiejar
 import ipaddress
 import socket
@@ -15,7 +14,6 @@ import ssl
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urljoin
 
@@ -28,6 +26,7 @@ from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConn
 from urllib3.util.ssl_ import create_urllib3_context
 
 from asyncqueue_django import __version__
+from asyncqueue_django.backoff import parse_retry_after
 from asyncqueue_django.conf import app_settings
 from asyncqueue_django.urlpolicy import (
     ALLOWED_SCHEMES,
@@ -130,60 +129,53 @@ def _bound(sock: socket.socket, configured: float | None) -> None:
     socket.socket.settimeout(sock, bounded)
 
 
-class _DeadlineSocket(socket.socket):
-    """A TCP socket whose every send and receive is bounded by the attempt's deadline."""
+class _DeadlineMixin:
+    """Every send and receive of the socket is bounded by the attempt's deadline."""
 
     _configured_timeout: float | None = None
 
     def settimeout(self, value: float | None) -> None:
         self._configured_timeout = value
-        super().settimeout(value)
+        super().settimeout(value)  # type: ignore[misc]
+
+    def _bounded(self) -> None:
+        _bound(self, self._configured_timeout)  # type: ignore[arg-type]
 
     def recv(self, *args: Any, **kwargs: Any) -> bytes:
-        _bound(self, self._configured_timeout)
-        return super().recv(*args, **kwargs)
+        self._bounded()
+        return super().recv(*args, **kwargs)  # type: ignore[misc,no-any-return]
 
     def recv_into(self, *args: Any, **kwargs: Any) -> int:
-        _bound(self, self._configured_timeout)
-        return super().recv_into(*args, **kwargs)
+        self._bounded()
+        return super().recv_into(*args, **kwargs)  # type: ignore[misc,no-any-return]
 
     def send(self, *args: Any, **kwargs: Any) -> int:
-        _bound(self, self._configured_timeout)
-        return super().send(*args, **kwargs)
+        self._bounded()
+        return super().send(*args, **kwargs)  # type: ignore[misc,no-any-return]
 
     def sendall(self, *args: Any, **kwargs: Any) -> None:
-        _bound(self, self._configured_timeout)
-        super().sendall(*args, **kwargs)
+        self._bounded()
+        super().sendall(*args, **kwargs)  # type: ignore[misc]
 
 
-class _DeadlineSSLSocket(ssl.SSLSocket):
-    """The TLS counterpart of :class:`_DeadlineSocket` (handshake, reads and writes)."""
+class _DeadlineSocket(_DeadlineMixin, socket.socket):
+    """A TCP socket whose every send and receive is bounded by the attempt's deadline."""
 
-    _configured_timeout: float | None = None
 
-    def settimeout(self, value: float | None) -> None:
-        self._configured_timeout = value
-        super().settimeout(value)
+class _DeadlineSSLSocket(_DeadlineMixin, ssl.SSLSocket):
+    """The TLS counterpart of :class:`_DeadlineSocket` (handshake, reads and writes too)."""
 
     def do_handshake(self, *args: Any, **kwargs: Any) -> None:
-        _bound(self, self._configured_timeout)
+        self._bounded()
         super().do_handshake(*args, **kwargs)
 
     def read(self, *args: Any, **kwargs: Any) -> Any:
-        _bound(self, self._configured_timeout)
+        self._bounded()
         return super().read(*args, **kwargs)
 
     def write(self, *args: Any, **kwargs: Any) -> int:
-        _bound(self, self._configured_timeout)
+        self._bounded()
         return super().write(*args, **kwargs)
-
-    def send(self, *args: Any, **kwargs: Any) -> int:
-        _bound(self, self._configured_timeout)
-        return super().send(*args, **kwargs)
-
-    def sendall(self, *args: Any, **kwargs: Any) -> None:
-        _bound(self, self._configured_timeout)
-        super().sendall(*args, **kwargs)
 
 
 def _tls_context() -> ssl.SSLContext:
@@ -372,23 +364,6 @@ class CallResult:
         if self.error:
             return self.error
         return f"HTTP {self.status_code}"
-
-
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta-seconds or HTTP-date), or None."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isascii() and value.isdigit():  # str.isdigit() also accepts "²"
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    now_dt = datetime.fromtimestamp(now if now is not None else time.time(), tz=UTC)
-    return max(0.0, (when - now_dt).total_seconds())
 
 
 def _read_capped(response: requests.Response, cap: int) -> tuple[bytes, bool]:
