@@ -23,6 +23,7 @@ WORK = Path(tempfile.mkdtemp(prefix="aq-wheel-smoke-"))
 
 def configure() -> None:
     import django
+    from cryptography.fernet import Fernet
     from django.conf import settings
 
     settings.configure(
@@ -71,7 +72,11 @@ def configure() -> None:
         CELERY_BROKER_URL=f"sqlite:///{WORK / 'broker.sqlite3'}",
         CELERY_BROKER_TRANSPORT="asyncqueue_django.embedded_broker:Transport",
         CELERY_TASK_DEFAULT_QUEUE="default",
-        ASYNCQUEUE={"ALLOW_PRIVATE_TARGETS": False},
+        # DEBUG is off: the Token Vault needs a key (system check asyncqueue.E012).
+        ASYNCQUEUE={
+            "ALLOW_PRIVATE_TARGETS": False,
+            "VAULT_KEYS": [Fernet.generate_key().decode()],
+        },
     )
     django.setup()
 
@@ -142,6 +147,13 @@ def main() -> int:
     task_id = created.json()["task"]["id"]
     got = client.get(f"/v1/tasks/{task_id}", **auth)
     check(got.status_code == 200 and got.json()["task"]["id"] == task_id, "GET /v1/tasks/{id}")
+    token = client.post(
+        "/v1/tokens",
+        data=json.dumps({"name": "smoke", "value": "smoke-secret-value"}),
+        content_type="application/json",
+        **auth,
+    )
+    check(token.status_code == 201, f"POST /v1/tokens stores a secret ({token.status_code})")
     cancelled = client.post(f"/v1/tasks/{task_id}/cancel", **auth)
     check(cancelled.json()["task"]["status"] == "cancelled", "POST /v1/tasks/{id}/cancel")
     schema = client.get("/v1/schema")
@@ -153,6 +165,7 @@ def main() -> int:
     client.login(username="smoke", password="smoke-password")
     for url in (
         "/admin/asyncqueue/task/",
+        "/admin/asyncqueue/vaulttoken/",
         f"/admin/asyncqueue/task/{task_id}/change/",
         "/admin/asyncqueue/apikey/add/",
     ):
