@@ -31,15 +31,21 @@ from asyncqueue_django.exceptions import (
     WebhookInFlight,
     WebhookNotFound,
 )
-from asyncqueue_django.services.callbacks import claim_task, enqueue, finish_attempt
+from asyncqueue_django.services.callbacks import (
+    claim_due_tasks,
+    claim_task,
+    enqueue,
+    finish_attempt,
+)
 from asyncqueue_django.services.deliveries import (
+    claim_due_webhooks,
     claim_webhook,
     enqueue_webhook,
     finish_webhook_attempt,
     resend_latest_webhook,
     resend_webhook,
 )
-from asyncqueue_django.services.engine import storable_call, without_response
+from asyncqueue_django.services.engine import storable_call, wakeups, without_response
 from asyncqueue_django.services.lifecycle import CreatedTask, cancel_task, create_task, retry_task
 from asyncqueue_django.services.retention import prunable_tasks, prune_finished
 from asyncqueue_django.services.sweeps import (
@@ -85,6 +91,8 @@ __all__ = [
     "WebhookNotFound",
     "authenticate_api_key",
     "cancel_task",
+    "claim_due_tasks",
+    "claim_due_webhooks",
     "claim_task",
     "claim_webhook",
     "create_api_key",
@@ -115,5 +123,6 @@ __all__ = [
     "rotate_webhook_secret",
     "signal_task",
     "storable_call",
+    "wakeups",
     "without_response",
 ]

@@ -14,15 +14,20 @@ change of status (its ``WHERE status IN (...)`` comes from the kind's transition
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import functools
 import logging
-from collections.abc import Callable, Iterable
+import math
+import os
+import threading
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
 
-from django.db import models, transaction
+from django.db import connections, models, router, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import F
 
 from asyncqueue_django.conf import app_settings
@@ -44,6 +49,9 @@ WORKER_LOST = "worker lost (lease expired)"
 
 #: Longest error text stored for an attempt (the column is a TextField; this keeps rows small).
 MAX_ATTEMPT_ERROR_LENGTH = 2000
+
+#: The Celery task a wake-up message runs: claim a batch of due rows of one kind and queue.
+WAKE_TASK = "asyncqueue.run_due"
 
 
 # --------------------------------------------------------------------------------------------
@@ -136,6 +144,87 @@ def publish_on_commit(messages: list[Message]) -> None:
         transaction.on_commit(functools.partial(_publish_all, messages), robust=True)
 
 
+class WakeUps:
+    """Coalesced wake-up messages. A wake-up means "due work of this kind on this queue": the
+    worker it wakes claims up to ``BATCH_SIZE`` due rows at once (:func:`claim_batch`), so one
+    message stands for a batch, not for one row.
+
+    Commits add to it (:func:`wake_on_commit`); one sender thread per process publishes what
+    has accumulated — ``ceil(count / BATCH_SIZE)`` messages per kind and queue — and waits for
+    more. When idle a wake-up leaves at once; under load, the rows committed while the previous
+    publish ran share messages. The request that committed does not wait for the broker.
+
+    A wake-up that finds nothing due (a duplicate, or its rows taken by an earlier batch)
+    costs one claim statement. One that is never sent (broker down, process killed before the
+    thread ran) is a lost message like any other: its rows are committed and due, and the
+    recovery sweep dispatches them after ``DISPATCH_GRACE``.
+    """
+
+    def __init__(self) -> None:
+        self._reset()
+        atexit.register(self.flush)
+
+    def _reset(self) -> None:
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+        self._ready = threading.Condition(self._lock)
+        self._pending: dict[tuple[str, str], tuple[WorkKind[Any], int, int]] = {}
+        self._thread: threading.Thread | None = None
+
+    def add(self, kind: WorkKind[Any], queue: str, priority: int, count: int = 1) -> None:
+        """``count`` rows of ``kind`` became due on ``queue`` (committed)."""
+        if self._pid != os.getpid():  # a forked child starts with no thread and no backlog
+            self._reset()
+        with self._lock:
+            key = (kind.name, queue)
+            entry = self._pending.get(key)
+            if entry is not None:
+                count, priority = entry[1] + count, max(entry[2], priority)
+            self._pending[key] = (kind, count, priority)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name="asyncqueue-wakeups", daemon=True
+                )
+                self._thread.start()
+            self._ready.notify()
+
+    def _take(self) -> dict[tuple[str, str], tuple[WorkKind[Any], int, int]]:
+        pending, self._pending = self._pending, {}
+        return pending
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                while not self._pending:
+                    self._ready.wait()
+                batch = self._take()
+            self._send(batch)
+
+    @staticmethod
+    def _send(batch: dict[tuple[str, str], tuple[WorkKind[Any], int, int]]) -> None:
+        size = app_settings.BATCH_SIZE
+        for (_, queue), (kind, count, priority) in batch.items():
+            for _ in range(math.ceil(count / size)):
+                publish(kind.wake_message(queue, priority))
+
+    def flush(self) -> None:
+        """Send what is pending now, from the calling thread (at exit, and in tests)."""
+        if self._pid != os.getpid():
+            return
+        with self._lock:
+            batch = self._take()
+        self._send(batch)
+
+
+wakeups = WakeUps()
+
+
+def wake_on_commit(kind: WorkKind[Any], queue: str, priority: int) -> None:
+    """Once the current transaction commits, wake a worker for the due rows of ``kind`` on
+    ``queue`` (coalesced with other wake-ups, see :class:`WakeUps`)."""
+    transaction.on_commit(functools.partial(wakeups.add, kind, queue, priority), robust=True)
+
+
 # --------------------------------------------------------------------------------------------
 # The adapter
 # --------------------------------------------------------------------------------------------
@@ -219,10 +308,50 @@ class WorkKind(Generic[M]):
 
     def record_attempt(self, row: M, attempt: AttemptRecord) -> None:
         """Log ``attempt`` of ``row`` (inside the transaction that settles it)."""
-        raise NotImplementedError
+        self.attempt_row(row, attempt).save(force_insert=True)
 
     def after_move(self, row: M, to: str, now: datetime) -> None:
         """Inside the transaction of a settled attempt (e.g. a task's terminal event)."""
+
+    # -- the fast path: what a claim and a finish write, as data the engine turns into SQL
+
+    def attempt_row(self, row: M, attempt: AttemptRecord) -> models.Model:
+        """The (unsaved) log row of ``attempt``; :meth:`record_attempt` saves it."""
+        raise NotImplementedError
+
+    def terminal_rows(
+        self, row: M, to: str, now: datetime
+    ) -> tuple[list[models.Model], Callable[[], None] | None]:
+        """The (unsaved) rows a move of ``row`` to ``to`` creates with it (a task's terminal
+        event), and what to announce once they are committed (call inside the transaction)."""
+        return [], None
+
+    def finish_guard(self, row: M) -> dict[str, Any]:
+        """Columns whose value at claim time :meth:`decide` relied on, and that someone else
+        may change while the worker holds the row (a task's early signal): the one-statement
+        finish requires them unchanged, else it settles the attempt on the locked row."""
+        return {}
+
+    def lease_sql(self) -> tuple[str, list[Any]]:
+        """SQL for :meth:`lease_seconds` of the row being claimed, with its parameters."""
+        raise NotImplementedError
+
+    def claim_sql(self, now: datetime) -> tuple[list[str], list[Any]]:
+        """SQL for :meth:`on_claim`: ``SET`` items and their parameters."""
+        return [], []
+
+    def claim_where_sql(self) -> str:
+        """SQL for :meth:`claim_filters` (no parameters; ``""`` for none)."""
+        return ""
+
+    def batch_filters(self, queue: str) -> tuple[dict[str, Any], str, list[Any], str]:
+        """Which due rows a wake-up for ``queue`` claims, and in which order: ORM filters,
+        the same as SQL with its parameters, and the SQL ``ORDER BY``."""
+        return {}, "TRUE", [], "next_attempt_at"
+
+    def wake_message(self, queue: str, priority: int, countdown: float = 0) -> Message:
+        """A wake-up: "due work of this kind on ``queue``" (``asyncqueue.run_due``)."""
+        return Message(WAKE_TASK, (self.name, queue), queue, priority, countdown)
 
     # -- the retry policy's shape, common to every kind
 
@@ -277,12 +406,69 @@ def without_response(call: C, reason: str) -> C:
     )
 
 
+def _connection(kind: WorkKind[Any]) -> BaseDatabaseWrapper:
+    return connections[router.db_for_write(kind.table.model)]
+
+
+# The SQL below is built from quoted identifiers of the models' metadata and fixed fragments
+# of the adapters; every value is a parameter (hence the S608 exemptions).
+
+
+def _returning(connection: BaseDatabaseWrapper) -> bool:
+    """Whether the one-statement claim and finish (``UPDATE … RETURNING`` and data-modifying
+    ``WITH``) are used: on PostgreSQL. Elsewhere the same guards run as ORM statements."""
+    return connection.vendor == "postgresql"
+
+
 def claim(kind: WorkKind[M], pk: Any, worker: str, now: datetime) -> M | None:
     """A due, claimable row → leased to ``worker`` for one attempt; None if not claimable.
 
     None is the normal answer to a duplicate or late message: someone else claimed the row,
     it is done, cancelled, in flight elsewhere, or not due yet.
+
+    On PostgreSQL one round trip: a guarded ``UPDATE … RETURNING`` joined to the related rows
+    the worker needs (the team that signs the request).
     """
+    connection = _connection(kind)
+    if _returning(connection):
+        qn = connection.ops.quote_name
+        pk_column = qn(kind.table.model._meta.pk.column)
+        rows = _claim_returning(kind, f"{pk_column} = %s", [pk], worker, now, connection)
+        return rows[0] if rows else None
+    return _claim_read_then_update(kind, pk, worker, now)
+
+
+def claim_batch(kind: WorkKind[M], queue: str, worker: str, now: datetime, limit: int) -> list[M]:
+    """Up to ``limit`` due, claimable rows of ``kind`` on ``queue``, in the kind's order
+    (a task's priority first), each leased to ``worker`` for one attempt.
+
+    On PostgreSQL one round trip: ``SELECT … FOR UPDATE SKIP LOCKED LIMIT n`` inside one
+    guarded ``UPDATE … RETURNING`` (rows another worker is claiming are skipped, not waited
+    for). Elsewhere (SQLite: one writer at a time) the due rows are read, then each is claimed
+    with its own guarded UPDATE; a row someone else took in between is left out.
+    """
+    filters, where, params, order = kind.batch_filters(queue)
+    connection = _connection(kind)
+    if _returning(connection):
+        model = kind.table.model
+        qn = connection.ops.quote_name
+        pk_column, table = qn(model._meta.pk.column), qn(model._meta.db_table)
+        guard, guard_params = _claim_guard(kind, now, connection)
+        inner = (
+            f"{pk_column} IN (SELECT {pk_column} FROM {table} WHERE {guard} AND ({where}) "  # noqa: S608
+            f"ORDER BY {order} LIMIT %s FOR UPDATE SKIP LOCKED)"
+        )
+        return _claim_returning(
+            kind, inner, [*guard_params, *params, limit], worker, now, connection
+        )
+    due = kind.table.objects().due(now + CLOCK_SKEW).filter(**filters, **kind.claim_filters())
+    order_by = [f"-{o.split()[0]}" if o.endswith("DESC") else o for o in order.split(", ")]
+    pks = list(due.order_by(*order_by).values_list("pk", flat=True)[:limit])
+    claimed = [_claim_read_then_update(kind, pk, worker, now) for pk in pks]
+    return [row for row in claimed if row is not None]
+
+
+def _claim_read_then_update(kind: WorkKind[M], pk: Any, worker: str, now: datetime) -> M | None:
     # With its related rows (the team signs the request). No ORDER BY for one row.
     row = kind.table.objects().select_related(*kind.related).filter(pk=pk).order_by().first()
     if row is None or row.status not in kind.claim_from:  # type: ignore[attr-defined]
@@ -333,6 +519,137 @@ def claim(kind: WorkKind[M], pk: Any, worker: str, now: datetime) -> M | None:
     return row
 
 
+def _claim_guard(
+    kind: WorkKind[Any], now: datetime, connection: BaseDatabaseWrapper
+) -> tuple[str, list[Any]]:
+    """The ``WHERE`` of a claim: a claimable status, due (with a little clock skew), and the
+    kind's own condition (a webhook event not in flight elsewhere)."""
+    qn = connection.ops.quote_name
+    statuses = sorted(str(s) for s in kind.claim_from)
+    extra = kind.claim_where_sql()
+    guard = (
+        f"{qn('status')} IN ({', '.join(['%s'] * len(statuses))}) "
+        f"AND {qn('next_attempt_at')} <= %s" + (f" AND {extra}" if extra else "")
+    )
+    return guard, [*statuses, now + CLOCK_SKEW]
+
+
+def _claim_returning(
+    kind: WorkKind[M],
+    where: str,
+    where_params: list[Any],
+    worker: str,
+    now: datetime,
+    connection: BaseDatabaseWrapper,
+) -> list[M]:
+    model = kind.table.model
+    qn = connection.ops.quote_name
+    lease, lease_params = kind.lease_sql()
+    extra_sets, extra_params = kind.claim_sql(now)
+    sets = [
+        f"{qn('attempt_count')} = {qn('attempt_count')} + 1",
+        f"{qn('leased_by')} = %s",
+        f"{qn('claimed_at')} = %s",
+        f"{qn('lease_expires_at')} = %s + make_interval(secs => {lease})",
+        f"{qn('updated_at')} = %s",
+        *extra_sets,
+    ]
+    params: list[Any] = [worker, now, now, *lease_params, now, *extra_params]
+    if kind.claim_to is not None:
+        sets.append(f"{qn('status')} = %s")
+        params.append(str(kind.claim_to))
+    guard, guard_params = _claim_guard(kind, now, connection)
+    select, joins, plan = _related_select(model, kind.related, connection)
+    sql = (
+        f"WITH c AS (UPDATE {qn(model._meta.db_table)} SET {', '.join(sets)} "  # noqa: S608
+        f"WHERE {where} AND {guard} RETURNING {_column_list(model, connection)}) "
+        f"SELECT {select} FROM c{joins}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*params, *where_params, *guard_params])
+        fetched = cursor.fetchall()
+    db = router.db_for_write(model)
+    return [_hydrate(plan, values, connection, db) for values in fetched]
+
+
+def _column_list(model: type[models.Model], connection: BaseDatabaseWrapper) -> str:
+    qn = connection.ops.quote_name
+    return ", ".join(qn(f.column) for f in model._meta.concrete_fields)
+
+
+#: How a joined row is built: (model, attribute on its parent, index of the parent in the plan).
+_Plan = list[tuple[type[models.Model], str, int]]
+
+
+def _related_select(
+    model: type[models.Model], related: Sequence[str], connection: BaseDatabaseWrapper
+) -> tuple[str, str, _Plan]:
+    """The select list and joins that read ``model`` (as ``c``) with its ``related`` paths
+    (``"team"``, ``"task__team"``), and the plan that builds the instances from one row."""
+    qn = connection.ops.quote_name
+    plan: _Plan = [(model, "", -1)]
+    aliases = ["c"]
+    select = [f"c.{qn(f.column)}" for f in model._meta.concrete_fields]
+    joins = ""
+    seen: dict[str, int] = {"": 0}
+    for path in related:
+        prefix = ""
+        for part in path.split("__"):
+            parent = seen[prefix]
+            prefix = f"{prefix}__{part}" if prefix else part
+            if prefix in seen:
+                continue
+            fk = plan[parent][0]._meta.get_field(part)
+            target = fk.related_model
+            assert isinstance(target, type)
+            assert issubclass(target, models.Model)
+            alias = f"r{len(plan)}"
+            fk_column = str(getattr(fk, "column", ""))
+            joins += (
+                f" JOIN {qn(target._meta.db_table)} {alias} ON {alias}."
+                f"{qn(target._meta.pk.column)} = {aliases[parent]}.{qn(fk_column)}"
+            )
+            select += [f"{alias}.{qn(f.column)}" for f in target._meta.concrete_fields]
+            seen[prefix] = len(plan)
+            plan.append((target, part, parent))
+            aliases.append(alias)
+    return ", ".join(select), joins, plan
+
+
+@functools.cache
+def _converters(
+    model: type[models.Model], vendor: str, alias: str
+) -> tuple[list[str], list[tuple[Any, list[Any]]]]:
+    connection = connections[alias]
+    out = []
+    for f in model._meta.concrete_fields:
+        col = f.get_col(model._meta.db_table)
+        out.append((col, connection.ops.get_db_converters(col) + col.get_db_converters(connection)))
+    return [f.attname for f in model._meta.concrete_fields], out
+
+
+def _hydrate(plan: _Plan, values: Sequence[Any], connection: BaseDatabaseWrapper, db: str) -> Any:
+    """Model instances from one row of :func:`_related_select`, each linked to its parent,
+    through the same converters as the ORM's reads."""
+    built: list[models.Model] = []
+    offset = 0
+    for model, attribute, parent in plan:
+        names, converters = _converters(model, connection.vendor, db)
+        row = []
+        for (col, funcs), value in zip(
+            converters, values[offset : offset + len(names)], strict=True
+        ):
+            for func in funcs:
+                value = func(value, col, connection)
+            row.append(value)
+        offset += len(names)
+        instance = model.from_db(db, names, row)
+        if parent >= 0:
+            setattr(built[parent], attribute, instance)
+        built.append(instance)
+    return built[0]
+
+
 def finish(
     kind: WorkKind[M],
     row: M,
@@ -345,9 +662,138 @@ def finish(
     """Record the attempt ``worker`` made after :func:`claim` and move the row on (the kind's
     :meth:`WorkKind.decide` says where). Returns the new status, or None when the worker no
     longer holds the lease (the recovery sweep took the row over): then nothing is written.
+
+    The normal case is one statement on PostgreSQL (one short transaction elsewhere): the
+    guarded move, the attempt row and a terminal event together, decided on the row as
+    claimed. The guard holds the lease and every column the decision read that someone else
+    may change meanwhile (an early signal); if it matched nothing, the attempt is settled
+    again on the locked row (:func:`_finish_locked`), which also tells a lost lease apart.
     """
     number: int = row.attempt_count  # type: ignore[attr-defined]
     call = storable_call(call)
+    outcome = kind.decide(row, call, now)
+    changes = {**kind.released(), **outcome.fields, **(fields or {})}
+    started = now - timedelta(milliseconds=call.duration_ms)
+    record = AttemptRecord(number, started, call, call.error, outcome.attempt_outcome, worker)
+    inserts = [kind.attempt_row(row, record)]
+    events, announce = kind.terminal_rows(row, outcome.to, now)
+    held = {"leased_by": worker, "attempt_count": number, **kind.finish_guard(row)}
+    connection = _connection(kind)
+    if _returning(connection):
+        if connection.in_atomic_block:  # a savepoint only inside a caller's transaction
+            with transaction.atomic(using=connection.alias):
+                moved = _finish_statement(
+                    kind, row.pk, outcome.to, held, changes, now, inserts + events, connection
+                )
+        else:  # one statement commits by itself
+            moved = _finish_statement(
+                kind, row.pk, outcome.to, held, changes, now, inserts + events, connection
+            )
+        if moved and announce is not None:
+            announce()
+    else:
+        with transaction.atomic(using=connection.alias):  # the move, its attempt and event
+            moved = bool(
+                kind.table.move(
+                    row.pk,
+                    outcome.to,
+                    now=now,
+                    among=kind.in_flight,
+                    filters={**held, "lease_expires_at__isnull": False},
+                    **changes,
+                )
+            )
+            if moved:
+                for instance in inserts + events:
+                    instance.save(force_insert=True, using=connection.alias)
+                if announce is not None:
+                    announce()
+    if not moved:
+        return _finish_locked(kind, row, call, worker=worker, now=now, fields=fields)
+    if outcome.countdown is not None:
+        kind.publish_on_commit(row.pk, row, countdown=outcome.countdown)
+    return outcome.to
+
+
+def _finish_statement(
+    kind: WorkKind[Any],
+    pk: Any,
+    to: str,
+    held: dict[str, Any],
+    changes: dict[str, Any],
+    now: datetime,
+    inserts: list[models.Model],
+    connection: BaseDatabaseWrapper,
+) -> bool:
+    """One PostgreSQL statement: the guarded move of ``pk`` to ``to`` (``RETURNING`` it), and
+    an ``INSERT … SELECT … FROM`` the moved row for each of ``inserts`` — so they are written
+    if and only if the move happened. True if it did."""
+    model = kind.table.model
+    meta = model._meta
+    qn = connection.ops.quote_name
+
+    def placeholder(f: Any, value: Any) -> tuple[str, Any]:
+        return f"%s::{f.db_type(connection)}", f.get_db_prep_save(value, connection)
+
+    sets, params = [], []
+    for name, value in {**changes, "status": to, "updated_at": now}.items():
+        f = meta.get_field(name)
+        sql, param = placeholder(f, value)
+        sets.append(f"{qn(f.column)} = {sql}")
+        params.append(param)
+    sources = kind.table.lifecycle.sources_for(to, kind.in_flight)
+    where = [
+        f"{qn(meta.pk.column)} = %s",
+        f"{qn('status')} IN ({', '.join(['%s'] * len(sources))})",
+        f"{qn('lease_expires_at')} IS NOT NULL",
+    ]
+    where_params: list[Any] = [meta.pk.get_db_prep_value(pk, connection), *sources]
+    for name, value in held.items():
+        f = meta.get_field(name)
+        sql, param = placeholder(f, value)
+        where.append(f"{qn(f.column)} = {sql}")
+        where_params.append(param)
+    ctes = [
+        f"m AS (UPDATE {qn(meta.db_table)} SET {', '.join(sets)} WHERE {' AND '.join(where)} "  # noqa: S608
+        f"RETURNING {qn(meta.pk.column)})"
+    ]
+    params.extend(where_params)
+    for i, instance in enumerate(inserts):
+        imeta = instance._meta
+        columns, exprs = [], []
+        for f in imeta.concrete_fields:
+            if getattr(f, "db_returning", False):  # an auto-incremented id
+                continue
+            columns.append(qn(f.column))
+            if f.is_relation and f.related_model is model:
+                exprs.append(f"m.{qn(meta.pk.column)}")
+                continue
+            sql, param = placeholder(f, f.pre_save(instance, True))
+            exprs.append(sql)
+            params.append(param)
+        ctes.append(
+            f"i{i} AS (INSERT INTO {qn(imeta.db_table)} ({', '.join(columns)}) "  # noqa: S608
+            f"SELECT {', '.join(exprs)} FROM m)"
+        )
+    with connection.cursor() as cursor:
+        statement = f"WITH {', '.join(ctes)} SELECT count(*) FROM m"  # noqa: S608
+        cursor.execute(statement, params)
+        (count,) = cursor.fetchone()
+    return bool(count)
+
+
+def _finish_locked(
+    kind: WorkKind[M],
+    row: M,
+    call: CallOutcome,
+    *,
+    worker: str,
+    now: datetime,
+    fields: dict[str, Any] | None = None,
+) -> str | None:
+    """:func:`finish` on the row as it is now, locked: after the one-statement finish matched
+    nothing (an early signal came in meanwhile, or the lease was lost)."""
+    number: int = row.attempt_count  # type: ignore[attr-defined]
     held = {"leased_by": worker, "attempt_count": number, "lease_expires_at__isnull": False}
     with transaction.atomic():  # the outcome and its attempt row commit together
         # Lock the row so nothing (an early signal, a sweep) slips in between reading and moving.
