@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import threading
+import time
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from django.db import connection
@@ -15,6 +17,7 @@ from asyncqueue_django import services, tasks
 from asyncqueue_django.http import CallResult
 from asyncqueue_django.models import Attempt, Task, Team
 from asyncqueue_django.services import TaskSpec
+from asyncqueue_django.values import Message
 from tests.worker import Worker, broker_unreachable, wait_for
 
 
@@ -274,3 +277,94 @@ def test_task_created_while_broker_is_down_runs_after_the_recovery_sweep(
     assert sent == 1
     wait_for(lambda: Task.objects.filter(pk=task_id, status="completed").exists())
     assert len(httpserver.log) == 1
+
+
+# ---------------------------------------------------------------- batches and wake-ups
+
+
+def test_a_batch_claim_takes_due_tasks_of_its_queue_highest_priority_first(team: Team) -> None:
+    now = timezone.now()
+    low = [make_task(team, queue="batch", priority=2) for _ in range(3)]
+    high = make_task(team, queue="batch", priority=9)
+    later = make_task(team, queue="batch", delay_until=now + timedelta(minutes=5))
+    other = make_task(team, queue="elsewhere")
+    first = services.claim_due_tasks("batch", "w1", now=now, limit=2)
+    assert first[0].pk == high.pk
+    assert len(first) == 2
+    assert all(t.status == "processing" and t.leased_by == "w1" for t in first)
+    assert all(t.team == team for t in first)  # the signing team comes with the claim
+    rest = services.claim_due_tasks("batch", "w2", now=now, limit=10)
+    assert {t.pk for t in first} | {t.pk for t in rest} == {high.pk, *(t.pk for t in low)}
+    assert services.claim_due_tasks("batch", "w3", now=now) == []  # a duplicate wake-up
+    assert Task.objects.get(pk=later.pk).status == "delayed"
+    assert Task.objects.get(pk=other.pk).status == "pending"
+    for task in [*first, *rest]:
+        stored = Task.objects.get(pk=task.pk)
+        assert stored.attempt_count == task.attempt_count == 1
+        assert stored.lease_expires_at == task.lease_expires_at
+        assert stored.lease_expires_at > now + timedelta(seconds=task.timeout)
+
+
+def test_batch_size_bounds_a_wake_up(team: Team) -> None:
+    for _ in range(5):
+        make_task(team, queue="bounded")
+    with override_settings(ASYNCQUEUE={"BATCH_SIZE": 3}):
+        assert len(services.claim_due_tasks("bounded", "w1")) == 3
+        assert len(services.claim_due_tasks("bounded", "w1")) == 2
+
+
+def test_an_early_signal_during_the_call_is_applied_by_the_finish(team: Team) -> None:
+    created = services.create_task(
+        team, TaskSpec(target_url="http://127.0.0.1:9/x", wait_for_signal=True)
+    )
+    task = services.claim_task(created.task.pk, "w1")
+    assert task is not None
+    assert created.signal_token is not None
+    services.signal_task(created.signal_token, "completed", result={"paid": True})
+    # The claimed row in memory predates the signal; the finish must not overwrite it.
+    assert services.finish_attempt(task, ok(), worker="w1") == "completed"
+    stored = Task.objects.get(pk=task.pk)
+    assert stored.result == {"paid": True}
+    assert Attempt.objects.filter(task=stored).count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="the one-statement path is PostgreSQL's"
+)
+def test_a_callback_is_one_statement_to_claim_and_one_to_finish(team: Team) -> None:
+    from django.test.utils import CaptureQueriesContext
+
+    task = make_task(team, queue="unconsumed", on_complete_url="http://127.0.0.1:9/hook")
+    with CaptureQueriesContext(connection) as claim:
+        claimed = services.claim_task(task.pk, "w1")
+    assert claimed is not None
+    with CaptureQueriesContext(connection) as finish:
+        assert services.finish_attempt(claimed, ok(), worker="w1") == "completed"
+    assert len(claim.captured_queries) == 1
+    assert len(finish.captured_queries) == 1
+    assert Attempt.objects.filter(task=task).count() == 1
+    assert task.webhook_deliveries.count() == 1  # the terminal event, in the same statement
+
+
+def test_wake_ups_are_coalesced_one_per_batch(
+    team: Team, monkeypatch: pytest.MonkeyPatch, django_capture_on_commit_callbacks: Any
+) -> None:
+    from asyncqueue_django.services import engine
+
+    sent: list[tuple[str, tuple[object, ...], str]] = []
+
+    def slow_broker(message: Message) -> None:
+        time.sleep(0.01)  # a broker round trip: what commits meanwhile shares messages
+        sent.append((message.task_name, message.args, message.queue))
+
+    monkeypatch.setattr(engine, "publisher", slow_broker)
+    with override_settings(ASYNCQUEUE={"BATCH_SIZE": 16}):
+        with django_capture_on_commit_callbacks(execute=True):
+            for _ in range(40):  # 40 commits' worth of wake-ups
+                make_task(team, queue="coalesced")
+        wait_for(lambda: len(sent) >= 3, 10)
+        time.sleep(0.1)
+        engine.wakeups.flush()
+    assert set(sent) == {("asyncqueue.run_due", ("task", "coalesced"), "coalesced")}
+    assert 3 <= len(sent) <= 4  # ceil(40 / 16), plus at most one sent while the rest came in

@@ -454,12 +454,21 @@ def claim_batch(kind: WorkKind[M], queue: str, worker: str, now: datetime, limit
         qn = connection.ops.quote_name
         pk_column, table = qn(model._meta.pk.column), qn(model._meta.db_table)
         guard, guard_params = _claim_guard(kind, now, connection)
-        inner = (
-            f"{pk_column} IN (SELECT {pk_column} FROM {table} WHERE {guard} AND ({where}) "  # noqa: S608
-            f"ORDER BY {order} LIMIT %s FOR UPDATE SKIP LOCKED)"
+        # Picked once (MATERIALIZED): a subquery in the UPDATE's WHERE may be run again by
+        # the planner and pick more than ``limit`` rows.
+        pick = (
+            f"p AS MATERIALIZED (SELECT {pk_column} FROM {table} WHERE {guard} AND ({where}) "  # noqa: S608
+            f"ORDER BY {order} LIMIT %s FOR UPDATE SKIP LOCKED), "
         )
         return _claim_returning(
-            kind, inner, [*guard_params, *params, limit], worker, now, connection
+            kind,
+            f"{pk_column} IN (SELECT {pk_column} FROM p)",  # noqa: S608
+            [],
+            worker,
+            now,
+            connection,
+            pick=(pick, [*guard_params, *params, limit]),
+            order=", ".join(f"c.{item}" for item in order.split(", ")),
         )
     due = kind.table.objects().due(now + CLOCK_SKEW).filter(**filters, **kind.claim_filters())
     order_by = [f"-{o.split()[0]}" if o.endswith("DESC") else o for o in order.split(", ")]
@@ -541,6 +550,9 @@ def _claim_returning(
     worker: str,
     now: datetime,
     connection: BaseDatabaseWrapper,
+    *,
+    pick: tuple[str, list[Any]] = ("", []),
+    order: str = "",
 ) -> list[M]:
     model = kind.table.model
     qn = connection.ops.quote_name
@@ -561,12 +573,12 @@ def _claim_returning(
     guard, guard_params = _claim_guard(kind, now, connection)
     select, joins, plan = _related_select(model, kind.related, connection)
     sql = (
-        f"WITH c AS (UPDATE {qn(model._meta.db_table)} SET {', '.join(sets)} "  # noqa: S608
+        f"WITH {pick[0]}c AS (UPDATE {qn(model._meta.db_table)} SET {', '.join(sets)} "  # noqa: S608
         f"WHERE {where} AND {guard} RETURNING {_column_list(model, connection)}) "
-        f"SELECT {select} FROM c{joins}"
+        f"SELECT {select} FROM c{joins}" + (f" ORDER BY {order}" if order else "")
     )
     with connection.cursor() as cursor:
-        cursor.execute(sql, [*params, *where_params, *guard_params])
+        cursor.execute(sql, [*pick[1], *params, *where_params, *guard_params])
         fetched = cursor.fetchall()
     db = router.db_for_write(model)
     return [_hydrate(plan, values, connection, db) for values in fetched]
