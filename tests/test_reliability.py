@@ -284,7 +284,10 @@ def test_worker_losing_its_database_connections_recovers(
 ) -> None:
     import json
 
-    env = {"ASYNCQUEUE_TEST_OVERRIDES": json.dumps(fast_recovery("hiccup"))}
+    # Small batches, so the work lasts long enough for three cuts during calls (with the
+    # default a 4-thread worker runs all 60 at once and is done in a fraction of a second).
+    overrides = {**fast_recovery("hiccup"), "BATCH_SIZE": 2}
+    env = {"ASYNCQUEUE_TEST_OVERRIDES": json.dumps(overrides)}
     worker = worker_factory(queues="hiccup", beat=False, concurrency=4, **env)
     ids = _slow_tasks(team, slow_target, queue="hiccup", count=60)
     db_name = connection.settings_dict["NAME"]

@@ -309,7 +309,7 @@ def test_batch_size_bounds_a_wake_up(team: Team) -> None:
     for _ in range(5):
         make_task(team, queue="bounded")
     with override_settings(ASYNCQUEUE={"BATCH_SIZE": 3}):
-        assert len(services.claim_due_tasks("bounded", "w1")) == 3
+        assert len(services.claim_due_tasks("bounded", "w1")) == 3  # full: passes a wake-up on
         assert len(services.claim_due_tasks("bounded", "w1")) == 2
 
 
@@ -347,7 +347,7 @@ def test_a_callback_is_one_statement_to_claim_and_one_to_finish(team: Team) -> N
     assert task.webhook_deliveries.count() == 1  # the terminal event, in the same statement
 
 
-def test_wake_ups_are_coalesced_one_per_batch(
+def test_wake_ups_are_coalesced(
     team: Team, monkeypatch: pytest.MonkeyPatch, django_capture_on_commit_callbacks: Any
 ) -> None:
     from asyncqueue_django.services import engine
@@ -363,8 +363,9 @@ def test_wake_ups_are_coalesced_one_per_batch(
         with django_capture_on_commit_callbacks(execute=True):
             for _ in range(40):  # 40 commits' worth of wake-ups
                 make_task(team, queue="coalesced")
-        wait_for(lambda: len(sent) >= 3, 10)
+        wait_for(lambda: len(sent) >= 1, 10)
         time.sleep(0.1)
         engine.wakeups.flush()
-    assert set(sent) == {("asyncqueue.run_due", ("task", "coalesced"), "coalesced")}
-    assert 3 <= len(sent) <= 4  # ceil(40 / 16), plus at most one sent while the rest came in
+    ours = [m for m in sent if m[2] == "coalesced"]
+    assert set(ours) == {("asyncqueue.run_due", ("task", "coalesced"), "coalesced")}
+    assert 1 <= len(ours) <= 2  # one, plus at most one sent while the rest came in

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from asyncqueue_django.exceptions import (
     AlreadySignalled,
+    ApiKeyRevoked,
     IdempotencyConflict,
     InvalidTransition,
     SignalTokenNotFound,
@@ -79,6 +80,7 @@ from asyncqueue_django.values import TaskSpec, fingerprint_of
 __all__ = [
     "API_KEY_TOUCH_INTERVAL",
     "AlreadySignalled",
+    "ApiKeyRevoked",
     "CreatedTask",
     "IdempotencyConflict",
     "InvalidTransition",

@@ -18,7 +18,6 @@ import atexit
 import dataclasses
 import functools
 import logging
-import math
 import os
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -146,13 +145,14 @@ def publish_on_commit(messages: list[Message]) -> None:
 
 class WakeUps:
     """Coalesced wake-up messages. A wake-up means "due work of this kind on this queue": the
-    worker it wakes claims up to ``BATCH_SIZE`` due rows at once (:func:`claim_batch`), so one
-    message stands for a batch, not for one row.
+    worker it wakes claims up to ``BATCH_SIZE`` due rows at once (:func:`claim_batch`), and a
+    batch that comes back full passes the wake-up on (the queue may hold more), so one message
+    stands for a batch, not for one row, and a backlog fans out over the worker's threads.
 
-    Commits add to it (:func:`wake_on_commit`); one sender thread per process publishes what
-    has accumulated — ``ceil(count / BATCH_SIZE)`` messages per kind and queue — and waits for
-    more. When idle a wake-up leaves at once; under load, the rows committed while the previous
-    publish ran share messages. The request that committed does not wait for the broker.
+    Commits add to it (:func:`wake_on_commit`); one sender thread per process publishes one
+    message per kind and queue for what has accumulated, and waits for more. When idle a
+    wake-up leaves at once; under load, the rows committed while the previous publish ran
+    share one message. The request that committed does not wait for the broker.
 
     A wake-up that finds nothing due (a duplicate, or its rows taken by an earlier batch)
     costs one claim statement. One that is never sent (broker down, process killed before the
@@ -202,10 +202,8 @@ class WakeUps:
 
     @staticmethod
     def _send(batch: dict[tuple[str, str], tuple[WorkKind[Any], int, int]]) -> None:
-        size = app_settings.BATCH_SIZE
-        for (_, queue), (kind, count, priority) in batch.items():
-            for _ in range(math.ceil(count / size)):
-                publish(kind.wake_message(queue, priority))
+        for (_, queue), (kind, _count, priority) in batch.items():
+            publish(kind.wake_message(queue, priority))
 
     def flush(self) -> None:
         """Send what is pending now, from the calling thread (at exit, and in tests)."""
@@ -460,7 +458,7 @@ def claim_batch(kind: WorkKind[M], queue: str, worker: str, now: datetime, limit
             f"p AS MATERIALIZED (SELECT {pk_column} FROM {table} WHERE {guard} AND ({where}) "  # noqa: S608
             f"ORDER BY {order} LIMIT %s FOR UPDATE SKIP LOCKED), "
         )
-        return _claim_returning(
+        rows = _claim_returning(
             kind,
             f"{pk_column} IN (SELECT {pk_column} FROM p)",  # noqa: S608
             [],
@@ -470,11 +468,15 @@ def claim_batch(kind: WorkKind[M], queue: str, worker: str, now: datetime, limit
             pick=(pick, [*guard_params, *params, limit]),
             order=", ".join(f"c.{item}" for item in order.split(", ")),
         )
-    due = kind.table.objects().due(now + CLOCK_SKEW).filter(**filters, **kind.claim_filters())
-    order_by = [f"-{o.split()[0]}" if o.endswith("DESC") else o for o in order.split(", ")]
-    pks = list(due.order_by(*order_by).values_list("pk", flat=True)[:limit])
-    claimed = [_claim_read_then_update(kind, pk, worker, now) for pk in pks]
-    return [row for row in claimed if row is not None]
+    else:
+        due = kind.table.objects().due(now + CLOCK_SKEW).filter(**filters, **kind.claim_filters())
+        order_by = [f"-{o.split()[0]}" if o.endswith("DESC") else o for o in order.split(", ")]
+        pks = list(due.order_by(*order_by).values_list("pk", flat=True)[:limit])
+        claimed = [_claim_read_then_update(kind, pk, worker, now) for pk in pks]
+        rows = [row for row in claimed if row is not None]
+    if rows and len(rows) >= limit:  # full: there may be more; another thread takes them
+        wakeups.add(kind, queue, max(int(getattr(r, "priority", 5)) for r in rows))
+    return rows
 
 
 def _claim_read_then_update(kind: WorkKind[M], pk: Any, worker: str, now: datetime) -> M | None:
@@ -771,27 +773,70 @@ def _finish_statement(
     ]
     params.extend(where_params)
     for i, instance in enumerate(inserts):
-        imeta = instance._meta
-        columns, exprs = [], []
-        for f in imeta.concrete_fields:
-            if getattr(f, "db_returning", False):  # an auto-incremented id
-                continue
-            columns.append(qn(f.column))
-            if f.is_relation and f.related_model is model:
-                exprs.append(f"m.{qn(meta.pk.column)}")
-                continue
-            sql, param = placeholder(f, f.pre_save(instance, True))
-            exprs.append(sql)
-            params.append(param)
+        columns, exprs, values = _insert_parts(instance, connection, link=model)
         ctes.append(
-            f"i{i} AS (INSERT INTO {qn(imeta.db_table)} ({', '.join(columns)}) "  # noqa: S608
-            f"SELECT {', '.join(exprs)} FROM m)"
+            f"i{i} AS (INSERT INTO {qn(instance._meta.db_table)} ({columns}) "  # noqa: S608
+            f"SELECT {exprs} FROM m)"
         )
+        params.extend(values)
     with connection.cursor() as cursor:
         statement = f"WITH {', '.join(ctes)} SELECT count(*) FROM m"  # noqa: S608
         cursor.execute(statement, params)
         (count,) = cursor.fetchone()
     return bool(count)
+
+
+def _insert_parts(
+    instance: models.Model,
+    connection: BaseDatabaseWrapper,
+    link: type[models.Model] | None = None,
+) -> tuple[str, str, list[Any]]:
+    """The column list, the typed placeholders and the parameters that insert ``instance``
+    (defaults and ``auto_now`` filled in as ``save()`` would); a foreign key to ``link``
+    reads ``m``'s primary key instead (the row just moved)."""
+    qn = connection.ops.quote_name
+    columns, exprs, params = [], [], []
+    for f in instance._meta.concrete_fields:
+        if getattr(f, "db_returning", False):  # an auto-incremented id
+            continue
+        columns.append(qn(f.column))
+        if link is not None and f.is_relation and f.related_model is link:
+            exprs.append(f"m.{qn(link._meta.pk.column)}")
+            continue
+        exprs.append(f"%s::{f.db_type(connection)}")
+        params.append(f.get_db_prep_save(f.pre_save(instance, True), connection))
+    return ", ".join(columns), ", ".join(exprs), params
+
+
+def insert_if(instance: models.Model, guard: models.QuerySet[Any]) -> bool:
+    """Insert ``instance`` only if ``guard`` has a row (e.g. the API key of the request is
+    still active); False if it has none, and nothing is inserted.
+
+    On PostgreSQL one statement (``INSERT … SELECT … WHERE EXISTS (guard)``), so a write
+    checks its own precondition without a round trip of its own. Elsewhere the guard is read
+    first (SQLite: one writer at a time, in-process).
+    """
+    using = router.db_for_write(type(instance))
+    connection = connections[using]
+    if not _returning(connection):
+        if not guard.exists():
+            return False
+        instance.save(force_insert=True, using=using)
+        return True
+    columns, exprs, params = _insert_parts(instance, connection)
+    guard_sql, guard_params = guard.values("pk").query.get_compiler(using=using).as_sql()
+    qn = connection.ops.quote_name
+    statement = (
+        f"INSERT INTO {qn(instance._meta.db_table)} ({columns}) "
+        f"SELECT {exprs} WHERE EXISTS ({guard_sql})"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(statement, [*params, *guard_params])
+        inserted = bool(cursor.rowcount == 1)
+    if inserted:
+        instance._state.adding = False
+        instance._state.db = using
+    return inserted
 
 
 def _finish_locked(
