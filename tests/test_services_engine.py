@@ -369,3 +369,27 @@ def test_wake_ups_are_coalesced(
     ours = [m for m in sent if m[2] == "coalesced"]
     assert set(ours) == {("asyncqueue.run_due", ("task", "coalesced"), "coalesced")}
     assert 1 <= len(ours) <= 2  # one, plus at most one sent while the rest came in
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="the one-statement path is PostgreSQL's"
+)
+def test_a_webhook_delivery_is_one_statement_to_claim_and_one_to_finish(team: Team) -> None:
+    from django.test.utils import CaptureQueriesContext
+
+    from asyncqueue_django import outbound
+
+    task = make_task(team, queue="unconsumed", on_complete_url="http://127.0.0.1:9/hook")
+    claimed = services.claim_task(task.pk, "w1")
+    assert claimed is not None
+    services.finish_attempt(claimed, ok(), worker="w1")
+    delivery = task.webhook_deliveries.get()
+    with CaptureQueriesContext(connection) as queries:
+        leased = services.claim_webhook(delivery.pk, "w1")
+        assert leased is not None
+        body = outbound.render_webhook(leased)  # the task came with the claim
+        assert leased.task.team == team
+        status = services.finish_webhook_attempt(leased, ok(), worker="w1", body=body)
+    assert status == "delivered"
+    assert len(queries.captured_queries) == 2
