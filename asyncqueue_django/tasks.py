@@ -13,6 +13,7 @@ import socket
 import threading
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from celery import shared_task
@@ -215,55 +216,78 @@ def _call_pool() -> ThreadPoolExecutor:
 def run_due(kind: str, queue: str) -> int:
     """A wake-up: claim up to ``BATCH_SIZE`` due rows of ``kind`` (``"task"`` or
     ``"webhook"``) on ``queue`` at once, make their calls concurrently, each with its own
-    deadline (a slow target holds back no other call), and record each outcome as soon as its
-    call returns. Returns how many were run; 0 for a duplicate or late wake-up.
+    deadline (a slow target holds back no other call), and record the outcomes as the calls
+    return — all that returned meanwhile in one transaction. Returns how many were run; 0 for
+    a duplicate or late wake-up.
 
     Whatever happens after the claim, every attempt is recorded before this returns.
     """
     me = worker_id()
-    jobs: list[tuple[Any, Callable[[], http.CallResult], Callable[[http.CallResult], Any]]] = []
+    jobs: list[_Job] = []
     if kind == "task":
         for task in _db(services.claim_due_tasks, queue, worker=me):
-            jobs.append((task, _callback(task), _finisher(task, me)))
+            jobs.append(_Job(task, _callback(task), ""))
     elif kind == "webhook":
         for delivery in _db(services.claim_due_webhooks, worker=me):
             body, run = _webhook(delivery)
-            jobs.append((delivery, run, _webhook_finisher(delivery, me, body)))
+            jobs.append(_Job(delivery, run, body))
     else:
         logger.warning("Wake-up for an unknown kind of work %r ignored", kind)
         return 0
     if len(jobs) == 1:  # no hand-off for a batch of one
-        _, run, finish = jobs[0]
-        finish(run())
+        _record_batch(kind, [(jobs[0], jobs[0].run())], me)
         return 1
     pool = _call_pool()
-    futures = {pool.submit(run): finish for _, run, finish in jobs}
+    futures = {pool.submit(job.run): job for job in jobs}
     pending = set(futures)
     while pending:
         done, pending = wait(pending, return_when=FIRST_COMPLETED)
-        for future in done:  # database writes stay on this thread (its connection)
-            futures[future](future.result())
+        # Database writes stay on this thread (its connection).
+        _record_batch(kind, [(futures[f], f.result()) for f in done], me)
     return len(jobs)
 
 
-def _finisher(task: Task, me: str) -> Callable[[http.CallResult], Any]:
-    def finish(result: http.CallResult) -> Any:
-        status = _record(services.finish_attempt, task, result, worker=me)
-        _log_task(task, result, status)
-        return status
-
-    return finish
+@dataclass(frozen=True)
+class _Job:
+    work: Any  # the claimed task or webhook event
+    run: Callable[[], http.CallResult]
+    body: str  # a webhook's body as sent
 
 
-def _webhook_finisher(
-    delivery: WebhookDelivery, me: str, body: str
-) -> Callable[[http.CallResult], Any]:
-    def finish(result: http.CallResult) -> Any:
-        status = _record(services.finish_webhook_attempt, delivery, result, worker=me, body=body)
-        _log_webhook(delivery, result, status)
-        return status
+def _record_batch(kind: str, done: list[tuple[_Job, http.CallResult]], me: str) -> None:
+    """Record the attempts in ``done`` in one transaction; if that fails, each on its own
+    (with :func:`_record`'s fallbacks), so one unstorable answer cannot lose the others."""
+    try:
+        if kind == "task":
+            statuses: list[Any] = services.finish_attempts(
+                [(job.work, result) for job, result in done], worker=me
+            )
+        else:
+            statuses = services.finish_webhook_attempts(
+                [(job.work, result, job.body) for job, result in done], worker=me
+            )
+    except Exception:
+        logger.warning("Could not record a batch of %s attempts; recording each", len(done))
+        _drop_broken_connections()
+        for job, result in done:
+            status: Any
+            if kind == "task":
+                status = _record(services.finish_attempt, job.work, result, worker=me)
+            else:
+                status = _record(
+                    services.finish_webhook_attempt, job.work, result, worker=me, body=job.body
+                )
+            _log(kind, job.work, result, status)
+        return
+    for (job, result), status in zip(done, statuses, strict=True):
+        _log(kind, job.work, result, status)
 
-    return finish
+
+def _log(kind: str, work: Any, result: http.CallResult, status: Any) -> None:
+    if kind == "task":
+        _log_task(work, result, status)
+    else:
+        _log_webhook(work, result, status)
 
 
 @shared_task(name="asyncqueue.dispatch_due", ignore_result=True)

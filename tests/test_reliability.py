@@ -152,7 +152,10 @@ def test_worker_sigkilled_mid_callback_loses_nothing(
 ) -> None:
     import json
 
-    env = {"ASYNCQUEUE_TEST_OVERRIDES": json.dumps(fast_recovery("crash"))}
+    # Small batches keep calls in flight through all four kills (with the default a worker
+    # runs 128 of them at once and the 500 are done between two kills).
+    overrides = {**fast_recovery("crash"), "BATCH_SIZE": 2}
+    env = {"ASYNCQUEUE_TEST_OVERRIDES": json.dumps(overrides)}
     worker = worker_factory(queues="crash", beat=False, concurrency=8, **env)
     ids = _slow_tasks(team, slow_target, queue="crash", count=500)
     kills = 0

@@ -37,12 +37,14 @@ from asyncqueue_django.services.callbacks import (
     claim_task,
     enqueue,
     finish_attempt,
+    finish_attempts,
 )
 from asyncqueue_django.services.deliveries import (
     claim_due_webhooks,
     claim_webhook,
     enqueue_webhook,
     finish_webhook_attempt,
+    finish_webhook_attempts,
     resend_latest_webhook,
     resend_webhook,
 )
@@ -106,7 +108,9 @@ __all__ = [
     "expire_overdue",
     "fingerprint_of",
     "finish_attempt",
+    "finish_attempts",
     "finish_webhook_attempt",
+    "finish_webhook_attempts",
     "get_or_create_team",
     "get_task",
     "heartbeat",

@@ -249,3 +249,14 @@ def finish_attempt(
     """
     status = engine.finish(CALLBACKS, task, call, worker=worker, now=now or timezone.now())
     return None if status is None else TaskStatus(status)
+
+
+def finish_attempts(
+    batch: list[tuple[Task, CallOutcome]], *, worker: str, now: datetime | None = None
+) -> list[TaskStatus | None]:
+    """:func:`finish_attempt` for the attempts of a batch at once (one commit); each new
+    status, or None where the worker no longer held the claim."""
+    statuses = engine.finish_many(
+        CALLBACKS, [(t, c, None) for t, c in batch], worker=worker, now=now or timezone.now()
+    )
+    return [None if s is None else TaskStatus(s) for s in statuses]

@@ -207,6 +207,23 @@ def finish_webhook_attempt(
     return None if status is None else DeliveryStatus(status)
 
 
+def finish_webhook_attempts(
+    batch: list[tuple[WebhookDelivery, CallOutcome, str]],
+    *,
+    worker: str,
+    now: datetime | None = None,
+) -> list[DeliveryStatus | None]:
+    """:func:`finish_webhook_attempt` for the attempts of a batch at once (one commit);
+    ``batch`` holds ``(delivery, call, body sent)``."""
+    statuses = engine.finish_many(
+        WEBHOOKS,
+        [(d, c, {"body": body}) for d, c, body in batch],
+        worker=worker,
+        now=now or timezone.now(),
+    )
+    return [None if s is None else DeliveryStatus(s) for s in statuses]
+
+
 def resend_webhook(delivery: WebhookDelivery, now: datetime | None = None) -> WebhookDelivery:
     """Deliver an event again (an operator's re-send): any status → ``pending``, due now, in
     a new attempt cycle (the retry schedule starts over). The event id and body stay the same,

@@ -683,107 +683,206 @@ def finish(
     may change meanwhile (an early signal); if it matched nothing, the attempt is settled
     again on the locked row (:func:`_finish_locked`), which also tells a lost lease apart.
     """
+    return finish_many(kind, [(row, call, fields)], worker=worker, now=now)[0]
+
+
+@dataclass
+class _Settled:
+    """One attempt's outcome, decided on the row as claimed, ready to be written."""
+
+    row: Any
+    call: CallOutcome
+    fields: dict[str, Any] | None
+    outcome: Outcome
+    changes: dict[str, Any]
+    held: dict[str, Any]
+    inserts: list[models.Model]
+    announce: Callable[[], None] | None
+
+
+def _settle(
+    kind: WorkKind[M],
+    row: M,
+    call: CallOutcome,
+    worker: str,
+    now: datetime,
+    fields: dict[str, Any] | None,
+) -> _Settled:
     number: int = row.attempt_count  # type: ignore[attr-defined]
     call = storable_call(call)
     outcome = kind.decide(row, call, now)
     changes = {**kind.released(), **outcome.fields, **(fields or {})}
     started = now - timedelta(milliseconds=call.duration_ms)
     record = AttemptRecord(number, started, call, call.error, outcome.attempt_outcome, worker)
-    inserts = [kind.attempt_row(row, record)]
     events, announce = kind.terminal_rows(row, outcome.to, now)
     held = {"leased_by": worker, "attempt_count": number, **kind.finish_guard(row)}
-    connection = _connection(kind)
-    if _returning(connection):
-        if connection.in_atomic_block:  # a savepoint only inside a caller's transaction
-            with transaction.atomic(using=connection.alias):
-                moved = _finish_statement(
-                    kind, row.pk, outcome.to, held, changes, now, inserts + events, connection
-                )
-        else:  # one statement commits by itself
-            moved = _finish_statement(
-                kind, row.pk, outcome.to, held, changes, now, inserts + events, connection
-            )
-        if moved and announce is not None:
-            announce()
-    else:
-        with transaction.atomic(using=connection.alias):  # the move, its attempt and event
-            moved = bool(
-                kind.table.move(
-                    row.pk,
-                    outcome.to,
-                    now=now,
-                    among=kind.in_flight,
-                    filters={**held, "lease_expires_at__isnull": False},
-                    **changes,
-                )
-            )
-            if moved:
-                for instance in inserts + events:
-                    instance.save(force_insert=True, using=connection.alias)
-                if announce is not None:
-                    announce()
-    if not moved:
-        return _finish_locked(kind, row, call, worker=worker, now=now, fields=fields)
-    if outcome.countdown is not None:
-        kind.publish_on_commit(row.pk, row, countdown=outcome.countdown)
-    return outcome.to
+    inserts = [kind.attempt_row(row, record), *events]
+    return _Settled(row, call, fields, outcome, changes, held, inserts, announce)
 
 
-def _finish_statement(
-    kind: WorkKind[Any],
-    pk: Any,
-    to: str,
-    held: dict[str, Any],
-    changes: dict[str, Any],
-    now: datetime,
-    inserts: list[models.Model],
-    connection: BaseDatabaseWrapper,
+def _announce(kind: WorkKind[Any], settled: _Settled) -> None:
+    if settled.announce is not None:
+        settled.announce()
+    if settled.outcome.countdown is not None:
+        kind.publish_on_commit(settled.row.pk, settled.row, countdown=settled.outcome.countdown)
+
+
+def _write_orm(
+    kind: WorkKind[Any], settled: _Settled, now: datetime, connection: BaseDatabaseWrapper
 ) -> bool:
-    """One PostgreSQL statement: the guarded move of ``pk`` to ``to`` (``RETURNING`` it), and
-    an ``INSERT … SELECT … FROM`` the moved row for each of ``inserts`` — so they are written
-    if and only if the move happened. True if it did."""
+    """Write one settled attempt with ORM statements (call inside a transaction); True if
+    its guard still held."""
+    filters = {**settled.held, "lease_expires_at__isnull": False}
+    moved = bool(
+        kind.table.move(
+            settled.row.pk,
+            settled.outcome.to,
+            now=now,
+            among=kind.in_flight,
+            filters=filters,
+            **settled.changes,
+        )
+    )
+    for instance in settled.inserts if moved else ():
+        instance.save(force_insert=True, using=connection.alias)
+    return moved
+
+
+def _shape(settled: _Settled) -> tuple[Any, ...]:
+    """Attempts of one shape (same new status, same columns, same rows to insert) are
+    written by one statement."""
+    return (
+        settled.outcome.to,
+        tuple(settled.changes),
+        tuple(settled.held),
+        tuple(type(i) for i in settled.inserts),
+    )
+
+
+def finish_many(
+    kind: WorkKind[M],
+    items: Sequence[tuple[M, CallOutcome, dict[str, Any] | None]],
+    *,
+    worker: str,
+    now: datetime,
+) -> list[str | None]:
+    """:func:`finish` for several attempts (``(row, call, extra fields)``) at once. On
+    PostgreSQL one statement per shape of outcome (usually one for the whole batch: every
+    guarded move, attempt row and terminal event in it, committed by itself); elsewhere one
+    transaction. Returns each row's new status, or None where the lease was lost. If it fails,
+    nothing of it is written (the caller may record the attempts one by one).
+    """
+    settled = [_settle(kind, row, call, worker, now, fields) for row, call, fields in items]
+    connection = _connection(kind)
+    moved: set[Any] = set()
+    if _returning(connection):
+        groups: dict[tuple[Any, ...], list[_Settled]] = {}
+        for one in settled:
+            groups.setdefault(_shape(one), []).append(one)
+        if len(groups) == 1 and not connection.in_atomic_block:
+            moved = _finish_rows(kind, settled, now, connection)  # commits by itself
+        else:
+            # Several statements (or a caller's transaction): they commit together.
+            with transaction.atomic(using=connection.alias):
+                for group in groups.values():
+                    moved |= _finish_rows(kind, group, now, connection)
+        for one in settled:
+            if one.row.pk in moved:
+                _announce(kind, one)
+    else:
+        with transaction.atomic(using=connection.alias):  # one commit for the batch
+            for one in settled:
+                if _write_orm(kind, one, now, connection):
+                    moved.add(one.row.pk)
+                    _announce(kind, one)
+    statuses: list[str | None] = []
+    for one in settled:
+        if one.row.pk in moved:
+            statuses.append(one.outcome.to)
+        else:  # changed since the claim (an early signal) or the lease is lost
+            statuses.append(
+                _finish_locked(kind, one.row, one.call, worker=worker, now=now, fields=one.fields)
+            )
+    return statuses
+
+
+def _finish_rows(
+    kind: WorkKind[Any],
+    group: list[_Settled],
+    now: datetime,
+    connection: BaseDatabaseWrapper,
+) -> set[Any]:
+    """One PostgreSQL statement for attempts of one shape: the rows' values as ``VALUES``,
+    the guarded move of every row (``RETURNING`` those that moved), and an
+    ``INSERT … SELECT`` for the attempt rows and events of the moved rows only. Returns the
+    primary keys that moved."""
     model = kind.table.model
     meta = model._meta
     qn = connection.ops.quote_name
-
-    def placeholder(f: Any, value: Any) -> tuple[str, Any]:
-        return f"%s::{f.db_type(connection)}", f.get_db_prep_save(value, connection)
-
-    sets, params = [], []
-    for name, value in {**changes, "status": to, "updated_at": now}.items():
+    first = group[0]
+    to = first.outcome.to
+    pk = qn(meta.pk.column)
+    # The VALUES columns: v0 the primary key, then the guard, the changes, the inserts.
+    fields: list[Any] = [meta.pk]
+    guard_sql, set_sql = [], []
+    for name in first.held:
         f = meta.get_field(name)
-        sql, param = placeholder(f, value)
-        sets.append(f"{qn(f.column)} = {sql}")
-        params.append(param)
+        guard_sql.append(f"t.{qn(f.column)} = v.v{len(fields)}")
+        fields.append(f)
+    for name in first.changes:
+        f = meta.get_field(name)
+        set_sql.append(f"{qn(f.column)} = v.v{len(fields)}")
+        fields.append(f)
+    inserts: list[tuple[str, list[str], list[str], list[Any]]] = []
+    for instance in first.inserts:
+        columns: list[str] = []
+        exprs: list[str] = []
+        insert_fields: list[Any] = []
+        for f in instance._meta.concrete_fields:
+            if getattr(f, "db_returning", False):  # an auto-incremented id
+                continue
+            columns.append(qn(f.column))
+            if f.is_relation and f.related_model is model:
+                exprs.append(f"m.{pk}")
+            else:
+                exprs.append(f"v.v{len(fields) + len(insert_fields)}")
+                insert_fields.append(f)
+        fields.extend(insert_fields)
+        inserts.append((qn(instance._meta.db_table), columns, exprs, insert_fields))
+    types = [f"%s::{f.db_type(connection)}" for f in fields]
+    row_sql = f"({', '.join(types)})"
+    params: list[Any] = []
+    for one in group:
+        values: list[Any] = [one.row.pk, *one.held.values(), *one.changes.values()]
+        params.append(meta.pk.get_db_prep_value(values[0], connection))
+        for f, value in zip(fields[1 : len(values)], values[1:], strict=True):
+            params.append(f.get_db_prep_save(value, connection))
+        for instance in one.inserts:
+            for f in instance._meta.concrete_fields:
+                if getattr(f, "db_returning", False) or (
+                    f.is_relation and f.related_model is model
+                ):
+                    continue
+                params.append(f.get_db_prep_save(f.pre_save(instance, True), connection))
     sources = kind.table.lifecycle.sources_for(to, kind.in_flight)
-    where = [
-        f"{qn(meta.pk.column)} = %s",
-        f"{qn('status')} IN ({', '.join(['%s'] * len(sources))})",
-        f"{qn('lease_expires_at')} IS NOT NULL",
-    ]
-    where_params: list[Any] = [meta.pk.get_db_prep_value(pk, connection), *sources]
-    for name, value in held.items():
-        f = meta.get_field(name)
-        sql, param = placeholder(f, value)
-        where.append(f"{qn(f.column)} = {sql}")
-        where_params.append(param)
+    names = ", ".join(f"v{i}" for i in range(len(fields)))
     ctes = [
-        f"m AS (UPDATE {qn(meta.db_table)} SET {', '.join(sets)} WHERE {' AND '.join(where)} "  # noqa: S608
-        f"RETURNING {qn(meta.pk.column)})"
+        f"v ({names}) AS (VALUES {', '.join([row_sql] * len(group))})",
+        f"m AS (UPDATE {qn(meta.db_table)} t SET {qn('status')} = %s, "  # noqa: S608
+        f"{qn('updated_at')} = %s, {', '.join(set_sql)} FROM v WHERE t.{pk} = v.v0 "
+        f"AND t.{qn('status')} IN ({', '.join(['%s'] * len(sources))}) "
+        f"AND t.{qn('lease_expires_at')} IS NOT NULL AND {' AND '.join(guard_sql)} "
+        f"RETURNING t.{pk})",
     ]
-    params.extend(where_params)
-    for i, instance in enumerate(inserts):
-        columns, exprs, values = _insert_parts(instance, connection, link=model)
+    params += [str(to), now, *sources]
+    for i, (table, columns, exprs, _) in enumerate(inserts):
         ctes.append(
-            f"i{i} AS (INSERT INTO {qn(instance._meta.db_table)} ({columns}) "  # noqa: S608
-            f"SELECT {exprs} FROM m)"
+            f"i{i} AS (INSERT INTO {table} ({', '.join(columns)}) "  # noqa: S608
+            f"SELECT {', '.join(exprs)} FROM v JOIN m ON m.{pk} = v.v0)"
         )
-        params.extend(values)
     with connection.cursor() as cursor:
-        statement = f"WITH {', '.join(ctes)} SELECT count(*) FROM m"  # noqa: S608
-        cursor.execute(statement, params)
-        (count,) = cursor.fetchone()
-    return bool(count)
+        cursor.execute(f"WITH {', '.join(ctes)} SELECT {pk} FROM m", params)  # noqa: S608
+        return {row[0] for row in cursor.fetchall()}
 
 
 def _insert_parts(

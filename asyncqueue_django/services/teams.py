@@ -67,7 +67,9 @@ def revoke_api_key(key: ApiKey, now: datetime | None = None) -> bool:
     (a create checks the key in its own INSERT, so the authentication cache cannot let a
     revoked key write)."""
     now = now or timezone.now()
-    _recent.pop(key.digest, None)
+    for digest, (_, cached) in list(_recent.items()):
+        if cached.pk == key.pk:
+            _recent.pop(digest, None)
     return bool(ApiKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(revoked_at=now))
 
 
