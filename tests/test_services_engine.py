@@ -347,28 +347,51 @@ def test_a_callback_is_one_statement_to_claim_and_one_to_finish(team: Team) -> N
     assert task.webhook_deliveries.count() == 1  # the terminal event, in the same statement
 
 
-def test_wake_ups_are_coalesced(
+def test_a_transaction_making_many_tasks_due_sends_one_wake_up(
     team: Team, monkeypatch: pytest.MonkeyPatch, django_capture_on_commit_callbacks: Any
 ) -> None:
     from asyncqueue_django.services import engine
 
-    sent: list[tuple[str, tuple[object, ...], str]] = []
+    sent: list[tuple[str, tuple[object, ...], str, int]] = []
+    monkeypatch.setattr(
+        engine,
+        "publisher",
+        lambda m: sent.append((m.task_name, m.args, m.queue, m.priority)),
+    )
+    with django_capture_on_commit_callbacks(execute=True) as hooks:
+        for priority in (3, 9, 5):
+            for _ in range(20):
+                make_task(team, queue="bulk", priority=priority)
+    assert len(hooks) == 1
+    assert sent == [("asyncqueue.run_due", ("task", "bulk"), "bulk", 9)]  # the top priority
+
+
+def test_wake_ups_that_come_in_while_one_is_published_share_one_message(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from asyncqueue_django.services import engine
+    from asyncqueue_django.services.callbacks import CALLBACKS
+
+    sent: list[str] = []
+    publishing = threading.Event()
 
     def slow_broker(message: Message) -> None:
-        time.sleep(0.01)  # a broker round trip: what commits meanwhile shares messages
-        sent.append((message.task_name, message.args, message.queue))
+        publishing.set()
+        time.sleep(0.2)  # a slow broker: commits keep coming meanwhile
+        sent.append(message.queue)
 
     monkeypatch.setattr(engine, "publisher", slow_broker)
-    with override_settings(ASYNCQUEUE={"BATCH_SIZE": 16}):
-        with django_capture_on_commit_callbacks(execute=True):
-            for _ in range(40):  # 40 commits' worth of wake-ups
-                make_task(team, queue="coalesced")
-        wait_for(lambda: len(sent) >= 1, 10)
-        time.sleep(0.1)
-        engine.wakeups.flush()
-    ours = [m for m in sent if m[2] == "coalesced"]
-    assert set(ours) == {("asyncqueue.run_due", ("task", "coalesced"), "coalesced")}
-    assert 1 <= len(ours) <= 2  # one, plus at most one sent while the rest came in
+    first = threading.Thread(target=engine.wakeups.add, args=(CALLBACKS, "busy", 5))
+    first.start()
+    assert publishing.wait(5)
+    started = time.monotonic()
+    for _ in range(30):  # other commits while the first wake-up is on its way
+        engine.wakeups.add(CALLBACKS, "busy", 5)
+    assert time.monotonic() - started < 0.1  # they did not wait for the broker
+    first.join()
+    wait_for(lambda: len(sent) == 2, 5)
+    time.sleep(0.3)
+    assert sent == ["busy", "busy"]  # the first, then one for the 30
 
 
 @pytest.mark.django_db(transaction=True)

@@ -149,14 +149,15 @@ class WakeUps:
     batch that comes back full passes the wake-up on (the queue may hold more), so one message
     stands for a batch, not for one row, and a backlog fans out over the worker's threads.
 
-    Commits add to it (:func:`wake_on_commit`); one sender thread per process publishes one
-    message per kind and queue for what has accumulated, and waits for more. When idle a
-    wake-up leaves at once; under load, the rows committed while the previous publish ran
-    share one message. The request that committed does not wait for the broker.
+    Commits add to it (:func:`wake_on_commit`). When no wake-up is being published, the
+    committing thread publishes its own at once (no hand-off, so no added latency); while one
+    is, later commits only record theirs and return, and what accumulated is published as one
+    message per kind and queue by a sender thread when the publish in progress is over. So a
+    burst of commits shares a few messages, and only the first of them waits for the broker.
 
     A wake-up that finds nothing due (a duplicate, or its rows taken by an earlier batch)
-    costs one claim statement. One that is never sent (broker down, process killed before the
-    thread ran) is a lost message like any other: its rows are committed and due, and the
+    costs one claim statement. One that is never sent (broker down, process killed before it
+    was published) is a lost message like any other: its rows are committed and due, and the
     recovery sweep dispatches them after ``DISPATCH_GRACE``.
     """
 
@@ -169,6 +170,7 @@ class WakeUps:
         self._lock = threading.Lock()
         self._ready = threading.Condition(self._lock)
         self._pending: dict[tuple[str, str], tuple[WorkKind[Any], int, int]] = {}
+        self._sending = False  # a publish is in progress (inline or on the sender thread)
         self._thread: threading.Thread | None = None
 
     def add(self, kind: WorkKind[Any], queue: str, priority: int, count: int = 1) -> None:
@@ -181,6 +183,21 @@ class WakeUps:
             if entry is not None:
                 count, priority = entry[1] + count, max(entry[2], priority)
             self._pending[key] = (kind, count, priority)
+            if self._sending:  # the publish in progress is followed by ours
+                return
+            self._sending = True
+            batch = self._take()
+        try:
+            self._send(batch)
+        finally:
+            self._done_sending()
+
+    def _done_sending(self) -> None:
+        with self._lock:
+            if not self._pending:
+                self._sending = False
+                return
+            # More came in meanwhile: the sender thread publishes it (this caller returns).
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(
                     target=self._run, name="asyncqueue-wakeups", daemon=True
@@ -195,10 +212,15 @@ class WakeUps:
     def _run(self) -> None:
         while True:
             with self._lock:
-                while not self._pending:
+                while not (self._pending and self._sending):
                     self._ready.wait()
                 batch = self._take()
-            self._send(batch)
+            try:
+                self._send(batch)
+            finally:
+                with self._lock:
+                    if not self._pending:
+                        self._sending = False
 
     @staticmethod
     def _send(batch: dict[tuple[str, str], tuple[WorkKind[Any], int, int]]) -> None:
@@ -219,8 +241,27 @@ wakeups = WakeUps()
 
 def wake_on_commit(kind: WorkKind[Any], queue: str, priority: int) -> None:
     """Once the current transaction commits, wake a worker for the due rows of ``kind`` on
-    ``queue`` (coalesced with other wake-ups, see :class:`WakeUps`)."""
-    transaction.on_commit(functools.partial(wakeups.add, kind, queue, priority), robust=True)
+    ``queue`` (see :class:`WakeUps`). A transaction that makes many rows due on one queue
+    (a bulk create) registers one wake-up for them, not one each."""
+    connection = transaction.get_connection()
+    if not connection.in_atomic_block:  # autocommit: the row is committed already
+        wakeups.add(kind, queue, priority)
+        return
+    # One hook per kind and queue per transaction: the hook list is replaced at every commit,
+    # rollback and savepoint rollback, so a stale mark only ever costs a second hook.
+    hooks: Any
+    marked: dict[tuple[str, str], list[int]]
+    hooks, marked = getattr(connection, "_asyncqueue_wakes", (None, {}))
+    if hooks is not connection.run_on_commit:
+        marked = {}
+        connection._asyncqueue_wakes = (connection.run_on_commit, marked)
+    key = (kind.name, queue)
+    if key in marked:
+        marked[key][0] = max(marked[key][0], priority)
+        return
+    top = [priority]
+    marked[key] = top
+    transaction.on_commit(lambda: wakeups.add(kind, queue, top[0]), robust=True)
 
 
 # --------------------------------------------------------------------------------------------
