@@ -71,7 +71,11 @@ SETTINGS: dict[str, Setting] = {
         1_048_576, int, "Most bytes read from a target's response; the rest is discarded.", 1024
     ),
     "MAX_STORED_RESPONSE_BYTES": Setting(
-        65_536, int, "Response body kept in `result.body` and attempt history (truncated).", 0
+        65_536,
+        int,
+        "Response body kept in `result.body` and attempt history (truncated); also the most "
+        "characters of response headers kept.",
+        0,
     ),
     "MAX_REDIRECTS": Setting(
         5, int, "Redirects followed per attempt (each hop re-checked).", 0, 20

@@ -17,7 +17,7 @@ from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from asyncqueue_django import http, representation, validators
+from asyncqueue_django import representation, urlpolicy, validators
 from asyncqueue_django.conf import app_settings
 from asyncqueue_django.models import Task
 from asyncqueue_django.states import AttemptOutcome, RetryBackoff, SignalStatus, TaskStatus
@@ -110,15 +110,15 @@ class TargetURLField(StrictCharField):
     """An http(s) URL the SSRF guard lets through (checked at create time and again at call)."""
 
     def __init__(self, **kwargs: Any) -> None:
-        kwargs.setdefault("max_length", http.MAX_URL_LENGTH)
+        kwargs.setdefault("max_length", urlpolicy.MAX_URL_LENGTH)
         kwargs.setdefault("trim_whitespace", False)
         super().__init__(**kwargs)
 
     def to_internal_value(self, data: Any) -> str:
         value = super().to_internal_value(data)
         try:
-            http.check_url(value)
-        except http.UnsafeURL as exc:
+            urlpolicy.check_url(value)
+        except urlpolicy.UnsafeURL as exc:
             raise serializers.ValidationError(str(exc)) from None
         return value
 

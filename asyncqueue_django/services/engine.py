@@ -347,16 +347,21 @@ class WorkKind(Generic[M]):
 
     def record_attempt(self, row: M, attempt: AttemptRecord) -> None:
         """Log ``attempt`` of ``row`` (inside the transaction that settles it)."""
-        self.attempt_row(row, attempt).save(force_insert=True)
+        log = self.attempt_row(row, attempt)
+        if log is None:
+            raise NotImplementedError
+        log.save(force_insert=True)
 
     def after_move(self, row: M, to: str, now: datetime) -> None:
         """Inside the transaction of a settled attempt (e.g. a task's terminal event)."""
 
     # -- the fast path: what a claim and a finish write, as data the engine turns into SQL
 
-    def attempt_row(self, row: M, attempt: AttemptRecord) -> models.Model:
-        """The (unsaved) log row of ``attempt``; :meth:`record_attempt` saves it."""
-        raise NotImplementedError
+    def attempt_row(self, row: M, attempt: AttemptRecord) -> models.Model | None:
+        """The (unsaved) log row of ``attempt``; :meth:`record_attempt` saves it. A kind that
+        only overrides :meth:`record_attempt` returns None here: its attempts are settled on
+        the locked row (a read and a transaction more, nothing else lost)."""
+        return None
 
     def terminal_rows(
         self, row: M, to: str, now: datetime
@@ -371,9 +376,10 @@ class WorkKind(Generic[M]):
         finish requires them unchanged, else it settles the attempt on the locked row."""
         return {}
 
-    def lease_sql(self) -> tuple[str, list[Any]]:
-        """SQL for :meth:`lease_seconds` of the row being claimed, with its parameters."""
-        raise NotImplementedError
+    def lease_sql(self) -> tuple[str, list[Any]] | None:
+        """SQL for :meth:`lease_seconds` of the row being claimed, with its parameters; None
+        (a kind without it) claims by reading the row, then updating it."""
+        return None
 
     def claim_sql(self, now: datetime) -> tuple[list[str], list[Any]]:
         """SQL for :meth:`on_claim`: ``SET`` items and their parameters."""
@@ -429,7 +435,7 @@ def storable_call(call: C) -> C:
     """
     return dataclasses.replace(  # type: ignore[type-var]
         call,
-        headers=storable_headers(call.headers),
+        headers=storable_headers(call.headers, app_settings.MAX_STORED_RESPONSE_BYTES),
         error=storable_text(call.error)[:MAX_ATTEMPT_ERROR_LENGTH],
         final_url=storable_text(getattr(call, "final_url", "")),
     )
@@ -469,7 +475,7 @@ def claim(kind: WorkKind[M], pk: Any, worker: str, now: datetime) -> M | None:
     the worker needs (the team that signs the request).
     """
     connection = _connection(kind)
-    if _returning(connection):
+    if _returning(connection) and kind.lease_sql() is not None:
         qn = connection.ops.quote_name
         pk_column = qn(kind.table.model._meta.pk.column)
         rows = _claim_returning(kind, f"{pk_column} = %s", [pk], worker, now, connection)
@@ -488,7 +494,7 @@ def claim_batch(kind: WorkKind[M], queue: str, worker: str, now: datetime, limit
     """
     filters, where, params, order = kind.batch_filters(queue)
     connection = _connection(kind)
-    if _returning(connection):
+    if _returning(connection) and kind.lease_sql() is not None:
         model = kind.table.model
         qn = connection.ops.quote_name
         pk_column, table = qn(model._meta.pk.column), qn(model._meta.db_table)
@@ -599,7 +605,9 @@ def _claim_returning(
 ) -> list[M]:
     model = kind.table.model
     qn = connection.ops.quote_name
-    lease, lease_params = kind.lease_sql()
+    lease_sql = kind.lease_sql()
+    assert lease_sql is not None
+    lease, lease_params = lease_sql
     extra_sets, extra_params = kind.claim_sql(now)
     sets = [
         f"{qn('attempt_count')} = {qn('attempt_count')} + 1",
@@ -739,6 +747,7 @@ class _Settled:
     held: dict[str, Any]
     inserts: list[models.Model]
     announce: Callable[[], None] | None
+    locked_only: bool = False  # the kind gives no attempt row: settle it on the locked row
 
 
 def _settle(
@@ -757,8 +766,9 @@ def _settle(
     record = AttemptRecord(number, started, call, call.error, outcome.attempt_outcome, worker)
     events, announce = kind.terminal_rows(row, outcome.to, now)
     held = {"leased_by": worker, "attempt_count": number, **kind.finish_guard(row)}
-    inserts = [kind.attempt_row(row, record), *events]
-    return _Settled(row, call, fields, outcome, changes, held, inserts, announce)
+    log = kind.attempt_row(row, record)
+    inserts = [log, *events] if log is not None else []
+    return _Settled(row, call, fields, outcome, changes, held, inserts, announce, log is None)
 
 
 def _announce(kind: WorkKind[Any], settled: _Settled) -> None:
@@ -813,10 +823,13 @@ def finish_many(
     transaction. Returns each row's new status, or None where the lease was lost. If it fails,
     nothing of it is written (the caller may record the attempts one by one).
     """
-    settled = [_settle(kind, row, call, worker, now, fields) for row, call, fields in items]
+    everything = [_settle(kind, row, call, worker, now, fields) for row, call, fields in items]
+    settled = [one for one in everything if not one.locked_only]
     connection = _connection(kind)
     moved: set[Any] = set()
-    if _returning(connection):
+    if not settled:
+        pass
+    elif _returning(connection):
         groups: dict[tuple[Any, ...], list[_Settled]] = {}
         for one in settled:
             groups.setdefault(_shape(one), []).append(one)
@@ -837,7 +850,7 @@ def finish_many(
                     moved.add(one.row.pk)
                     _announce(kind, one)
     statuses: list[str | None] = []
-    for one in settled:
+    for one in everything:
         if one.row.pk in moved:
             statuses.append(one.outcome.to)
         else:  # changed since the claim (an early signal) or the lease is lost
