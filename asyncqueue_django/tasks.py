@@ -196,9 +196,10 @@ def deliver_webhook(delivery_id: str) -> str | None:
     return status
 
 
-#: Threads that make the calls of a batch (per worker process, shared by its batches). A
-#: batch uses one per call, so each call runs on its own deadline from the start.
-CALL_THREADS = 64
+#: Threads that make the calls of batches (per worker process, shared by its batches, started
+#: as needed). Enough for 16 worker threads with full batches of 16, so each call starts at
+#: once and runs on its own deadline; beyond that, calls wait for a free thread.
+CALL_THREADS = 256
 
 _calls: tuple[int, ThreadPoolExecutor] | None = None
 _calls_lock = threading.Lock()
