@@ -87,6 +87,12 @@ SETTINGS: dict[str, Setting] = {
         "deadline.",
         0.1,
     ),
+    "COMPLETE_ON_CLIENT_ERROR": Setting(
+        False,
+        bool,
+        "A target's 4xx other than 408/425/429 completes the task with that answer as its "
+        "`result` (the hosted service's behaviour) instead of failing it.",
+    ),
     # Retries and scheduling.
     "RETRY_BASE_DELAY": Setting(1.0, (int, float), "First retry delay (s) of every backoff.", 0),
     "RETRY_MAX_DELAY": Setting(3600, (int, float), "Upper bound (s) of any retry delay.", 0),
