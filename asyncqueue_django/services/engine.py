@@ -939,6 +939,27 @@ def _finish_rows(
         return {row[0] for row in cursor.fetchall()}
 
 
+@functools.cache
+def _insert_plan(
+    model: type[models.Model], alias: str, link: type[models.Model] | None
+) -> tuple[str, str, tuple[Any, ...]]:
+    """The column list and typed placeholders that insert a row of ``model`` (a foreign key
+    to ``link`` reads ``m``'s primary key), and the fields that take a parameter, in order."""
+    connection = connections[alias]
+    qn = connection.ops.quote_name
+    columns, exprs, fields = [], [], []
+    for f in model._meta.concrete_fields:
+        if getattr(f, "db_returning", False):  # an auto-incremented id
+            continue
+        columns.append(qn(f.column))
+        if link is not None and f.is_relation and f.related_model is link:
+            exprs.append(f"m.{qn(link._meta.pk.column)}")
+            continue
+        exprs.append(f"%s::{f.db_type(connection)}")
+        fields.append(f)
+    return ", ".join(columns), ", ".join(exprs), tuple(fields)
+
+
 def _insert_parts(
     instance: models.Model,
     connection: BaseDatabaseWrapper,
@@ -947,37 +968,57 @@ def _insert_parts(
     """The column list, the typed placeholders and the parameters that insert ``instance``
     (defaults and ``auto_now`` filled in as ``save()`` would); a foreign key to ``link``
     reads ``m``'s primary key instead (the row just moved)."""
+    columns, exprs, fields = _insert_plan(type(instance), connection.alias, link)
+    params = [f.get_db_prep_save(f.pre_save(instance, True), connection) for f in fields]
+    return columns, exprs, params
+
+
+def _field(model: type[models.Model], name: str) -> Any:
+    return model._meta.pk if name == "pk" else model._meta.get_field(name)
+
+
+@functools.cache
+def _exists_sql(model: type[models.Model], alias: str, names: tuple[str, ...], nulls: int) -> str:
+    connection = connections[alias]
     qn = connection.ops.quote_name
-    columns, exprs, params = [], [], []
-    for f in instance._meta.concrete_fields:
-        if getattr(f, "db_returning", False):  # an auto-incremented id
-            continue
-        columns.append(qn(f.column))
-        if link is not None and f.is_relation and f.related_model is link:
-            exprs.append(f"m.{qn(link._meta.pk.column)}")
-            continue
-        exprs.append(f"%s::{f.db_type(connection)}")
-        params.append(f.get_db_prep_save(f.pre_save(instance, True), connection))
-    return ", ".join(columns), ", ".join(exprs), params
+    where = []
+    for i, name in enumerate(names):
+        f: Any = _field(model, name)
+        column = qn(f.column)
+        null = nulls & (1 << i)
+        where.append(f"{column} IS NULL" if null else f"{column} = %s::{f.db_type(connection)}")
+    return f"SELECT 1 FROM {qn(model._meta.db_table)} WHERE {' AND '.join(where)}"  # noqa: S608
 
 
-def insert_if(instance: models.Model, guard: models.QuerySet[Any]) -> bool:
-    """Insert ``instance`` only if ``guard`` has a row (e.g. the API key of the request is
-    still active); False if it has none, and nothing is inserted.
+def insert_if(instance: models.Model, guard: type[models.Model], **where: Any) -> bool:
+    """Insert ``instance`` only if a row of ``guard`` matches ``where`` (field = value, or
+    IS NULL for None; e.g. the request's API key, not revoked); False if none does, and
+    nothing is inserted.
 
-    On PostgreSQL one statement (``INSERT … SELECT … WHERE EXISTS (guard)``), so a write
-    checks its own precondition without a round trip of its own. Elsewhere the guard is read
-    first (SQLite: one writer at a time, in-process).
+    On PostgreSQL one statement (``INSERT … SELECT … WHERE EXISTS (…)``), so a write checks
+    its own precondition without a round trip of its own. Elsewhere the guard is read first
+    (SQLite: one writer at a time, in-process).
     """
     using = router.db_for_write(type(instance))
     connection = connections[using]
     if not _returning(connection):
-        if not guard.exists():
+        lookups = {
+            (f"{k}__isnull" if v is None else k): (True if v is None else v)
+            for k, v in where.items()
+        }
+        if not guard._default_manager.filter(**lookups).exists():
             return False
         instance.save(force_insert=True, using=using)
         return True
     columns, exprs, params = _insert_parts(instance, connection)
-    guard_sql, guard_params = guard.values("pk").query.get_compiler(using=using).as_sql()
+    names = tuple(where)
+    nulls = sum(1 << i for i, name in enumerate(names) if where[name] is None)
+    guard_sql = _exists_sql(guard, using, names, nulls)
+    guard_params = [
+        _field(guard, name).get_db_prep_value(value, connection)
+        for name, value in where.items()
+        if value is not None
+    ]
     qn = connection.ops.quote_name
     statement = (
         f"INSERT INTO {qn(instance._meta.db_table)} ({columns}) "

@@ -121,7 +121,7 @@ def create_task(
 def _insert(task: Task, api_key: ApiKey | None) -> None:
     if api_key is None:
         task.save(force_insert=True)
-    elif not engine.insert_if(task, ApiKey.objects.active().filter(pk=api_key.pk)):
+    elif not engine.insert_if(task, ApiKey, pk=api_key.pk, revoked_at=None):
         raise ApiKeyRevoked()
 
 
