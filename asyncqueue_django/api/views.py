@@ -180,6 +180,7 @@ class TaskViewSet(AsyncQueueViewMixin, viewsets.GenericViewSet[Task]):
             idempotency_key=key,
             fingerprint=serializer.request_fingerprint,
             sandbox=self.sandbox,
+            api_key=request.auth if isinstance(request.auth, ApiKey) else None,
         )
         code = http_status.HTTP_201_CREATED if created.created else http_status.HTTP_200_OK
         return Response(_created_body(created), status=code)
@@ -216,7 +217,10 @@ class TaskViewSet(AsyncQueueViewMixin, viewsets.GenericViewSet[Task]):
             )
         serializer = BatchCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        created = services.create_tasks(self.team, serializer.items, sandbox=self.sandbox)
+        key = request.auth if isinstance(request.auth, ApiKey) else None
+        created = services.create_tasks(
+            self.team, serializer.items, sandbox=self.sandbox, api_key=key
+        )
         return Response(
             {"tasks": [_created_body(c) for c in created]}, status=http_status.HTTP_201_CREATED
         )

@@ -12,17 +12,18 @@ from django.utils import timezone
 from asyncqueue_django import states, tokens, validators
 from asyncqueue_django.conf import app_settings
 from asyncqueue_django.exceptions import (
+    ApiKeyRevoked,
     IdempotencyConflict,
     InvalidTokenReference,
     InvalidTransition,
 )
-from asyncqueue_django.models import Task, Team
+from asyncqueue_django.models import ApiKey, Task, Team
 from asyncqueue_django.services import engine, vault
 from asyncqueue_django.services.callbacks import CALLBACKS
 from asyncqueue_django.services.tables import TASKS, current_status, get_task
 from asyncqueue_django.services.terminal import on_terminal
 from asyncqueue_django.states import TaskStatus
-from asyncqueue_django.values import Message, TaskSpec
+from asyncqueue_django.values import TaskSpec
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ def create_task(
     fingerprint: str | None = None,
     sandbox: bool = False,
     now: datetime | None = None,
+    api_key: ApiKey | None = None,
 ) -> CreatedTask:
     """Create a task → ``pending`` (due now) or ``delayed`` (``delay_until`` in the future).
 
@@ -61,20 +63,30 @@ def create_task(
     naming a vault token that is not a live token of the team raises
     :class:`~asyncqueue_django.exceptions.InvalidTokenReference`. A ``sandbox`` task (created
     with a test key) never calls its target.
+
+    With ``api_key`` (the key the request came with, perhaps from the short authentication
+    cache), the INSERT itself requires the key to be still active — in the same statement on
+    PostgreSQL — and raises :class:`ApiKeyRevoked` otherwise: a revoked key creates nothing.
     """
-    return _create(team, spec, idempotency_key, fingerprint, sandbox, now, check_refs=True)
+    return _create(team, spec, idempotency_key, fingerprint, sandbox, now, api_key, check_refs=True)
 
 
 def create_tasks(
-    team: Team, items: list[BatchItem], *, sandbox: bool = False, now: datetime | None = None
+    team: Team,
+    items: list[BatchItem],
+    *,
+    sandbox: bool = False,
+    now: datetime | None = None,
+    api_key: ApiKey | None = None,
 ) -> list[CreatedTask]:
     """Create every task of a batch, or none: each item as :func:`create_task` would, in one
-    transaction; the messages go out once it commits.
+    transaction; workers are woken once it commits (one wake-up per queue, not one per task).
 
     Every item's vault references are checked first (one query for the batch):
     :class:`InvalidTokenReference` names them as ``tasks[<index>].headers.<name>``. An item
     whose Idempotency-Key replays an earlier task returns it (``created=False``); one that
     conflicts raises :class:`IdempotencyConflict` naming its index, and nothing is created.
+    With ``api_key``, a key revoked meanwhile raises :class:`ApiKeyRevoked` and creates nothing.
     """
     now = now or timezone.now()
     for item in items:
@@ -89,9 +101,13 @@ def create_tasks(
             }
         )
     created: list[CreatedTask] = []
-    outbox: list[Message] = []
     unsaved: list[Task] = []
-    with transaction.atomic():  # all or nothing; every message is published on commit
+    with transaction.atomic():  # all or nothing; the wake-ups go out on commit
+        if api_key is not None:
+            # Row lock: a revoke of the key waits for this batch, or this batch sees it.
+            active = ApiKey.objects.select_for_update().filter(pk=api_key.pk, revoked_at=None)
+            if not active.exists():
+                raise ApiKeyRevoked()
         for index, item in enumerate(items):
             try:
                 created.append(
@@ -102,8 +118,8 @@ def create_tasks(
                         item.fingerprint,
                         sandbox,
                         now,
+                        None,
                         check_refs=False,
-                        outbox=outbox,
                         unsaved=unsaved,
                     )
                 )
@@ -111,7 +127,6 @@ def create_tasks(
                 raise IdempotencyConflict(f"tasks[{index}]: {exc.message}", index=index) from None
         # Items without an Idempotency-Key need no savepoint: one INSERT for all of them.
         Task.objects.bulk_create(unsaved)
-        engine.publish_on_commit(outbox)
     return created
 
 
@@ -122,9 +137,9 @@ def _create(
     fingerprint: str | None,
     sandbox: bool,
     now: datetime | None,
+    api_key: ApiKey | None,
     *,
     check_refs: bool,
-    outbox: list[Message] | None = None,
     unsaved: list[Task] | None = None,
 ) -> CreatedTask:
     now = now or timezone.now()
@@ -183,11 +198,11 @@ def _create(
             # A savepoint: a concurrent create with the same Idempotency-Key loses on the
             # unique constraint without breaking a transaction the caller may hold open.
             with transaction.atomic():
-                task.save(force_insert=True)
+                _insert(task, api_key)
         else:
             # One INSERT is atomic by itself; in autocommit it commits at once, so the
-            # on-commit enqueue below fires right after it (no BEGIN/COMMIT round trips).
-            task.save(force_insert=True)
+            # on-commit wake-up below fires right after it (no BEGIN/COMMIT round trips).
+            _insert(task, api_key)
     except IntegrityError:
         if not idempotency_key:
             raise
@@ -196,14 +211,15 @@ def _create(
             raise
         return _replay(existing, fingerprint)
     if sent_now:
-        message = CALLBACKS.message(
-            task.pk, task.queue, task.priority, countdown=countdown if delayed else 0
-        )
-        if outbox is None:
-            engine.publish_on_commit([message])
-        else:
-            outbox.append(message)  # a batch publishes all its messages in one on-commit hook
+        CALLBACKS.publish_on_commit(task.pk, task, countdown=countdown if delayed else 0)
     return CreatedTask(task=task, signal_token=token, created=True)
+
+
+def _insert(task: Task, api_key: ApiKey | None) -> None:
+    if api_key is None:
+        task.save(force_insert=True)
+    elif not engine.insert_if(task, ApiKey, pk=api_key.pk, revoked_at=None):
+        raise ApiKeyRevoked()
 
 
 def _idempotent_original(team: Team, key: str, now: datetime) -> Task | None:
