@@ -72,7 +72,7 @@ def configure() -> None:
         CELERY_BROKER_URL=f"sqlite:///{WORK / 'broker.sqlite3'}",
         CELERY_BROKER_TRANSPORT="asyncqueue_django.embedded_broker:Transport",
         CELERY_TASK_DEFAULT_QUEUE="default",
-        # DEBUG is off: the Token Vault needs a key (system check asyncqueue.E012).
+        # DEBUG is off: the Token Vault needs a key (system check asyncqueue.W003).
         ASYNCQUEUE={
             "ALLOW_PRIVATE_TARGETS": False,
             "VAULT_KEYS": [Fernet.generate_key().decode()],

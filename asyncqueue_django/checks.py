@@ -160,19 +160,21 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
 @register(Tags.security)
 def check_vault_key(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     """The Token Vault needs a real key in production: with DEBUG off and no
-    ``ASYNCQUEUE['VAULT_KEYS']``, the app refuses to start (the development key is derived
-    from ``SECRET_KEY`` and is only for trying things out)."""
+    ``ASYNCQUEUE['VAULT_KEYS']`` the vault is not started (its endpoints and any task using a
+    vault token answer ``503 vault_not_configured``), and this warning says so at start-up. A
+    warning, not an error: a deployment that does not use the vault keeps starting after an
+    upgrade. (The development key is derived from ``SECRET_KEY`` and only used with DEBUG on.)"""
     user = getattr(settings, "ASYNCQUEUE", {})
     if not isinstance(user, dict) or settings.DEBUG:
         return []
     if user.get("VAULT_KEYS"):
         return []
     return [
-        Error(
+        Warning(
             "ASYNCQUEUE['VAULT_KEYS'] is empty while DEBUG is off: the Token Vault has no key "
-            "to encrypt secrets with.",
+            "to encrypt secrets with, so it answers 503 until one is set.",
             hint='Add a key: python -c "from cryptography.fernet import Fernet; '
             'print(Fernet.generate_key().decode())" (keep it out of version control).',
-            id="asyncqueue.E012",
+            id="asyncqueue.W003",
         )
     ]

@@ -170,8 +170,8 @@ SETTINGS: dict[str, Setting] = {
         [],
         list,
         "Fernet keys of the Token Vault, newest first: the first encrypts, all decrypt. Empty: "
-        "a key derived from `SECRET_KEY` while `DEBUG` is on; with `DEBUG` off the app refuses "
-        "to start (check `asyncqueue.E012`).",
+        "a key derived from `SECRET_KEY` while `DEBUG` is on; with `DEBUG` off the vault answers "
+        "503 (warning `asyncqueue.W003`).",
     ),
 }
 

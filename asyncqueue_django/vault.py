@@ -7,7 +7,7 @@ key, after which the old keys can be removed.
 
 Without keys, DEBUG on: a key derived from ``SECRET_KEY`` (so ``./dev up`` works with no
 setup; values written that way are development data). DEBUG off: :class:`VaultNotConfigured`,
-and the system check ``asyncqueue.E012`` refuses to start.
+and the system check ``asyncqueue.W003`` warns at start-up.
 
 No models, DRF or Celery; settings are read when used.
 """

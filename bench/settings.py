@@ -89,7 +89,7 @@ _asyncqueue = {
     "WEBHOOK_QUEUE": QUEUE,
     # One attempt: a webhook benchmark never waits for a re-delivery.
     "WEBHOOK_RETRY_SCHEDULE": [],
-    # DEBUG is off, so the Token Vault needs a key (asyncqueue.E012). Benchmarks only.
+    # DEBUG is off, so the Token Vault needs a key (asyncqueue.W003). Benchmarks only.
     "VAULT_KEYS": ["fKl9qxDLID6dZx1d4SRa_687V7_AFfq-5NCBDwf1w7s="],
 }
 # Only keys this version of the app knows (features land while the suite is in use).

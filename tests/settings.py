@@ -109,7 +109,7 @@ ASYNCQUEUE = {
     "RETRY_JITTER": 0,
     # The same for webhook re-deliveries (the worker subprocess reads this file too).
     "WEBHOOK_RETRY_SCHEDULE": [0.2, 0.2, 0.2],
-    # DEBUG is off, so the Token Vault needs a real key (asyncqueue.E012). Tests only.
+    # DEBUG is off, so the Token Vault needs a real key (asyncqueue.W003). Tests only.
     "VAULT_KEYS": ["FC0cMiX2-wBCZOZpPUPg5mby7sqAlpI-p-0hX21NVC8="],
 }
 
