@@ -13,6 +13,7 @@ from asyncqueue_django.conf import SETTINGS
 from asyncqueue_django.validators import QUEUE_NAME_RE
 
 MAX_WEBHOOK_RETRIES = 50
+MIN_METRICS_TOKEN = 16
 MAX_WEBHOOK_RETRY_DELAY = 7 * 86_400
 RATE_RE = re.compile(r"^\d+/(s|sec|second|m|min|minute|h|hour|d|day)$")
 
@@ -90,6 +91,14 @@ def _check_value(name: str, value: Any) -> list[CheckMessage]:
             Error(
                 f"{key} = {value!r} is not a queue name matching {QUEUE_NAME_RE.pattern}.",
                 id="asyncqueue.E010",
+            )
+        ]
+    if name == "METRICS_TOKEN" and value is not None and len(value.strip()) < MIN_METRICS_TOKEN:
+        return [
+            Error(
+                f"{key} must be at least {MIN_METRICS_TOKEN} characters (or null).",
+                hint="python -c 'import secrets; print(secrets.token_urlsafe(32))'",
+                id="asyncqueue.E011",
             )
         ]
     if name in ("ALLOWED_NETWORKS", "TRUSTED_PROXIES"):

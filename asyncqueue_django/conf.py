@@ -146,6 +146,21 @@ SETTINGS: dict[str, Setting] = {
     ),
     # Identity.
     "API_KEY_PREFIX": Setting("aq_", str, "Prefix of generated API keys."),
+    # Observability.
+    "METRICS_TOKEN": Setting(
+        None,
+        (str, type(None)),
+        "Bearer token that may read `GET /metrics` (at least 16 characters); `null`: only "
+        "logged-in staff users may.",
+    ),
+    "METRICS_CACHE_SECONDS": Setting(
+        10,
+        int,
+        "Seconds each web process reuses the `/metrics` page it read from the database "
+        "(0: read on every scrape).",
+        0,
+        300,
+    ),
 }
 
 DEFAULTS: dict[str, Any] = {name: s.default for name, s in SETTINGS.items()}

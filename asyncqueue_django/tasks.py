@@ -17,7 +17,7 @@ from celery import shared_task
 from celery.signals import task_prerun
 from django.db import connections
 
-from asyncqueue_django import http, outbound, services
+from asyncqueue_django import http, outbound, services, tracing
 from asyncqueue_django.conf import app_settings
 
 logger = logging.getLogger(__name__)
@@ -83,18 +83,23 @@ def execute_task(task_id: str) -> str | None:
     Whatever happens after the claim, the attempt is recorded before this returns.
     """
     me = worker_id()
+    claim_started = tracing.now_ns()
     task = services.claim_task(task_id, worker=me)
     if task is None:
         logger.debug("Task %s is not claimable (duplicate or late message)", task_id)
         return None
+    trace = (task.traceparent, task.tracestate)
+    tracing.record("asyncqueue.claim", *trace, start_ns=claim_started, task_id=task_id)
     try:
-        headers, body = outbound.build_callback(task)
-        result = http.call(
-            task.method, task.target_url, headers=headers, body=body, timeout=task.timeout
-        )
+        with tracing.span("asyncqueue.call", *trace, {"asyncqueue.task_id": task_id}):
+            headers, body = outbound.build_callback(task)
+            result = http.call(
+                task.method, task.target_url, headers=headers, body=body, timeout=task.timeout
+            )
     except Exception as exc:
         result = _failed_to_call("Task", task_id, exc)
-    status = _record(services.finish_attempt, task, result, worker=me)
+    with tracing.span("asyncqueue.finish", *trace, {"asyncqueue.task_id": task_id}):
+        status = _record(services.finish_attempt, task, result, worker=me)
     logger.info(
         "Task %s attempt %s: %s -> %s", task_id, task.attempt_count, result.describe(), status
     )
@@ -114,15 +119,17 @@ def deliver_webhook(delivery_id: str) -> str | None:
         logger.debug("Webhook %s is not claimable (duplicate or late message)", delivery_id)
         return None
     body = ""
+    task = delivery.task
     try:
         body = outbound.render_webhook(delivery)
-        result = http.call(
-            "POST",
-            delivery.url,
-            headers=outbound.build_webhook(delivery, body),
-            body=body.encode("utf-8"),
-            timeout=app_settings.WEBHOOK_TIMEOUT,
-        )
+        with tracing.span("asyncqueue.webhook", task.traceparent, task.tracestate):
+            result = http.call(
+                "POST",
+                delivery.url,
+                headers=outbound.build_webhook(delivery, body),
+                body=body.encode("utf-8"),
+                timeout=app_settings.WEBHOOK_TIMEOUT,
+            )
     except Exception as exc:
         result = _failed_to_call("Webhook", delivery_id, exc)
     status = _record(services.finish_webhook_attempt, delivery, result, worker=me, body=body)

@@ -17,9 +17,20 @@ whole table (``show_full_result_count = False``).
 from __future__ import annotations
 
 # Importing the modules registers their ModelAdmins.
-from asyncqueue_django.admin import keys, tasks, teams
+from asyncqueue_django.admin import dashboard, keys, tasks, teams
+from asyncqueue_django.admin.dashboard import DashboardAdmin
 from asyncqueue_django.admin.keys import ApiKeyAdmin
 from asyncqueue_django.admin.tasks import DeadTaskAdmin, TaskAdmin
 from asyncqueue_django.admin.teams import TeamAdmin
 
-__all__ = ["ApiKeyAdmin", "DeadTaskAdmin", "TaskAdmin", "TeamAdmin", "keys", "tasks", "teams"]
+__all__ = [
+    "ApiKeyAdmin",
+    "DashboardAdmin",
+    "DeadTaskAdmin",
+    "TaskAdmin",
+    "TeamAdmin",
+    "dashboard",
+    "keys",
+    "tasks",
+    "teams",
+]
