@@ -140,6 +140,15 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                     id="asyncqueue.E005",
                 )
             )
+    if "drf_spectacular_sidecar" not in settings.INSTALLED_APPS:
+        errors.append(
+            Warning(
+                "'drf_spectacular_sidecar' is not in INSTALLED_APPS: /v1/docs cannot load "
+                "Swagger UI's files (they are served from your static files, not a CDN).",
+                hint="Add 'drf_spectacular_sidecar' to INSTALLED_APPS.",
+                id="asyncqueue.W002",
+            )
+        )
     if merged["ALLOW_PRIVATE_TARGETS"] and not settings.DEBUG:
         errors.append(
             Warning(
