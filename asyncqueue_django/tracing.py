@@ -48,6 +48,10 @@ _VALUE_RE = re.compile(r"^[\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}[\x21-\x2b\x2d-\x3
 MAX_TRACESTATE_MEMBERS = 32
 MAX_TRACESTATE_LENGTH = 512
 
+#: The OpenTelemetry ``TracerProvider`` spans go to; None: the global one (what the host's
+#: OpenTelemetry setup configures). Tests set their own.
+tracer_provider: Any = None
+
 
 @dataclass(frozen=True)
 class TraceContext:
@@ -152,7 +156,7 @@ def span(
         return
     trace, propagate = otel
     parent = propagate.extract(_carrier(traceparent, tracestate)) if traceparent else None
-    tracer = trace.get_tracer("asyncqueue_django")
+    tracer = trace.get_tracer("asyncqueue_django", tracer_provider=tracer_provider)
     with tracer.start_as_current_span(name, context=parent, attributes=dict(attributes or {})):
         yield
 
@@ -164,13 +168,13 @@ def now_ns() -> int:
 
 def record(name: str, traceparent: str, tracestate: str, *, start_ns: int, task_id: str) -> None:
     """A finished span ``name`` from ``start_ns`` to now, for work whose trace context is known
-    only once it is done (the claim reads the task). Only for tasks with a trace context."""
+    only once it is done (the claim reads the task)."""
     otel = _otel()
-    if otel is None or not traceparent:
+    if otel is None:
         return
     trace, propagate = otel
-    parent = propagate.extract(_carrier(traceparent, tracestate))
-    tracer = trace.get_tracer("asyncqueue_django")
+    parent = propagate.extract(_carrier(traceparent, tracestate)) if traceparent else None
+    tracer = trace.get_tracer("asyncqueue_django", tracer_provider=tracer_provider)
     tracer.start_span(
         name, context=parent, start_time=start_ns, attributes={"asyncqueue.task_id": task_id}
     ).end()
