@@ -66,7 +66,8 @@ FINISHED_STATUSES = (
 )
 
 # Chart geometry (SVG user units; the SVG scales to its container's width).
-WIDTH, HEIGHT = 720, 220
+WIDTH, HEIGHT = 900, 220
+HALF_WIDTH = 460  # the charts of half-width panels (so their text stays readable)
 LEFT, RIGHT, TOP, BOTTOM = 48, 12, 12, 28
 
 
@@ -108,17 +109,24 @@ def _nice_max(value: float) -> float:
     return step * 10  # pragma: no cover
 
 
-def _frame(title: str, body: str, y_max: float, y_unit: str, labels: Sequence[str]) -> SafeString:
+def _frame(
+    title: str,
+    body: str,
+    y_max: float,
+    y_unit: str,
+    labels: Sequence[str],
+    width: int = WIDTH,
+) -> SafeString:
     """An SVG chart: y grid with 4 ticks, x labels under the plot, the marks in ``body``."""
-    plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
+    plot_w, plot_h = width - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
     parts = [
-        f'<svg class="aq-chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
-        f'aria-label="{escape(title)}" preserveAspectRatio="none">'
+        f'<svg class="aq-chart" viewBox="0 0 {width} {HEIGHT}" role="img" '
+        f'aria-label="{escape(title)}">'
     ]
     for i in range(5):
         y = TOP + plot_h - plot_h * i / 4
         parts.append(
-            f'<line class="aq-grid" x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y:.1f}" y2="{y:.1f}"/>'
+            f'<line class="aq-grid" x1="{LEFT}" x2="{width - RIGHT}" y1="{y:.1f}" y2="{y:.1f}"/>'
             f'<text class="aq-tick" x="{LEFT - 6}" y="{y + 4:.1f}" text-anchor="end">'
             f"{escape(_number(y_max * i / 4))}{escape(y_unit)}</text>"
         )
@@ -172,11 +180,15 @@ def bar_chart(
 
 
 def line_chart(
-    title: str, labels: Sequence[str], series: Sequence[Series], unit: str = ""
+    title: str,
+    labels: Sequence[str],
+    series: Sequence[Series],
+    unit: str = "",
+    width: int = HALF_WIDTH,
 ) -> SafeString:
     """Lines, one per series; a missing value (None) breaks the line."""
-    plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
-    width = plot_w / max(1, len(labels))
+    plot_w, plot_h = width - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
+    step = plot_w / max(1, len(labels))
     y_max = _nice_max(max([v for s in series for v in s.values if v is not None] or [0]))
     marks = []
     for s in series:
@@ -186,7 +198,7 @@ def line_chart(
                 runs.append([])
                 continue
             runs[-1].append(
-                f"{LEFT + (i + 0.5) * width:.1f},{TOP + plot_h - plot_h * v / y_max:.1f}"
+                f"{LEFT + (i + 0.5) * step:.1f},{TOP + plot_h - plot_h * v / y_max:.1f}"
             )
         for run in runs:
             if len(run) == 1:
@@ -198,19 +210,21 @@ def line_chart(
                     f'stroke="{s.color}" stroke-width="2"><title>{escape(s.name)}</title>'
                     "</polyline>"
                 )
-    return _frame(title, "".join(marks), y_max, unit, labels)
+    return _frame(title, "".join(marks), y_max, unit, labels, width)
 
 
-def hbar_chart(title: str, rows: Sequence[tuple[str, Sequence[Series]]]) -> SafeString:
+def hbar_chart(
+    title: str, rows: Sequence[tuple[str, Sequence[Series]]], width: int = HALF_WIDTH
+) -> SafeString:
     """One horizontal stacked bar per row (label on the left, total on the right); each
     series holds one value."""
-    row_h, label_w, total_w = 24, 150, 70
+    row_h, label_w, total_w = 24, 110, 50
     height = TOP + row_h * max(1, len(rows)) + 4
     totals = [sum(s.values[0] or 0 for s in parts) for _, parts in rows]
     top = _nice_max(max([*totals, 0]))
-    plot_w = WIDTH - label_w - total_w - RIGHT
+    plot_w = width - label_w - total_w - RIGHT
     marks = [
-        f'<svg class="aq-chart aq-hbars" viewBox="0 0 {WIDTH} {height}" role="img" '
+        f'<svg class="aq-chart aq-hbars" viewBox="0 0 {width} {height}" role="img" '
         f'aria-label="{escape(title)}">'
     ]
     for r, ((label, parts), total) in enumerate(zip(rows, totals, strict=True)):
@@ -232,7 +246,7 @@ def hbar_chart(title: str, rows: Sequence[tuple[str, Sequence[Series]]]) -> Safe
             )
             x += w
         marks.append(
-            f'<text class="aq-tick" x="{WIDTH - RIGHT}" y="{y + 15}" text-anchor="end">'
+            f'<text class="aq-tick" x="{width - RIGHT}" y="{y + 15}" text-anchor="end">'
             f"{escape(_number(total))}</text>"
         )
     if not rows:
@@ -396,7 +410,12 @@ class DashboardAdmin(DashboardAdminBase):
             hours = DEFAULT_HOURS
         if hours not in WINDOWS:
             hours = DEFAULT_HOURS
+        try:  # ?refresh=N: seconds between refreshes (bounded; for a wall screen, or tests)
+            refresh = min(max(int(request.GET.get("refresh", REFRESH_SECONDS)), 2), 3600)
+        except ValueError:
+            refresh = REFRESH_SECONDS
         context = build_context(timezone.now(), hours)
+        context["refresh_seconds"] = refresh
         if request.GET.get("partial"):
             response = TemplateResponse(request, "admin/asyncqueue/dashboard/charts.html", context)
         else:
