@@ -236,7 +236,8 @@ def main(argv: list[str] | None = None) -> int:
         result[f"dashboard_{hours}h"] = ctx
         print(
             f"dashboard {hours:>2} h: {ctx['queries']} queries, "
-            f"SQL {ctx['sql_s_median'] * 1000:.0f} ms, wall {ctx['wall_s_median'] * 1000:.0f} ms (median of {args.rounds})"
+            f"SQL {ctx['sql_s_median'] * 1000:.0f} ms, "
+            f"wall {ctx['wall_s_median'] * 1000:.0f} ms (median of {args.rounds})"
         )
         for plan in ctx["plans"]:
             print(f"  {plan['execution_ms']:8.1f} ms  {' > '.join(plan['nodes'][:4])}")
