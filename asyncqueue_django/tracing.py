@@ -16,6 +16,7 @@ Pure: no models, DRF, Celery or requests.
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
 import time
 from collections.abc import Iterator, Mapping
@@ -125,8 +126,11 @@ def parse(headers: Mapping[str, str]) -> TraceContext | None:
 # -- OpenTelemetry (optional) ------------------------------------------------------------------
 
 
+@functools.cache
 def _otel() -> Any:
-    """The ``opentelemetry`` API modules, or None when the package is not installed."""
+    """The ``opentelemetry`` API modules, or None when the package is not installed (looked
+    up once: a failing import is not cached by Python and would search ``sys.path`` on every
+    request)."""
     try:
         from opentelemetry import propagate, trace
     except ImportError:
