@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import email.utils
 import random
+import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 
 def base_delay(strategy: str, retry_number: int, base: float) -> float:
@@ -62,3 +65,21 @@ def schedule_delay(
     if jitter:
         delay *= 1 + rand(-jitter, jitter)
     return max(0.0, delay)
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds from a ``Retry-After`` header (RFC 9110 §10.2.3: delta-seconds or an HTTP-date;
+    a date in the past is 0), or None when it is neither. ``now`` is a Unix time (tests)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isascii() and value.isdigit():  # str.isdigit() also accepts "²"
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    now_dt = datetime.fromtimestamp(now if now is not None else time.time(), tz=UTC)
+    return max(0.0, (when - now_dt).total_seconds())

@@ -5,13 +5,12 @@ module imports only ``requests`` and the standard library.
 
 from __future__ import annotations
 
-import email.utils
-import math
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any, Literal, NotRequired, TypedDict
 
 import requests
+
+from asyncqueue_django.backoff import parse_retry_after
 
 TaskStatus = Literal[
     "pending", "delayed", "processing", "waiting", "completed", "failed", "timeout", "cancelled"
@@ -187,23 +186,6 @@ _ERRORS_BY_STATUS: dict[int, type[AsyncQueueError]] = {
 }
 
 
-def _retry_after(value: str | None) -> float | None:
-    """``Retry-After`` as seconds: delta-seconds or an HTTP date."""
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        seconds = (when - datetime.now(UTC)).total_seconds()
-    return max(0.0, seconds) if math.isfinite(seconds) else None
-
-
 def error_from_response(response: requests.Response) -> AsyncQueueError:
     """The typed error for an HTTP error response (``{"error", "code", "fields"}`` bodies, or
     anything else a proxy may answer)."""
@@ -230,7 +212,7 @@ def error_from_response(response: requests.Response) -> AsyncQueueError:
             message, status=task_status if isinstance(task_status, str) else None, **common
         )
     if status == 429:
-        retry_after = _retry_after(response.headers.get("Retry-After"))
+        retry_after = parse_retry_after(response.headers.get("Retry-After"))
         return RateLimitError(message, retry_after=retry_after, **common)
     if status >= 500:
         return ServerError(message, **common)

@@ -71,7 +71,11 @@ SETTINGS: dict[str, Setting] = {
         1_048_576, int, "Most bytes read from a target's response; the rest is discarded.", 1024
     ),
     "MAX_STORED_RESPONSE_BYTES": Setting(
-        65_536, int, "Response body kept in `result.body` and attempt history (truncated).", 0
+        65_536,
+        int,
+        "Response body kept in `result.body` and attempt history (truncated); also the most "
+        "characters of response headers kept.",
+        0,
     ),
     "MAX_REDIRECTS": Setting(
         5, int, "Redirects followed per attempt (each hop re-checked).", 0, 20
@@ -82,6 +86,12 @@ SETTINGS: dict[str, Setting] = {
         "Most seconds one TCP connect (with name resolution) may take, within the attempt's "
         "deadline.",
         0.1,
+    ),
+    "COMPLETE_ON_CLIENT_ERROR": Setting(
+        False,
+        bool,
+        "A target's 4xx other than 408/425/429 completes the task with that answer as its "
+        "`result` (the hosted service's behaviour) instead of failing it.",
     ),
     # Retries and scheduling.
     "RETRY_BASE_DELAY": Setting(1.0, (int, float), "First retry delay (s) of every backoff.", 0),

@@ -27,6 +27,19 @@ class TaskNotFound(ServiceError):
     message = "Task not found"
 
 
+#: Each status in a sentence: "Cannot signal this task: it has timed out".
+STATUS_PHRASES = {
+    "pending": "is pending",
+    "delayed": "is delayed until its next attempt",
+    "processing": "is running its callback",
+    "waiting": "is waiting for a signal",
+    "completed": "has completed",
+    "failed": "has failed",
+    "timeout": "has timed out",
+    "cancelled": "was cancelled",
+}
+
+
 class InvalidTransition(ServiceError):
     """The task is not in a status the operation accepts (someone else won, or it is done)."""
 
@@ -35,9 +48,8 @@ class InvalidTransition(ServiceError):
 
     def __init__(self, operation: str, current_status: str) -> None:
         self.current_status = current_status
-        super().__init__(
-            f"Cannot {operation} a task that is {current_status}", status=current_status
-        )
+        phrase = STATUS_PHRASES.get(current_status, f"is {current_status}")
+        super().__init__(f"Cannot {operation} this task: it {phrase}", status=current_status)
 
 
 class IdempotencyConflict(ServiceError):

@@ -1,30 +1,24 @@
-"""Every outbound byte: URL validation and the SSRF guard.
+"""Every outbound byte: one attempt of a call, bounded by its deadline, guarded against SSRF at
+connect time, with redirects, caps and a result that never raises.
 
-A URL is refused when it is not http(s), carries credentials, or its host is, or resolves to,
-an address that is not public: loopback, private (RFC 1918, IPv6 ULA), shared (CGNAT),
-link-local (including cloud metadata at 169.254.169.254), multicast, reserved, unspecified,
-or any of those hidden inside IPv6 (IPv4-mapped, 6to4, NAT64, Teredo).
-``ASYNCQUEUE["ALLOW_PRIVATE_TARGETS"]`` lifts the address rules (never the scheme rules) for
-development; ``ASYNCQUEUE["ALLOWED_NETWORKS"]`` exempts chosen networks only.
+The URL and address rules themselves live in ``urlpolicy.py`` (re-exported here); this module
+applies them to every hop and to every address it connects to.
 """
 
 from __future__ import annotations
 
-import email.utils
+import http.cookiejar
 import ipaddress
 import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import SplitResult, urljoin, urlsplit
+from urllib.parse import urljoin
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
@@ -32,149 +26,39 @@ from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConn
 from urllib3.util.ssl_ import create_urllib3_context
 
 from asyncqueue_django import __version__
+from asyncqueue_django.backoff import parse_retry_after
 from asyncqueue_django.conf import app_settings
-from asyncqueue_django.jsonvalue import SECRET_HEADER_RE
+from asyncqueue_django.urlpolicy import (
+    ALLOWED_SCHEMES,
+    MAX_URL_LENGTH,
+    UnsafeURL,
+    address_problem,
+    check_url,
+    default_port,
+    resolve,
+    set_resolver,
+    split_url,
+)
 
-MAX_URL_LENGTH = 2048
-ALLOWED_SCHEMES = ("http", "https")
-
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-Resolver = Callable[[str, int], list[str]]
-
-
-class UnsafeURL(ValueError):
-    """The URL may not be called; ``str(exc)`` says why, for the API's error message."""
-
-
-def _system_resolver(host: str, port: int) -> list[str]:
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return [str(info[4][0]) for info in infos]
-
-
-_resolver: Resolver = _system_resolver
-
-
-def set_resolver(resolver: Resolver | None) -> Resolver:
-    """Replace the host resolver (tests use it to make names resolve to chosen addresses).
-
-    Returns the previous one; ``None`` restores the system resolver.
-    """
-    global _resolver
-    previous, _resolver = _resolver, resolver or _system_resolver
-    return previous
-
-
-def resolve(host: str, port: int) -> list[str]:
-    return _resolver(host, port)
-
-
-def _unwrap(ip: IPAddress) -> IPAddress:
-    """The IPv4 address hidden in an IPv6 one (mapped, 6to4, NAT64, Teredo), else ``ip``."""
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return ip.ipv4_mapped
-        if ip.sixtofour is not None:
-            return ip.sixtofour
-        if ip.teredo is not None:
-            return ip.teredo[1]
-        if ip in ipaddress.IPv6Network("64:ff9b::/96"):
-            return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
-    return ip
-
-
-def _allowed(ip: IPAddress) -> bool:
-    for entry in app_settings.ALLOWED_NETWORKS:
-        network = ipaddress.ip_network(entry, strict=False)
-        if ip.version == network.version and ip in network:
-            return True
-    return False
-
-
-def address_problem(address: str) -> str | None:
-    """Why ``address`` may not be connected to, or None if it is a public unicast address
-    (or inside ``ALLOWED_NETWORKS``)."""
-    try:
-        raw = ipaddress.ip_address(address.split("%", 1)[0])
-    except ValueError:
-        return f"{address} is not an IP address"
-    ip = _unwrap(raw)
-    if _allowed(raw) or _allowed(ip):
-        return None
-    checks = (
-        ("is_unspecified", "an unspecified"),
-        ("is_loopback", "a loopback"),
-        ("is_link_local", "a link-local"),
-        ("is_multicast", "a multicast"),
-        ("is_private", "a private"),
-        ("is_reserved", "a reserved"),
-    )
-    for attr, label in checks:
-        if getattr(ip, attr):
-            return f"{ip} is {label} address"
-    if not ip.is_global:
-        return f"{ip} is not a public address"
-    return None
-
-
-def split_url(url: str) -> SplitResult:
-    """Parse and check the form of ``url`` (scheme, host, no credentials); raise UnsafeURL."""
-    if len(url) > MAX_URL_LENGTH:
-        raise UnsafeURL(f"URL is longer than {MAX_URL_LENGTH} characters")
-    if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in url):
-        raise UnsafeURL("URL contains whitespace or control characters")
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        raise UnsafeURL(f"URL is malformed ({exc})") from None
-    if parts.scheme.lower() not in ALLOWED_SCHEMES:
-        raise UnsafeURL("URL must use http or https")
-    if not parts.hostname:
-        raise UnsafeURL("URL has no host")
-    if parts.username is not None or parts.password is not None:
-        raise UnsafeURL("URL must not contain credentials")
-    if port == 0:
-        raise UnsafeURL("URL port must be 1-65535")
-    try:
-        parts.hostname.encode("idna")
-    except UnicodeError:
-        raise UnsafeURL("URL host is not a valid host name") from None
-    return parts
-
-
-def default_port(parts: SplitResult) -> int:
-    return parts.port or (443 if parts.scheme.lower() == "https" else 80)
-
-
-def check_url(url: str, *, resolve_host: bool = True) -> None:
-    """Refuse ``url`` (UnsafeURL) if it may not be called under the current settings.
-
-    A host that does not resolve right now is let through: the call itself will fail and be
-    retried, and the address actually connected to is checked again at that moment.
-    """
-    parts = split_url(url)
-    if app_settings.ALLOW_PRIVATE_TARGETS:
-        return
-    host = parts.hostname or ""
-    try:
-        ipaddress.ip_address(host.split("%", 1)[0])
-        addresses = [host]
-    except ValueError:
-        name = host.lower().rstrip(".")
-        if name == "localhost" or name.endswith(".localhost"):
-            # RFC 6761: these names are loopback whatever a resolver says.
-            addresses = ["127.0.0.1", "::1"]
-        elif not resolve_host:
-            return
-        else:
-            try:
-                addresses = resolve(host, default_port(parts))
-            except (OSError, UnicodeError):
-                return
-    for address in addresses:
-        problem = address_problem(address)
-        if problem:
-            raise UnsafeURL(f"host {host} is not allowed: {problem}")
+__all__ = [
+    "ALLOWED_SCHEMES",
+    "MAX_URL_LENGTH",
+    "BlockedAddress",
+    "CallResult",
+    "UnsafeURL",
+    "address_problem",
+    "call",
+    "check_url",
+    "default_port",
+    "headers_for_redirect",
+    "origin",
+    "parse_retry_after",
+    "redirect_refusal",
+    "resolve",
+    "session",
+    "set_resolver",
+    "split_url",
+]
 
 
 # --------------------------------------------------------------------------------------------
@@ -186,10 +70,27 @@ USER_AGENT = f"asyncqueue-django/{__version__} (+https://pypi.org/project/asyncq
 REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
 RETRYABLE_CODES = frozenset({408, 425, 429})
 RETRY_AFTER_CODES = frozenset({429, 503})
-CREDENTIAL_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
-#: The service's own signing headers (see ``signing.py``).
-SIGNATURE_HEADERS = frozenset(
-    {"x-asyncqueue-signature", "webhook-id", "webhook-timestamp", "webhook-signature"}
+#: Headers that follow a redirect to another origin; every other header stays behind.
+CROSS_ORIGIN_HEADERS = frozenset(
+    {
+        "accept",
+        "accept-encoding",
+        "accept-language",
+        "content-type",
+        "content-language",
+        "content-encoding",
+        "user-agent",
+        "traceparent",
+        "tracestate",
+        "x-asyncqueue-task-id",
+        "x-asyncqueue-attempt",
+        "x-asyncqueue-event",
+        "x-asyncqueue-delivery-attempt",
+        "x-asyncqueue-signature",
+        "webhook-id",
+        "webhook-timestamp",
+        "webhook-signature",
+    }
 )
 
 
@@ -228,60 +129,53 @@ def _bound(sock: socket.socket, configured: float | None) -> None:
     socket.socket.settimeout(sock, bounded)
 
 
-class _DeadlineSocket(socket.socket):
-    """A TCP socket whose every send and receive is bounded by the attempt's deadline."""
+class _DeadlineMixin:
+    """Every send and receive of the socket is bounded by the attempt's deadline."""
 
     _configured_timeout: float | None = None
 
     def settimeout(self, value: float | None) -> None:
         self._configured_timeout = value
-        super().settimeout(value)
+        super().settimeout(value)  # type: ignore[misc]
+
+    def _bounded(self) -> None:
+        _bound(self, self._configured_timeout)  # type: ignore[arg-type]
 
     def recv(self, *args: Any, **kwargs: Any) -> bytes:
-        _bound(self, self._configured_timeout)
-        return super().recv(*args, **kwargs)
+        self._bounded()
+        return super().recv(*args, **kwargs)  # type: ignore[misc,no-any-return]
 
     def recv_into(self, *args: Any, **kwargs: Any) -> int:
-        _bound(self, self._configured_timeout)
-        return super().recv_into(*args, **kwargs)
+        self._bounded()
+        return super().recv_into(*args, **kwargs)  # type: ignore[misc,no-any-return]
 
     def send(self, *args: Any, **kwargs: Any) -> int:
-        _bound(self, self._configured_timeout)
-        return super().send(*args, **kwargs)
+        self._bounded()
+        return super().send(*args, **kwargs)  # type: ignore[misc,no-any-return]
 
     def sendall(self, *args: Any, **kwargs: Any) -> None:
-        _bound(self, self._configured_timeout)
-        super().sendall(*args, **kwargs)
+        self._bounded()
+        super().sendall(*args, **kwargs)  # type: ignore[misc]
 
 
-class _DeadlineSSLSocket(ssl.SSLSocket):
-    """The TLS counterpart of :class:`_DeadlineSocket` (handshake, reads and writes)."""
+class _DeadlineSocket(_DeadlineMixin, socket.socket):
+    """A TCP socket whose every send and receive is bounded by the attempt's deadline."""
 
-    _configured_timeout: float | None = None
 
-    def settimeout(self, value: float | None) -> None:
-        self._configured_timeout = value
-        super().settimeout(value)
+class _DeadlineSSLSocket(_DeadlineMixin, ssl.SSLSocket):
+    """The TLS counterpart of :class:`_DeadlineSocket` (handshake, reads and writes too)."""
 
     def do_handshake(self, *args: Any, **kwargs: Any) -> None:
-        _bound(self, self._configured_timeout)
+        self._bounded()
         super().do_handshake(*args, **kwargs)
 
     def read(self, *args: Any, **kwargs: Any) -> Any:
-        _bound(self, self._configured_timeout)
+        self._bounded()
         return super().read(*args, **kwargs)
 
     def write(self, *args: Any, **kwargs: Any) -> int:
-        _bound(self, self._configured_timeout)
+        self._bounded()
         return super().write(*args, **kwargs)
-
-    def send(self, *args: Any, **kwargs: Any) -> int:
-        _bound(self, self._configured_timeout)
-        return super().send(*args, **kwargs)
-
-    def sendall(self, *args: Any, **kwargs: Any) -> None:
-        _bound(self, self._configured_timeout)
-        super().sendall(*args, **kwargs)
 
 
 def _tls_context() -> ssl.SSLContext:
@@ -296,13 +190,10 @@ def _tls_context() -> ssl.SSLContext:
     return context
 
 
-_dns_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="asyncqueue-dns")
-
-
 def _addresses(host: str, port: int, timeout: float) -> list[str]:
     """The addresses ``host`` stands for: itself if it is an IP literal, loopback for the
     ``localhost`` names (RFC 6761), else the resolver's answer within ``timeout`` seconds
-    (``socket.getaddrinfo`` cannot be interrupted, so it runs on a small thread pool)."""
+    (see :func:`urlpolicy.resolve`)."""
     bare = host.strip("[]")
     try:
         ipaddress.ip_address(bare.split("%", 1)[0])
@@ -312,12 +203,7 @@ def _addresses(host: str, port: int, timeout: float) -> list[str]:
     name = bare.lower().rstrip(".")
     if name == "localhost" or name.endswith(".localhost"):
         return ["127.0.0.1", "::1"]
-    future = _dns_pool.submit(resolve, bare, port)
-    try:
-        found = future.result(timeout=timeout)
-    except FutureTimeout:
-        future.cancel()
-        raise TimeoutError(f"resolving {bare} took longer than {timeout:g}s") from None
+    found = resolve(bare, port, timeout=timeout)
     if not found:
         raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
     return list(dict.fromkeys(found))
@@ -335,18 +221,25 @@ class _GuardMixin:
     socket_options: Any
     source_address: Any
 
+    def _time_left(self, cap: float) -> float:
+        """``cap`` seconds, or less if the attempt's deadline is nearer; raises once it passed."""
+        deadline = _attempt_deadline()
+        if deadline is None:
+            return cap
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise ConnectTimeoutError(self, "the attempt's deadline passed while connecting")
+        return min(cap, left)
+
     def _new_conn(self) -> socket.socket:
-        connect_timeout = (
+        cap = (
             float(self.timeout)
             if isinstance(self.timeout, int | float)
             else float(app_settings.CONNECT_TIMEOUT)
         )
-        deadline = _attempt_deadline()
-        if deadline is not None:
-            connect_timeout = min(connect_timeout, max(0.001, deadline - time.monotonic()))
         host = self.host
         try:
-            addresses = _addresses(host, self.port, connect_timeout)
+            addresses = _addresses(host, self.port, self._time_left(cap))
         except socket.gaierror as exc:
             raise NameResolutionError(host, self, exc) from exc  # type: ignore[arg-type]
         except (TimeoutError, OSError, UnicodeError) as exc:
@@ -367,15 +260,21 @@ class _GuardMixin:
                     sock.setsockopt(*option)
                 if self.source_address:
                     sock.bind(self.source_address)
-                sock.settimeout(connect_timeout)
+                # Each address gets what is left of the deadline, not a fresh connect timeout:
+                # a name with many unanswering addresses cannot stretch the attempt.
+                sock.settimeout(self._time_left(cap))
                 sock.connect(sockaddr)
                 return sock
             except OSError as exc:
                 sock.close()
                 error = exc
+            except BaseException:
+                sock.close()
+                raise
         if isinstance(error, TimeoutError):
             raise ConnectTimeoutError(self, f"connection to {host} timed out") from error
-        raise NewConnectionError(self, f"Failed to establish a new connection: {error}")  # type: ignore[arg-type]
+        message = f"Failed to establish a new connection: {error}"
+        raise NewConnectionError(self, message)  # type: ignore[arg-type]
 
 
 class GuardedHTTPConnection(_GuardMixin, HTTPConnection):
@@ -410,12 +309,16 @@ class GuardedAdapter(HTTPAdapter):
 
 
 def session() -> requests.Session:
-    """A per-thread session (connection reuse), ignoring proxy environment variables: a proxy
-    would make the guard check the proxy's address instead of the target's."""
+    """A per-thread session (connection reuse) that keeps no cookies and ignores proxy
+    environment variables (a proxy would make the guard check the proxy's address instead of
+    the target's)."""
     s: requests.Session | None = getattr(_local, "session", None)
     if s is None:
         s = requests.Session()
         s.trust_env = False
+        # No cookie state between calls: a cookie one target sets must never reach another
+        # task's call (another team's, or another origin's after a redirect).
+        s.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
         adapter = GuardedAdapter(pool_connections=16, pool_maxsize=16, max_retries=0)
         s.mount("http://", adapter)
         s.mount("https://", adapter)
@@ -430,7 +333,7 @@ class CallResult:
     status_code: int | None = None
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes = b""
-    truncated: bool = False
+    truncated: bool = False  # incomplete body: over MAX_RESPONSE_BYTES, cut by the peer, or late
     duration_ms: int = 0
     error: str = ""
     # "", "timeout", "connection", "blocked", "redirect", "invalid", or "internal" (the request
@@ -462,31 +365,25 @@ class CallResult:
         return f"HTTP {self.status_code}"
 
 
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta-seconds or HTTP-date), or None."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    now_dt = datetime.fromtimestamp(now if now is not None else time.time(), tz=UTC)
-    return max(0.0, (when - now_dt).total_seconds())
-
-
 def _read_capped(response: requests.Response, cap: int) -> tuple[bytes, bool]:
+    """The body, at most ``cap`` bytes, and whether it is incomplete.
+
+    Once the status line and headers have arrived, the answer is the status: a body the peer
+    cuts short (a dropped connection, broken chunk framing, a bad encoding) or that is still
+    arriving at the attempt's deadline is kept as far as it came and marked incomplete, never
+    turned into an error. So a target that answered ``2xx`` and then dripped or broke its body
+    is not called a second time, and a ``503`` with a broken body is still retried as a 503.
+    """
     chunks: list[bytes] = []
     size = 0
-    for chunk in response.iter_content(chunk_size=16_384):
-        chunks.append(chunk)
-        size += len(chunk)
-        if size > cap:
-            return b"".join(chunks)[:cap], True
+    try:
+        for chunk in response.iter_content(chunk_size=16_384):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > cap:
+                return b"".join(chunks)[:cap], True
+    except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError):
+        return b"".join(chunks), True
     return b"".join(chunks), False
 
 
@@ -513,23 +410,30 @@ def origin(url: str) -> tuple[str, str, int]:
     return parts.scheme.lower(), (parts.hostname or "").lower(), default_port(parts)
 
 
+def redirect_refusal(from_url: str, to_url: str) -> str | None:
+    """Why a redirect from ``from_url`` to ``to_url`` is not followed, or None.
+
+    A redirect from https to http is refused: the request, body and all, would travel in clear
+    text. (The target's URL rules are checked separately, hop by hop.)
+    """
+    if origin(from_url)[0] == "https" and origin(to_url)[0] == "http":
+        return "a redirect from https to http is not followed"
+    return None
+
+
 def headers_for_redirect(headers: dict[str, str], from_url: str, to_url: str) -> dict[str, str]:
     """The headers that may follow a redirect from ``from_url`` to ``to_url``.
 
-    Within one origin, all of them. When the scheme, host or port changes (https → http
-    included), every credential is dropped: ``Authorization``, ``Proxy-Authorization``,
-    ``Cookie`` and every header whose name the service treats as secret (the ones it shows as
-    ``[redacted]``). The service's own signature headers stay: they sign this one request and
-    reveal no secret.
+    Within one origin, all of them. When the scheme, host or port changes, only the headers
+    known to carry no credential (:data:`CROSS_ORIGIN_HEADERS`: content negotiation, the
+    User-Agent, trace context, the service's own task and signature headers) go along. Every
+    other header of the task is dropped — ``Authorization``, ``Cookie`` and the secret-looking
+    names, but also any custom header, since no list of names can tell a credential (an
+    ``Ocp-Apim-Subscription-Key``, an ``X-Functions-Key``) from a harmless one.
     """
     if origin(from_url) == origin(to_url):
         return headers
-    return {
-        k: v
-        for k, v in headers.items()
-        if k.lower() in SIGNATURE_HEADERS
-        or (k.lower() not in CREDENTIAL_HEADERS and not SECRET_HEADER_RE.search(k))
-    }
+    return {k: v for k, v in headers.items() if k.lower() in CROSS_ORIGIN_HEADERS}
 
 
 def call(
@@ -584,6 +488,9 @@ def call(
                         break
                     redirected = True
                     next_url = urljoin(current_url, response.headers["Location"])
+                    refusal = redirect_refusal(current_url, next_url)
+                    if refusal:
+                        raise UnsafeURL(refusal)
                     current_headers = headers_for_redirect(current_headers, current_url, next_url)
                     if response.status_code == 303 and current_method not in ("GET", "HEAD"):
                         current_method, current_body = "GET", None

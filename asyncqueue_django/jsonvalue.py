@@ -14,7 +14,7 @@ from typing import Any
 MAX_JSON_DEPTH = 64
 REDACTED = "[redacted]"
 SECRET_HEADER_RE = re.compile(
-    r"authorization|cookie|token|secret|passw|api[-_]?key|signature|credential|session|auth",
+    r"authorization|cookie|token|secret|passw|key|signature|credential|session|auth",
     re.IGNORECASE,
 )
 
@@ -82,7 +82,26 @@ def storable_text(value: str) -> str:
     return value
 
 
-def storable_headers(headers: Mapping[str, Any]) -> dict[str, str]:
+#: Marker stored in place of the response headers left out by :func:`storable_headers`.
+HEADERS_TRUNCATED = "X-AsyncQueue-Headers-Truncated"
+
+
+def storable_headers(headers: Mapping[str, Any], limit: int | None = None) -> dict[str, str]:
     """Response headers as they may be stored: names and values made :func:`storable_text`
-    (a header line may carry any byte; ``http.client`` decodes them as Latin-1)."""
-    return {storable_text(str(k)): storable_text(str(v)) for k, v in headers.items()}
+    (a header line may carry any byte; ``http.client`` decodes them as Latin-1), and at most
+    ``limit`` characters of names and values together (a target may send a hundred 64 KiB
+    header lines). Headers past the limit are left out, and ``X-AsyncQueue-Headers-Truncated``
+    says how many."""
+    kept: dict[str, str] = {}
+    size = 0
+    left_out = 0
+    for name, value in headers.items():
+        k, v = storable_text(str(name)), storable_text(str(value))
+        size += len(k) + len(v)
+        if limit is not None and size > limit:
+            left_out += 1
+            continue
+        kept[k] = v
+    if left_out:
+        kept[HEADERS_TRUNCATED] = f"{left_out} header(s) left out: over {limit} characters"
+    return kept

@@ -129,7 +129,7 @@ TERMINAL: frozenset[TaskStatus] = frozenset({S.COMPLETED, S.FAILED, S.TIMEOUT, S
 #: Statuses a task can be dispatched from (it waits for a worker to claim it).
 RUNNABLE: frozenset[TaskStatus] = frozenset({S.PENDING, S.DELAYED})
 
-#: Statuses a client may cancel from (SPEC §3: 409 otherwise).
+#: Statuses a client may cancel from (the API answers 409 otherwise).
 CANCELLABLE: frozenset[TaskStatus] = frozenset({S.PENDING, S.DELAYED, S.WAITING})
 
 #: Statuses the dead-letter ``retry`` re-runs.

@@ -123,9 +123,10 @@ def check_metadata(value: Any) -> Any:
     return value
 
 
-#: Characters a header value may not contain: control characters other than horizontal tab,
-#: and DEL (RFC 9110 §5.5 allows visible characters, space, tab and obs-text).
-_HEADER_VALUE_CONTROL_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+#: Characters a header value may not contain: C0 control characters other than horizontal
+#: tab, DEL, and the C1 controls U+0080..U+009F (RFC 9110 §5.5 allows visible characters,
+#: space, tab and obs-text; a C1 control is no text anyone means to send).
+_HEADER_VALUE_CONTROL_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 
 
 def header_value_problem(value: str) -> str | None:
@@ -150,6 +151,6 @@ def header_value_problem(value: str) -> str | None:
             "header values are sent as Latin-1 bytes, so encode other text first "
             "(percent-encoding or Base64)"
         )
-    if value != value.strip(" \t"):
+    if value != value.strip():  # any Unicode white space, U+00A0 included (requests refuses it)
         return "starts or ends with white space"
     return None

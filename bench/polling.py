@@ -28,12 +28,12 @@ from bench import harness
 NAME = "polling"
 TITLE = "Polling vs long polling vs signal (+webhook): detection lag and API calls"
 FLOOR = "the signal POST's own round trip (the earliest moment the outcome exists)"
-GOAL = "publish the measured table beside the seed's claims"
+GOAL = "publish the measured table beside what each strategy is expected to do"
 BACKENDS = ("pg", "embedded")
 TERMINAL = {"completed", "failed", "timeout", "cancelled"}
-SEED_CLAIMS = {
+EXPECTED = {
     "polling": ("up to one poll interval", "many (proportional to wait time)"),
-    "long polling": ("(not in the seed's table)", "(not in the seed's table)"),
+    "long polling": ("within one check (0.2 s)", "one per wait window"),
     "signal": ("instant", "one"),
     "signal + webhook": ("instant", "one"),
 }
@@ -232,7 +232,7 @@ def run(ctx: harness.Context) -> dict[str, Any]:
 
 
 HEADERS = ["backend", "strategy", "finishes after", "lag median", "lag mean", "lag max",
-           "API calls", "seed: lag", "seed: calls"]  # fmt: skip
+           "API calls", "expected lag", "expected calls"]  # fmt: skip
 
 
 def _ms(seconds: float) -> str:
@@ -256,7 +256,7 @@ def _rows(merged: dict[str, Any]) -> list[list[Any]]:
                 rows.append(
                     [r["backend"], label, f"{float(d) * r['scale']:g} s",
                      _ms(v["lag_median_s"]), _ms(v.get("lag_mean_s", float("nan"))),
-                     _ms(v["lag_max_s"]), calls, *SEED_CLAIMS[strategy]]
+                     _ms(v["lag_max_s"]), calls, *EXPECTED[strategy]]
                 )  # fmt: skip
         for note in r["not_measured"]:
             rows.append([r["backend"], note, *[""] * 7])

@@ -1,9 +1,12 @@
-"""Run the example project in the foreground: the ``./dev up`` supervisor.
+"""Run the example project in the foreground: the ``./dev up`` supervisor (and ``./dev key``).
 
-Steps: apply migrations, issue an API key for team ``demo`` (also handed to the demo app as
-``DEMO_API_KEY``), start the web server and one Celery worker with embedded beat, wait until
-the HTTP port answers and the worker has logged that it is ready, print the key and
-ready-to-paste curl commands, then supervise both children until Ctrl-C, SIGTERM or SIGHUP.
+Steps: apply migrations, issue an API key for team ``demo`` (kept in ``var/api-key``, mode
+0600, and handed to the demo app as ``DEMO_API_KEY``), start the web server and one Celery
+worker with embedded beat, wait until the HTTP port answers and the worker has reported that it
+is ready, print a banner with ready-to-paste curl commands that ends with the key, then
+supervise both children until Ctrl-C, SIGTERM or SIGHUP.
+
+``serve.py key`` only issues another key, prints it and stores it (``./dev key``).
 
 The children run in their own sessions, so a Ctrl-C in the terminal reaches only this
 supervisor, which then stops each child exactly once (SIGTERM to its process group, SIGKILL
@@ -11,9 +14,14 @@ after a grace period or on a second Ctrl-C). On Linux the children also get SIGT
 supervisor itself dies without cleaning up (``PR_SET_PDEATHSIG``). If either child exits on
 its own, the other is stopped and the supervisor exits with an error.
 
+The worker logs at ``WARNING`` unless ``WORKER_LOGLEVEL`` asks for more, so the banner stays
+on screen while the service idles (beat sends a sweep every 5 seconds; at ``INFO`` each one is
+a line).
+
 Environment: ``PORT`` (default 8000), ``WORKER_QUEUES`` (comma-separated, default
-``default``), ``WORKER_CONCURRENCY`` (default 8), ``STOP_GRACE`` (seconds, default 10), plus
-everything ``example_project/settings.py`` reads.
+``default``), ``WORKER_CONCURRENCY`` (default 8), ``WORKER_LOGLEVEL`` (default ``warning``),
+``STOP_GRACE`` (seconds, default 10), plus everything ``example_project/settings.py`` reads
+(``EXAMPLE_VAR_DIR`` moves ``var/``).
 """
 
 from __future__ import annotations
@@ -36,6 +44,13 @@ from pathlib import Path
 from types import FrameType
 
 HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+VAR_DIR = Path(os.environ.get("EXAMPLE_VAR_DIR") or HERE / "var").resolve()
+KEY_FILE = VAR_DIR / "api-key"
+# The worker writes this once it is ready (example_project/celery.py): at WARNING, Celery's
+# own "celery@host ready." line is not logged.
+READY_FILE = VAR_DIR / "worker-ready"
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 HOST = "127.0.0.1"
 READY_TIMEOUT = 90.0
 PR_SET_PDEATHSIG = 1
@@ -217,6 +232,7 @@ class Supervisor:
                 )
                 return
             web_ready = web_ready or http_answers(url)
+            self.worker_ready = self.worker_ready or READY_FILE.exists()
             self.pump(0.2)
 
     def watch(self) -> int:
@@ -228,45 +244,17 @@ class Supervisor:
             self.pump(0.5)
 
 
-def banner(base: str, key: str) -> str:
-    auth = f'-H "Authorization: Bearer {key}"'
-    body = '{"targetUrl": "https://httpbin.org/post", "payload": {"hello": "world"}}'
-    return "\n".join(
-        [
-            "",
-            "AsyncQueue example project is running.",
-            f"  API:      {base}/v1/tasks",
-            f"  Admin:    {base}/admin/  (make a login: ./dev manage createsuperuser)",
-            f'  API key:  {key}   (team "demo"; shown once, only its digest is stored)',
-            f"  Demo:     {base}/demo/  (polling, signal, payment: the seed guide's patterns)",
-            "",
-            "Create a task:",
-            f'  curl -X POST {base}/v1/tasks {auth} -H "Content-Type: application/json" '
-            f"-d '{body}'",
-            "",
-            'Then look at it (use the "id" from the answer; ?wait=10 long-polls):',
-            f"  curl {base}/v1/tasks/<id> {auth}",
-            "",
-            "List your tasks:",
-            f"  curl {base}/v1/tasks {auth}",
-            "",
-            "Press Ctrl-C to stop.",
-            "",
-        ]
-    )
+def shown_path(path: Path) -> str:
+    """``path`` relative to the repository root when it is inside it (the banner's commands
+    are meant to be pasted there), else absolute."""
+    try:
+        return str(path.relative_to(ROOT))
+    except ValueError:
+        return str(path)
 
 
-def main() -> int:
-    port = env_int("PORT", 8000)
-    queues = os.environ.get("WORKER_QUEUES") or "default"
-    concurrency = env_int("WORKER_CONCURRENCY", 8)
-    base = f"http://{HOST}:{port}"
-    if port_in_use(port):
-        raise SystemExit(f"[dev] port {port} on {HOST} is already in use; set PORT=<free port>")
-
-    log("applying migrations")
-    manage("migrate", "--noinput")
-    log('issuing an API key for team "demo"')
+def issue_key() -> str:
+    """Issue an API key for team ``demo``, store it in ``KEY_FILE`` (owner-only) and return it."""
     created = manage(
         "asyncqueue_create_api_key", "--team", "demo", "--name", "quickstart", capture=True
     )
@@ -276,9 +264,76 @@ def main() -> int:
     key = lines[-1].strip()
     for line in lines[:-1]:
         log(line)
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    fd = os.open(KEY_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(key + "\n")
+    return key
+
+
+def banner(base: str, key: str, log_level: str) -> str:
+    key_file = shown_path(KEY_FILE)
+    body = f'{{"targetUrl": "{base}/demo/api/convert-video", "payload": {{"videoId": "abc123"}}}}'
+    auth = '-H "Authorization: Bearer $KEY"'
+    quiet = log_level == "warning"
+    return "\n".join(
+        [
+            "",
+            "AsyncQueue example project is running.",
+            f"  Start here: {base}/  (the demo: polling, signal and payment, end to end)",
+            f"  API:        {base}/v1/tasks  (docs {base}/v1/docs, schema {base}/v1/schema)",
+            f"  Admin:      {base}/admin/  (make a login: ./dev manage createsuperuser)",
+            (
+                "  Worker log: warnings only (WORKER_LOGLEVEL=info ./dev up shows every task)"
+                if quiet
+                else f"  Worker log: {log_level}"
+            ),
+            "",
+            "Create a task (the worker calls the demo's own convert-video endpoint), then",
+            'read it with the "id" from the answer (?wait=10 answers as soon as it changes):',
+            f"  export AQ={base} KEY=$(cat {key_file})",
+            f'  curl -s -X POST $AQ/v1/tasks {auth} -H "Content-Type: application/json" '
+            f"-d '{body}'",
+            f'  curl -s "$AQ/v1/tasks/<id>?wait=10" {auth}',
+            "",
+            f'API key for team "demo" (also in {key_file}; ./dev key issues another):',
+            f"  {key}",
+            "",
+            "Press Ctrl-C to stop.",
+            "",
+        ]
+    )
+
+
+def key_command() -> int:
+    """``./dev key``: a new key for team ``demo``, printed alone on the last line."""
+    manage("migrate", "--noinput", capture=True)
+    key = issue_key()
+    log(f'new API key for team "demo", stored in {shown_path(KEY_FILE)}')
+    print(key, flush=True)
+    return 0
+
+
+def main() -> int:
+    port = env_int("PORT", 8000)
+    queues = os.environ.get("WORKER_QUEUES") or "default"
+    log_level = (os.environ.get("WORKER_LOGLEVEL") or "warning").lower()
+    if log_level not in LOG_LEVELS:
+        raise SystemExit(f"[dev] WORKER_LOGLEVEL must be one of {', '.join(LOG_LEVELS)}")
+    concurrency = env_int("WORKER_CONCURRENCY", 8)
+    base = f"http://{HOST}:{port}"
+    if port_in_use(port):
+        raise SystemExit(f"[dev] port {port} on {HOST} is already in use; set PORT=<free port>")
+
+    log("applying migrations")
+    manage("migrate", "--noinput", capture=True)  # shown only if it fails
+    log('issuing an API key for team "demo"')
+    key = issue_key()
 
     # The demo client (/demo/) creates its tasks with this key, unless one is set already.
     os.environ.setdefault("DEMO_API_KEY", key)
+    # The app's own loggers follow the worker's level (the example settings read this).
+    os.environ.setdefault("ASYNCQUEUE_LOG_LEVEL", log_level.upper())
 
     supervisor = Supervisor()
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
@@ -291,18 +346,20 @@ def main() -> int:
             [sys.executable, "manage.py", "runserver", f"{HOST}:{port}", "--noreload"],
         )
         log(f"starting one Celery worker (queues: {queues}) with embedded beat")
+        READY_FILE.unlink(missing_ok=True)
+        os.environ["DEV_WORKER_READY_FILE"] = str(READY_FILE)
         supervisor.start(
             "celery worker",
             [
                 sys.executable, "-m", "celery", "-A", "example_project",
-                "worker", "-B", "-Q", queues, "-l", "info",
+                "worker", "-B", "-Q", queues, "-l", log_level,
                 "--pool", "threads", "--concurrency", str(concurrency),
-                "-s", str(HERE / "var" / "celerybeat-schedule"),
+                "-s", str(VAR_DIR / "celerybeat-schedule"),
             ],
             watch_stderr=True,
         )  # fmt: skip
         supervisor.wait_ready(f"{base}/admin/login/")
-        print(banner(base, key), flush=True)
+        print(banner(base, key, log_level), flush=True)
         code = supervisor.watch()
     except Stop as stop:
         log(f"{stop.args[0]} received: stopping")
@@ -315,4 +372,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:] == ["key"]:
+        sys.exit(key_command())
     sys.exit(main())

@@ -9,7 +9,7 @@ import tests.celery_app  # noqa: F401  (the tests' app is current from the first
 from asyncqueue_django import services
 from asyncqueue_django.models import Team
 
-pytest_plugins = ["tests.worker"]
+pytest_plugins = ["tests.worker", "tests.peers"]
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""The admin as the operators' dashboard (SPEC §7): lists, filters, search, read-only pages,
+"""The admin as the operators' dashboard: lists, filters, search, read-only pages,
 every action through the services with its effect in the database, refusals as messages, the
 complete/fail-with-a-result flow, API keys shown once, webhook secret rotation, the failed and
 timed-out view, and query counts that do not grow with the page.
@@ -317,7 +317,7 @@ def test_cancel_action(admin_client: Client, team: Team) -> None:
     response = act(admin_client, TASKS, "cancel_tasks", [p, d, w, done])
     shown = followed_messages(admin_client, response)
     assert "Cancelled 3 task(s)." in shown  # tests/test_browser.py expects this wording
-    assert f"Refused 1 task(s): {done.pk}: Cannot cancel a task that is completed" in shown
+    assert f"Refused 1 task(s): {done.pk}: Cannot cancel this task: it has completed" in shown
     assert [status(t) for t in (p, d, w, done)] == ["cancelled"] * 3 + ["completed"]
     # Through the service: each cancel made its terminal event.
     assert events(p) == events(d) == events(w) == ["task.cancelled"]
@@ -341,7 +341,7 @@ def test_retry_action(admin_client: Client, team: Team) -> None:
     response = act(admin_client, TASKS, "retry_tasks", [f, t, p])
     shown = followed_messages(admin_client, response)
     assert "Re-queued 2 task(s)." in shown
-    assert f"Refused 1 task(s): {p.pk}: Cannot retry a task that is pending" in shown
+    assert f"Refused 1 task(s): {p.pk}: Cannot retry this task: it is pending" in shown
     assert [status(x) for x in (f, t, p)] == ["pending", "pending", "pending"]
     f.refresh_from_db()
     assert (f.retry_count, f.error, f.completed_at) == (0, "", None)
@@ -425,7 +425,7 @@ def test_complete_action_applies_the_result(admin_client: Client, team: Team) ->
     )
     shown = followed_messages(admin_client, response)
     assert "Completed 1 waiting task(s)." in shown
-    assert f"Refused 1 waiting task(s): {p.pk}: Cannot complete a task that is pending" in shown
+    assert f"Refused 1 waiting task(s): {p.pk}: Cannot complete this task: it is pending" in shown
     w.refresh_from_db()
     assert (w.status, w.result, w.error) == ("completed", result, "")
     assert w.signal_received_at is not None
@@ -536,7 +536,7 @@ def test_resolve_waiting_task_service(team: Team, other_team: Team) -> None:
         services.resolve_waiting_task(team, w.pk, "cancelled")
     task = services.resolve_waiting_task(team, w.pk, "failed", result=[1], error="no")
     assert (task.status, task.result, task.error) == ("failed", [1], "no")
-    with pytest.raises(InvalidTransition, match="Cannot complete a task that is failed"):
+    with pytest.raises(InvalidTransition, match="Cannot complete this task: it has failed"):
         services.resolve_waiting_task(team, w.pk, "completed")
     assert events(w) == ["task.failed"]
 
@@ -544,7 +544,7 @@ def test_resolve_waiting_task_service(team: Team, other_team: Team) -> None:
 def test_resolve_waiting_task_past_its_deadline_times_it_out(team: Team) -> None:
     w = waiting(team, max_wait=1)
     later = timezone.now() + timedelta(seconds=5)
-    with pytest.raises(InvalidTransition, match="that is timeout"):
+    with pytest.raises(InvalidTransition, match="it has timed out"):
         services.resolve_waiting_task(team, w.pk, "completed", result=1, now=later)
     assert status(w) == "timeout"
     assert events(w) == ["task.timeout"]

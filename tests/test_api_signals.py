@@ -1,4 +1,4 @@
-"""``/v1/signals/{token}`` and its heartbeat: the full matrix of SPEC §3/§4 and issue 4."""
+"""``/v1/signals/{token}`` and its heartbeat: every case of the API reference and lifecycle."""
 
 from __future__ import annotations
 
@@ -69,7 +69,7 @@ def test_second_different_signal_is_409_naming_status_but_exact_replay_is_200(te
     other = signal(token, {"status": "failed"})
     assert other.status_code == 409
     assert other.json() == {
-        "error": "Cannot signal a task that is completed",
+        "error": "Cannot signal this task: it has completed",
         "code": "invalid_status",
         "status": "completed",
     }
@@ -312,3 +312,21 @@ def test_expiry_sweep_works_in_batches(team: Team) -> None:
     with override_settings(ASYNCQUEUE={"SWEEP_BATCH_SIZE": 3, "ALLOW_PRIVATE_TARGETS": True}):
         assert services.expire_overdue(now=now) == 7
     assert Task.objects.filter(status="timeout").count() == 7
+
+
+def test_a_bad_status_lists_the_valid_ones(team: Team) -> None:
+    _task, token = waiting_task(team)
+    response = signal(token, {"status": "complete"})
+    assert response.status_code == 400
+    assert response.json()["fields"]["status"] == (
+        '"complete" is not valid; use one of "completed", "failed".'
+    )
+
+
+def test_409_names_the_status_in_a_sentence(team: Team) -> None:
+    task, token = waiting_task(team)
+    Task.objects.filter(pk=task.pk).update(status="timeout")
+    response = signal(token, {"status": "completed"})
+    assert response.status_code == 409
+    assert response.json()["error"] == "Cannot signal this task: it has timed out"
+    assert response.json()["status"] == "timeout"

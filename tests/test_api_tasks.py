@@ -1,4 +1,4 @@
-"""``/v1/tasks`` over HTTP (SPEC §3, §10): create, list, get, cancel, retry, auth, bad input.
+"""``/v1/tasks`` over HTTP: create, list, get, cancel, retry, auth, bad input.
 
 The test client re-raises any exception a view lets through, so a 500 fails the test that
 caused it; every bad input below must come back as a 4xx JSON error.
@@ -18,6 +18,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from asyncqueue_django import http, services, tokens
+from asyncqueue_django.exceptions import STATUS_PHRASES
 from asyncqueue_django.models import Task, Team
 from asyncqueue_django.services import TaskSpec
 
@@ -27,7 +28,7 @@ DONE = "https://example.com/done"
 PUBLIC_IP_TARGET = "http://93.184.216.34/hook"
 DAY = 86_400
 
-# SPEC §3's task object (plus idempotencyKey and updatedAt); more fields may be added.
+# The README's task object; more fields may be added.
 TASK_FIELDS = {
     "id",
     "status",
@@ -479,7 +480,6 @@ FAR = iso(timezone.now() + timedelta(days=367))
 BAD_FIELDS: list[tuple[str, dict[str, Any], str]] = [
     ("timeout-string", {"timeout": "5"}, "timeout"),
     ("timeout-float", {"timeout": 5.5}, "timeout"),
-    ("timeout-integral-float", {"timeout": 5.0}, "timeout"),
     ("timeout-bool", {"timeout": True}, "timeout"),
     ("timeout-list", {"timeout": [5]}, "timeout"),
     ("timeout-zero", {"timeout": 0}, "timeout"),
@@ -607,6 +607,14 @@ BAD_TARGETS: list[tuple[str, Any]] = [
 ]
 
 
+def test_an_integral_float_is_an_integer(client: APIClient) -> None:
+    """JSON (and JSON Schema, which the OpenAPI document uses) has one number type: 5.0 is the
+    integer 5. A fraction, a string or a boolean is still refused."""
+    response = post(client, {"targetUrl": TARGET, "timeout": 5.0, "maxRetries": 2.0})
+    assert response.status_code == 201, response.json()
+    assert (response.json()["task"]["timeout"], response.json()["task"]["maxRetries"]) == (5, 2)
+
+
 @pytest.mark.parametrize(
     ("data", "field"), [(d, f) for _, d, f in BAD_FIELDS], ids=[i for i, _, _ in BAD_FIELDS]
 )
@@ -636,7 +644,42 @@ def test_several_bad_fields_are_all_named(client: APIClient) -> None:
 def test_unknown_fields_are_all_named(client: APIClient) -> None:
     response = post(client, {"targetUrl": TARGET, "foo": 1, "bar": 2})
     body = assert_error(response, 400, "validation_error", {"foo", "bar"})
-    assert body["fields"]["foo"] == "Unknown field."
+    assert body["fields"]["foo"].startswith("Unknown field; the fields are targetUrl, method, ")
+
+
+@pytest.mark.parametrize(
+    ("sent", "meant"),
+    [
+        ("targetURL", "targetUrl"),
+        ("target_url", "targetUrl"),
+        ("maxRetry", "maxRetries"),
+        ("waitforsignal", "waitForSignal"),
+        ("callbackURL", "callbackUrl"),
+        ("idempotency_key", "idempotencyKey"),
+    ],
+)
+def test_an_unknown_field_suggests_the_closest_known_name(
+    client: APIClient, sent: str, meant: str
+) -> None:
+    response = post(client, {"targetUrl": TARGET, sent: 1})
+    body = assert_error(response, 400, "validation_error", {sent})
+    assert body["fields"][sent] == f'Unknown field; did you mean "{meant}"?'
+
+
+def test_a_bad_choice_lists_the_valid_ones(client: APIClient) -> None:
+    response = post(client, {"targetUrl": TARGET, "retryBackoff": "exponentiel"})
+    body = assert_error(response, 400, "validation_error", {"retryBackoff"})
+    assert body["fields"]["retryBackoff"] == (
+        '"exponentiel" is not valid; use one of "exponential", "linear", "fixed".'
+    )
+
+
+def test_415_says_that_json_is_required(client: APIClient) -> None:
+    response = client.post(URL, "targetUrl=x", content_type="text/plain")
+    body = assert_error(response, 415, "unsupported_media_type")
+    assert body["error"].startswith(
+        "Content-Type must be application/json (this request sent text/plain)"
+    )
 
 
 @pytest.mark.parametrize(
@@ -971,7 +1014,9 @@ ENDPOINTS = [
 def test_missing_key_is_401(anon: APIClient, db: Any, method: str, path: str) -> None:
     response = getattr(anon, method)(path, {"targetUrl": TARGET}, format="json")
     body = assert_error(response, 401, "not_authenticated")
-    assert body["error"] == "API key required"
+    assert body["error"] == (
+        "API key required: send it as `Authorization: Bearer <key>` or `X-API-Key: <key>`"
+    )
     assert response["WWW-Authenticate"] == 'Bearer realm="asyncqueue"'
     assert Task.objects.count() == 0
 
@@ -1028,7 +1073,26 @@ def test_wrong_key_in_either_header_is_401(
 def test_no_usable_key_is_401_key_required(anon: APIClient, db: Any, authorization: str) -> None:
     anon.credentials(HTTP_AUTHORIZATION=authorization)
     body = assert_error(anon.get(URL), 401, "not_authenticated")
-    assert body["error"] == "API key required"
+    assert body["error"].startswith("API key required")
+    assert "`Authorization: Bearer <key>`" in body["error"]
+
+
+@pytest.mark.parametrize(
+    ("authorization", "says"),
+    [
+        ("aq_0123456789", "the Authorization header does not use the Bearer scheme"),
+        ("Token aq_0123456789", "the Authorization header does not use the Bearer scheme"),
+        ("Bearer", "the Bearer scheme has no key after it"),
+    ],
+)
+def test_a_key_sent_the_wrong_way_is_told_how_to_send_it(
+    anon: APIClient, db: Any, authorization: str, says: str
+) -> None:
+    anon.credentials(HTTP_AUTHORIZATION=authorization)
+    body = assert_error(anon.get(URL), 401, "not_authenticated")
+    assert body["error"] == (
+        f"API key required: {says}; send it as `Authorization: Bearer <key>` or `X-API-Key: <key>`"
+    )
 
 
 def test_revoked_key_is_refused_at_once(client: APIClient, api_key: str) -> None:
@@ -1364,7 +1428,9 @@ def test_header_and_body_disagree_is_400(client: APIClient) -> None:
     assert Task.objects.count() == 0
 
 
-@pytest.mark.parametrize("header", ["", "   ", "k" * 256, "a\tb", "a\x00b", "a\x7fb"], ids=repr)
+@pytest.mark.parametrize(
+    "header", ["", "   ", "k" * 256, "a\tb", "a\x00b", "a\x7fb", "caf\xe9"], ids=repr
+)
 def test_bad_idempotency_header_is_400(client: APIClient, header: str) -> None:
     response = post(client, IDEMPOTENT_BODY, HTTP_IDEMPOTENCY_KEY=header)
     assert_error(response, 400, "validation_error", {"Idempotency-Key"})
@@ -1470,7 +1536,7 @@ def test_cancel_from_each_status(client: APIClient, team: Team, status: str, how
     else:
         body = assert_error(response, 409, "invalid_status")
         assert body["status"] == status
-        assert body["error"] == f"Cannot cancel a task that is {status}"
+        assert body["error"] == f"Cannot cancel this task: it {STATUS_PHRASES[status]}"
         task.refresh_from_db()
         assert task.status == status
 
@@ -1514,7 +1580,7 @@ def test_retry_from_each_status(client: APIClient, team: Team, status: str) -> N
     else:
         body = assert_error(response, 409, "invalid_status")
         assert body["status"] == status
-        assert body["error"] == f"Cannot retry a task that is {status}"
+        assert body["error"] == f"Cannot retry this task: it {STATUS_PHRASES[status]}"
         task.refresh_from_db()
         assert (task.status, task.retry_count) == (status, 2)
 

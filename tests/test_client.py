@@ -369,7 +369,7 @@ def test_wrong_api_key_is_an_authentication_error(base_url: str, team: Team) -> 
 def test_missing_api_key_is_an_authentication_error(base_url: str, team: Team) -> None:
     with AsyncQueueClient(base_url) as client, pytest.raises(AuthenticationError) as excinfo:
         client.tasks.create(targetUrl=TARGET)
-    assert excinfo.value.error == "API key required"
+    assert excinfo.value.error.startswith("API key required: send it as")
 
 
 def test_revoked_api_key_is_an_authentication_error(base_url: str, team: Team) -> None:
@@ -410,7 +410,7 @@ def test_conflicts_name_the_status(aq: AsyncQueueClient) -> None:
     with pytest.raises(ConflictError) as excinfo:
         aq.tasks.cancel(task["id"])
     assert excinfo.value.status == "cancelled"
-    assert excinfo.value.error == "Cannot cancel a task that is cancelled"
+    assert excinfo.value.error == "Cannot cancel this task: it was cancelled"
 
 
 def test_signal_to_a_finished_task_is_a_conflict(aq: AsyncQueueClient) -> None:

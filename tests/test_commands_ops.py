@@ -380,14 +380,14 @@ def test_signal_to_a_finished_task_names_its_status(team: Team) -> None:
     _, token = waiting(team)
     run("asyncqueue_signal", token, "--status", "completed")
     message = fails("asyncqueue_signal", token, "--status", "failed")
-    assert message == "Cannot signal a task that is completed."
+    assert message == "Cannot signal this task: it has completed."
 
 
 def test_signal_after_the_deadline_names_timeout(team: Team) -> None:
     task, token = waiting(team)
     Task.objects.filter(pk=task.pk).update(wait_deadline=timezone.now() - timedelta(seconds=1))
     assert fails("asyncqueue_signal", token, "--status", "completed") == (
-        "Cannot signal a task that is timeout."
+        "Cannot signal this task: it has timed out."
     )
     assert status_of(task) == "timeout"
 

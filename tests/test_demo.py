@@ -1,5 +1,5 @@
-"""The example project's demo app (example_project/demo) end to end: the seed guide's three
-flows exactly as it writes them, over real HTTP against ``live_server``, with a real Celery
+"""The example project's demo app (example_project/demo) end to end: its three
+flows as the README describes them, over real HTTP against ``live_server``, with a real Celery
 worker calling the demo's targets and delivering its webhooks.
 
 The demo is installed in the test settings by a small, marked block (tests/settings.py,
@@ -59,7 +59,7 @@ class Demo:
         return task
 
     def poll(self, task_id: str, *statuses: str) -> dict[str, Any]:
-        """The seed's polling loop (every 0.2 s here instead of 5 s)."""
+        """A polling loop (every 0.2 s here instead of 5 s)."""
         wanted = statuses or TERMINAL
         result: dict[str, Any] = wait_for(
             lambda: (t := self.task(task_id))["status"] in wanted and t, interval=0.2
@@ -92,7 +92,7 @@ def _event(task_id: str, event_type: str) -> ReceivedEvent | None:
 
 
 # --------------------------------------------------------------------------------------------
-# The seed's flows, with a real worker
+# The three flows, with a real worker
 # --------------------------------------------------------------------------------------------
 
 
@@ -173,7 +173,7 @@ def test_signal_flow_through_the_demo_client_and_review_page(
 
 
 @pytest.mark.worker
-def test_signal_flow_as_the_seed_writes_it(demo: Demo, celery_worker: Worker) -> None:
+def test_signal_flow_created_and_signalled_by_the_caller(demo: Demo, celery_worker: Worker) -> None:
     """Task created and signalled by the caller itself (the README's curl path): the review
     page shows the document but has no token to decide it with."""
     created = demo.api(
@@ -287,7 +287,7 @@ def test_payment_flow_unpaid_times_out_and_the_webhook_fires(
     )
     assert late.status_code == 200
     assert late.json()["refund"] is True
-    assert "timeout" in late.json()["reason"]
+    assert "it has timed out" in late.json()["reason"]
     order = Order.objects.get(order_id="order_790")
     assert (order.status, order.payment_id) == (OrderStatus.LATE_PAYMENT, "pi_late")
     assert Task.objects.get(pk=task_id).status == "timeout"

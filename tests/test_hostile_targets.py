@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -29,124 +27,8 @@ from asyncqueue_django import http, outbound, services, tasks
 from asyncqueue_django.api.throttles import client_address
 from asyncqueue_django.models import Attempt, DeliveryStatus, Task, Team, WebhookDelivery
 from asyncqueue_django.services import TaskSpec
+from tests.peers import SLOW_SECONDS, RawPeer, drip
 from tests.worker import Worker, wait_for
-
-# --------------------------------------------------------------------------------------------
-# A raw TCP peer
-# --------------------------------------------------------------------------------------------
-
-#: How long a slow peer's whole answer would take: far longer than any deadline tested here, so
-#: "the client hung up before the peer finished" is a plain fact, not a timing threshold.
-SLOW_SECONDS = 12.0
-
-
-@dataclass
-class Conn:
-    request: bytes = b""
-    bytes_sent: int = 0
-    finished: bool = False  # the peer sent its whole script
-    client_hung_up: bool = False  # the client closed the connection first
-
-
-@dataclass
-class RawPeer:
-    """A TCP server on ``host`` that reads one request head and then plays ``script``: a list
-    of ``(bytes, pause_after_seconds)``. It records every connection."""
-
-    script: list[tuple[bytes, float]]
-    host: str = "127.0.0.1"
-    patience: float = SLOW_SECONDS  # how long it waits for a request head
-    conns: list[Conn] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((self.host, 0))
-        self.sock.listen(16)
-        self.port = self.sock.getsockname()[1]
-        self._stop = threading.Event()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def url(self, path: str = "/") -> str:
-        return f"http://{self.host}:{self.port}{path}"
-
-    def _accept(self) -> None:
-        self.sock.settimeout(0.2)
-        while not self._stop.is_set():
-            try:
-                client, _ = self.sock.accept()
-            except (TimeoutError, OSError):
-                continue
-            conn = Conn()
-            self.conns.append(conn)
-            threading.Thread(target=self._serve, args=(client, conn), daemon=True).start()
-
-    def _serve(self, client: socket.socket, conn: Conn) -> None:
-        client.settimeout(self.patience)
-        try:
-            while b"\r\n\r\n" not in conn.request:
-                chunk = client.recv(65536)
-                if not chunk:
-                    conn.client_hung_up = True
-                    return
-                conn.request += chunk
-            head, _, body = conn.request.partition(b"\r\n\r\n")
-            length = 0
-            for line in head.split(b"\r\n"):
-                if line.lower().startswith(b"content-length:"):
-                    length = int(line.split(b":", 1)[1])
-            while len(body) < length:  # read the whole request, so a peek below sees only EOF
-                chunk = client.recv(65536)
-                if not chunk:
-                    conn.client_hung_up = True
-                    return
-                body += chunk
-                conn.request += chunk
-            for data, pause in self.script:
-                if data:
-                    client.sendall(data)
-                    conn.bytes_sent += len(data)
-                if pause:
-                    # A closed client shows up as EOF (or a reset) while we wait.
-                    client.settimeout(pause)
-                    try:
-                        if client.recv(1, socket.MSG_PEEK) == b"":
-                            conn.client_hung_up = True
-                            return
-                    except TimeoutError:
-                        pass
-            conn.finished = True
-        except TimeoutError:
-            conn.finished = True  # waited the whole script out: the client never gave up
-        except OSError:
-            conn.client_hung_up = True
-        finally:
-            client.close()
-
-    def close(self) -> None:
-        self._stop.set()
-        self.sock.close()
-
-
-def drip(data: bytes, pause: float) -> list[tuple[bytes, float]]:
-    """``data`` one byte at a time, ``pause`` seconds apart."""
-    return [(data[i : i + 1], pause) for i in range(len(data))]
-
-
-@pytest.fixture
-def peers() -> Iterator[Callable[..., RawPeer]]:
-    made: list[RawPeer] = []
-
-    def make(
-        script: list[tuple[bytes, float]], host: str = "127.0.0.1", patience: float = SLOW_SECONDS
-    ) -> RawPeer:
-        peer = RawPeer(script, host, patience)
-        made.append(peer)
-        return peer
-
-    yield make
-    for peer in made:
-        peer.close()
 
 
 def _slow(body_parts: int) -> float:
@@ -197,22 +79,33 @@ SLOW_PEERS = {
 # --------------------------------------------------------------------------------------------
 
 
+#: Slow before the status line is complete: no answer, the attempt times out.
+SLOW_HEADS = ("status line", "headers")
+
+
 @pytest.mark.parametrize("kind", sorted(SLOW_PEERS))
 def test_a_slow_peer_cannot_outlast_the_attempt_deadline(
     peers: Callable[..., RawPeer], kind: str
 ) -> None:
+    """A head still arriving at the deadline is a timeout (retried); once the status line and
+    headers are in, the status is the answer and a body still dripping at the deadline is kept
+    as far as it came, marked incomplete (the target answered: it is not called again)."""
     peer = peers(SLOW_PEERS[kind]())
     result = http.call("POST", peer.url("/slow"), headers={}, body=b"{}", timeout=1)
-    assert (result.error_kind, result.error) == ("timeout", "timeout after 1s")
-    assert result.status_code is None
-    assert result.retryable
+    if kind in SLOW_HEADS:
+        assert (result.error_kind, result.error) == ("timeout", "timeout after 1s")
+        assert result.status_code is None
+        assert result.retryable
+    else:
+        assert (result.status_code, result.error, result.truncated) == (200, "", True)
+        assert result.succeeded
     wait_for(lambda: peer.conns and (peer.conns[0].client_hung_up or peer.conns[0].finished))
     assert len(peer.conns) == 1
     assert peer.conns[0].client_hung_up, "the client waited for the whole slow answer"
 
 
 def test_the_deadline_spans_every_redirect_hop(peers: Callable[..., RawPeer]) -> None:
-    slow = peers(slow_fixed_length_body())
+    slow = peers(slow_headers())
     # Each hop answers quickly but only after a pause shorter than the deadline: together
     # they exceed it.
     hop = peers([(b"", 0.6), (f"HTTP/1.1 307 X\r\nLocation: {slow.url()}\r\n".encode(), 0)])
@@ -489,7 +382,7 @@ def _redirect_chain(
     first: HTTPServer, second_url: str, code: int = 307
 ) -> tuple[str, dict[str, str]]:
     first.expect_request("/a").respond_with_data("", status=code, headers={"Location": second_url})
-    return first.url_for("/a"), {**SECRETS, "X-Plain": "kept"}
+    return first.url_for("/a"), {**SECRETS, "X-Plain": "custom", "Content-Type": "text/plain"}
 
 
 @pytest.fixture
@@ -510,7 +403,8 @@ def test_credentials_are_dropped_when_the_port_changes(
     (arrived, _), *_ = other_server.log
     for name in SECRETS:
         assert name not in arrived.headers, name
-    assert arrived.headers["X-Plain"] == "kept"
+    assert "X-Plain" not in arrived.headers  # a custom header could be a credential too
+    assert arrived.headers["Content-Type"] == "text/plain"
     (sent, _), *_ = httpserver.log
     assert all(sent.headers[name] == value for name, value in SECRETS.items())
 
@@ -529,18 +423,20 @@ def test_credentials_stay_within_the_same_origin(httpserver: HTTPServer) -> None
         ("https://api.example.com/x", True),
         ("https://api.example.com:443/y", True),
         ("https://API.example.com/z", True),
-        ("http://api.example.com/x", False),  # https → http
+        ("http://api.example.com/x", False),  # https → http (call() refuses to follow it)
         ("https://api.example.com:8443/x", False),
         ("https://evil.example.com/x", False),
     ],
 )
 def test_origin_change_drops_credentials_and_keeps_signatures(to: str, same: bool) -> None:
-    headers = {**SECRETS, "webhook-signature": "v1,abc", "X-AsyncQueue-Signature": "t=1,v1=ab"}
+    ours = {"webhook-signature": "v1,abc", "X-AsyncQueue-Signature": "t=1,v1=ab"}
+    negotiation = {"Accept": "application/json", "traceparent": "00-" + "a" * 32 + "-" + "b" * 16}
+    headers = {**SECRETS, **ours, **negotiation, "X-Custom": "maybe a key"}
     kept = http.headers_for_redirect(headers, "https://api.example.com/hook", to)
     if same:
         assert kept == headers
     else:
-        assert kept == {"webhook-signature": "v1,abc", "X-AsyncQueue-Signature": "t=1,v1=ab"}
+        assert kept == {**ours, **negotiation}
 
 
 # --------------------------------------------------------------------------------------------
@@ -719,7 +615,7 @@ def _settings() -> dict[str, Any]:
 def test_e2e_a_dripping_target_fails_by_its_timeout_once_and_is_called_once(
     client: APIClient, hostile_worker: Worker, peers: Callable[..., RawPeer]
 ) -> None:
-    peer = peers(slow_fixed_length_body())
+    peer = peers(slow_headers())
     task_id = client.post(
         "/v1/tasks",
         {"targetUrl": peer.url(), "timeout": 2, "maxRetries": 0, "queue": "hostile"},
@@ -734,10 +630,32 @@ def test_e2e_a_dripping_target_fails_by_its_timeout_once_and_is_called_once(
 
 @pytest.mark.worker
 @pytest.mark.django_db(transaction=True)
+def test_e2e_a_target_dripping_its_body_after_200_completes_once_with_what_came(
+    client: APIClient, hostile_worker: Worker, peers: Callable[..., RawPeer]
+) -> None:
+    """The issue's reproduction: 200, Content-Length 80, then one byte at a time. The attempt
+    ends at its deadline; the target did answer 200, so the task completes with the body as far
+    as it came, and the target is called exactly once."""
+    peer = peers(slow_fixed_length_body())
+    task_id = client.post(
+        "/v1/tasks",
+        {"targetUrl": peer.url(), "timeout": 2, "maxRetries": 0, "queue": "hostile"},
+        format="json",
+    ).json()["task"]["id"]
+    task = wait_for(lambda: Task.objects.filter(pk=task_id, status="completed").first(), 20)
+    assert task.result["statusCode"] == 200
+    assert set(task.result["body"]) <= {"x"}
+    assert len(task.result["body"]) < 80
+    assert len(peer.conns) == 1
+    assert peer.conns[0].client_hung_up
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
 def test_e2e_a_dripping_webhook_receiver_is_bounded_by_webhook_timeout(
     team: Team, hostile_worker: Worker, peers: Callable[..., RawPeer]
 ) -> None:
-    peer = peers(slow_chunked_body())
+    peer = peers(slow_headers())
     with override_settings(ASYNCQUEUE=_settings()):
         task = services.create_task(
             team,
@@ -772,3 +690,22 @@ def test_e2e_a_nul_in_a_header_completes_the_task(
     task = wait_for(lambda: Task.objects.filter(pk=task_id, status="completed").first())
     assert task.result["headers"]["X-Odd"] == "a\ufffdb"
     assert len(peer.conns) == 1
+
+
+@pytest.mark.parametrize(
+    ("from_url", "to_url", "refused"),
+    [
+        ("https://api.example.com/hook", "http://api.example.com/hook", True),
+        ("https://api.example.com/hook", "http://other.example.com/", True),
+        ("https://api.example.com/hook", "https://other.example.com/", False),
+        ("http://api.example.com/hook", "https://api.example.com/hook", False),
+        ("http://api.example.com/hook", "http://api.example.com/next", False),
+    ],
+)
+def test_a_redirect_from_https_to_http_is_not_followed(
+    from_url: str, to_url: str, refused: bool
+) -> None:
+    """The request and its body would travel in clear text: ``call`` raises this reason as a
+    blocked redirect (not retried)."""
+    reason = http.redirect_refusal(from_url, to_url)
+    assert (reason == "a redirect from https to http is not followed") is refused

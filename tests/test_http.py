@@ -24,7 +24,7 @@ def call(url: str, method: str = "POST", body: bytes | None = b"{}", timeout: fl
     )
 
 
-# ---------------------------------------------------------------- classification (SPEC §4)
+# ---------------------------------------------------------------- classification (the lifecycle)
 
 
 @pytest.mark.parametrize(

@@ -67,7 +67,7 @@ def test_every_operation_documents_its_errors(db: Any) -> None:
                 assert ref == {"$ref": "#/components/schemas/Error"}, (path, method, code)
 
 
-def test_schema_documents_camel_case_fields_and_the_seed_examples(db: Any) -> None:
+def test_schema_documents_camel_case_fields_and_the_three_pattern_examples(db: Any) -> None:
     schema = _schema()
     task = schema["components"]["schemas"]["Task"]["properties"]
     for name in (
@@ -160,3 +160,65 @@ def test_every_operation_is_fuzzed() -> None:
     methods = {(label.split(" ", 1)[1], label.split(" ", 1)[0].lower()) for label in OPERATIONS}
     expected = {(path, method) for path, ms in EXPECTED_PATHS.items() for method in ms}
     assert methods == expected
+
+
+# --------------------------------------------------------------------------------------------
+# The constraints the server enforces, and the links between operations
+# --------------------------------------------------------------------------------------------
+
+
+def _parameter(schema: dict[str, Any], path: str, method: str, name: str) -> dict[str, Any]:
+    params = schema["paths"][path][method]["parameters"]
+    found: dict[str, Any] = next(p for p in params if p["name"] == name)
+    return found
+
+
+def test_schema_declares_the_limits_the_server_enforces(db: Any) -> None:
+    schema = _schema()
+    status = _parameter(schema, "/v1/tasks", "get", "status")["schema"]
+    assert re.fullmatch(status["pattern"], "pending,failed,")
+    assert not re.fullmatch(status["pattern"], "complete")
+    key = _parameter(schema, "/v1/tasks", "post", "Idempotency-Key")["schema"]
+    assert (key["minLength"], key["maxLength"]) == (1, 255)
+    components = schema["components"]["schemas"]
+    assert components["HeartbeatRequest"]["properties"]["extendBy"]["maximum"] == 2_592_000
+    create = components["TaskCreateRequest"]["properties"]
+    assert create["timeout"]["maximum"] == 300
+    assert create["maxRetries"]["maximum"] == 10
+    assert create["headers"]["maxProperties"] == 50
+    assert create["body"]["pattern"] == "^[^\\x00]*$"
+    assert components["JSONValue"]["oneOf"][1] == {"type": "string", "pattern": "^[^\\x00]*$"}
+
+
+def test_schema_limits_follow_the_settings(db: Any) -> None:
+    with override_settings(ASYNCQUEUE={"MAX_WAIT_TIME": 3600, "QUEUES": ["default", "emails"]}):
+        schema = _schema()
+    components = schema["components"]["schemas"]
+    assert components["HeartbeatRequest"]["properties"]["extendBy"]["maximum"] == 3600
+    queue = components["TaskCreateRequest"]["properties"]["queue"]
+    assert queue["enum"] == ["default", "emails"]
+
+
+def test_schema_links_a_created_task_to_every_operation_on_it(db: Any) -> None:
+    schema = _schema()
+    links = schema["paths"]["/v1/tasks"]["post"]["responses"]["201"]["links"]
+    targets = {link["operationId"]: link["parameters"] for link in links.values()}
+    assert targets == {
+        "getTask": {"task_id": "$response.body#/task/id"},
+        "cancelTask": {"task_id": "$response.body#/task/id"},
+        "deleteTask": {"task_id": "$response.body#/task/id"},
+        "retryTask": {"task_id": "$response.body#/task/id"},
+        "sendSignal": {"token": "$response.body#/signalToken"},
+        "heartbeat": {"token": "$response.body#/signalToken"},
+    }
+    operation_ids = {
+        op["operationId"]
+        for item in schema["paths"].values()
+        for method, op in item.items()
+        if method != "parameters"
+    }
+    for path in schema["paths"].values():
+        for op in path.values():
+            for response in op.get("responses", {}).values():
+                for link in response.get("links", {}).values():
+                    assert link["operationId"] in operation_ids

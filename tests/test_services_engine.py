@@ -274,3 +274,40 @@ def test_task_created_while_broker_is_down_runs_after_the_recovery_sweep(
     assert sent == 1
     wait_for(lambda: Task.objects.filter(pk=task_id, status="completed").exists())
     assert len(httpserver.log) == 1
+
+
+@pytest.mark.parametrize(
+    ("setting", "code", "expected"),
+    [
+        (False, 404, "failed"),
+        (True, 404, "completed"),
+        (True, 400, "completed"),
+        (True, 429, "delayed"),  # retried either way
+        (True, 408, "delayed"),
+        (True, 503, "delayed"),
+    ],
+)
+def test_complete_on_client_error_counts_a_4xx_as_delivered(
+    team: Team, setting: bool, code: int, expected: str
+) -> None:
+    task = services.claim_task(make_task(team, max_retries=2).pk, "w1")
+    assert task is not None
+    with override_settings(ASYNCQUEUE={"COMPLETE_ON_CLIENT_ERROR": setting}):
+        status = services.finish_attempt(task, ok(status=code, body=b'{"e": 1}'), worker="w1")
+    task.refresh_from_db()
+    assert status == task.status == expected
+    if expected == "completed":
+        assert task.result["statusCode"] == code
+        assert task.result["body"] == {"e": 1}
+        assert not task.error
+        assert Attempt.objects.get(task=task).outcome == "succeeded"
+    elif expected == "failed":
+        assert task.error == f"HTTP {code} (not retried)"
+
+
+def test_complete_on_client_error_puts_a_signal_task_in_waiting(team: Team) -> None:
+    task = services.claim_task(make_task(team, wait_for_signal=True).pk, "w1")
+    assert task is not None
+    with override_settings(ASYNCQUEUE={"COMPLETE_ON_CLIENT_ERROR": True}):
+        status = services.finish_attempt(task, ok(status=404), worker="w1")
+    assert status == "waiting"

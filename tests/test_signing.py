@@ -14,7 +14,7 @@ from standardwebhooks import Webhook, WebhookVerificationError
 
 from asyncqueue_django import signing, tokens
 
-# A fixed secret in the Standard Webhooks form (the one in the spec's own test vectors).
+# A fixed secret in the Standard Webhooks form (the one in Standard Webhooks' own test vectors).
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 OTHER = "whsec_" + base64.b64encode(b"another secret, 24+ bytes long").decode()
 MSG_ID = "msg_p5jXN8AQM9LWM0D4loKWxJek"

@@ -1,4 +1,4 @@
-"""The lifecycle table (``states.py``) against SPEC §4, written out here independently."""
+"""The lifecycle table (``states.py``) against the README's diagram, written out independently."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ COMPLETED, FAILED, TIMEOUT, CANCELLED = "completed", "failed", "timeout", "cance
 
 ALL = [PENDING, DELAYED, PROCESSING, WAITING, COMPLETED, FAILED, TIMEOUT, CANCELLED]
 
-# SPEC §4, edge by edge:
+# The lifecycle, edge by edge:
 #   create ─▶ pending ◀─▶ delayed; pending/delayed ─cancel─▶ cancelled
 #   pending ─▶ processing; a due delayed task is claimed directly (delayed is "pending, not yet
 #   due", RUNNABLE in both cases)

@@ -89,4 +89,11 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         )
     code = DRF_CODES.get(type(exc)) or getattr(exc, "default_code", "error")
     detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+    if isinstance(exc, exceptions.UnsupportedMediaType):
+        sent = context["request"].content_type if context.get("request") else ""
+        detail = (
+            f"Content-Type must be application/json (this request sent "
+            f"{sent.split(';')[0].strip() or 'none'}); send the body as JSON with "
+            "`Content-Type: application/json`"
+        )
     return error_response(str(detail), str(code), exc.status_code, headers=headers)

@@ -20,7 +20,7 @@ from asyncqueue_django.models import Task
 
 logger = logging.getLogger(__name__)
 
-INTERVAL = 0.2  # seconds between checks: a change is seen within this (SPEC: ~0.25 s)
+INTERVAL = 0.2  # seconds between checks: a change is seen within this (goal: ~0.25 s)
 IDLE_EXIT = 5.0  # seconds with nobody waiting before the watcher thread exits
 
 

@@ -22,8 +22,16 @@ from drf_spectacular.views import SpectacularAPIView
 from rest_framework import serializers
 from rest_framework.renderers import JSONRenderer
 
-from asyncqueue_django import __version__
-from asyncqueue_django.api.serializers import TaskDetailSerializer, TaskSerializer
+from asyncqueue_django import __version__, http
+from asyncqueue_django.api.serializers import (
+    HEADER_NAME_RE,
+    METHODS,
+    TaskDetailSerializer,
+    TaskSerializer,
+)
+from asyncqueue_django.conf import app_settings
+from asyncqueue_django.states import TaskStatus
+from asyncqueue_django.validators import QUEUE_NAME_RE
 
 
 class AsyncQueueSchema(AutoSchema):
@@ -125,7 +133,7 @@ def errors(*codes: int) -> dict[int, OpenApiResponse]:
     return {code: OpenApiResponse(ErrorSerializer, description=text[code]) for code in codes}
 
 
-SEED_EXAMPLES = [
+PATTERN_EXAMPLES = [
     OpenApiExample(
         "Polling - convert a video",
         value={
@@ -158,15 +166,252 @@ SEED_EXAMPLES = [
 ]
 
 
+#: A JSON string the server stores: no NUL character (PostgreSQL cannot store one).
+NO_NUL = "^[^\\x00]*$"
+#: An ``Idempotency-Key`` header as the server takes it: 1-255 printable ASCII characters,
+#: not starting with a space; trailing spaces and tabs are trimmed (as HTTP servers do).
+IDEMPOTENCY_HEADER = "^[!-~](?:[ -~]*[!-~])?[ \\t]*$"
+URL_PATTERN = r"^[Hh][Tt][Tt][Pp][Ss]?://[^\s/?#@]+(?:[/?#]\S*)?$"
+
+
+def _json_value() -> dict[str, Any]:
+    """Any JSON value the server stores: strings without NUL, any depth of arrays and objects
+    (nesting deeper than 64 levels answers 400 ``invalid_json``)."""
+    ref = {"$ref": "#/components/schemas/JSONValue"}
+    return {
+        "description": "Any JSON value; strings (and object keys) must not contain NUL (\\u0000).",
+        "oneOf": [
+            {"type": "null"},
+            {"type": "string", "pattern": NO_NUL},
+            {"type": "number"},
+            {"type": "boolean"},
+            {"type": "array", "items": ref},
+            {
+                "type": "object",
+                "propertyNames": {"pattern": NO_NUL},
+                "additionalProperties": ref,
+            },
+        ],
+    }
+
+
+def _both(a: str, a_schema: dict[str, Any], b: str, b_schema: dict[str, Any]) -> dict[str, Any]:
+    return {"required": [a, b], "properties": {a: a_schema, b: b_schema}}
+
+
+def _declare_limits(result: dict[str, Any]) -> None:
+    """Every constraint the server enforces that OpenAPI can state, with the limits read from
+    the settings when the document is generated (so a host's ``ASYNCQUEUE`` shows)."""
+    schemas = result.setdefault("components", {}).setdefault("schemas", {})
+    schemas["JSONValue"] = _json_value()
+    json_ref = {"$ref": "#/components/schemas/JSONValue"}
+    queue: dict[str, Any] = {"type": "string", "pattern": QUEUE_NAME_RE.pattern}
+    if app_settings.QUEUES is not None:
+        queue["enum"] = list(app_settings.QUEUES)
+    url = {"type": "string", "pattern": URL_PATTERN, "maxLength": http.MAX_URL_LENGTH}
+    maybe = ["integer", "null"]
+
+    create = schemas.get("TaskCreateRequest", {}).get("properties", {})
+    limits: dict[str, dict[str, Any]] = {
+        "targetUrl": {**url, "format": "uri"},
+        "onCompleteUrl": {**url, "type": ["string", "null"], "format": "uri"},
+        "method": {
+            "type": "string",
+            "enum": [*METHODS, *(m.lower() for m in METHODS)],
+            "description": "Case-insensitive.",
+        },
+        "headers": {
+            "type": "object",
+            "maxProperties": app_settings.MAX_HEADERS,
+            "propertyNames": {"pattern": HEADER_NAME_RE.pattern},
+            "additionalProperties": {
+                "type": "string",
+                "maxLength": 8192,
+                "pattern": "^[^\\r\\n\\x00]*$",
+            },
+            "description": "Header names are tokens (RFC 9110); Host, Content-Length, "
+            "hop-by-hop headers, X-AsyncQueue-* and webhook-* are refused.",
+        },
+        "payload": json_ref,
+        "body": {"type": ["string", "null"], "pattern": NO_NUL},
+        "timeout": {
+            "type": maybe,
+            "minimum": 1,
+            "maximum": app_settings.MAX_TIMEOUT,
+        },
+        "delay": {
+            "type": maybe,
+            "minimum": 0,
+            "maximum": app_settings.MAX_DELAY,
+        },
+        "maxRetries": {
+            "type": maybe,
+            "minimum": 0,
+            "maximum": app_settings.MAX_RETRIES,
+        },
+        "maxWaitTime": {
+            "type": maybe,
+            "minimum": 1,
+            "maximum": app_settings.MAX_WAIT_TIME,
+        },
+        "queue": queue,
+        "metadata": {
+            "type": "object",
+            "propertyNames": {"pattern": NO_NUL},
+            "additionalProperties": json_ref,
+        },
+        "idempotencyKey": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 255,
+            "pattern": "^[^\\x00-\\x1f\\x7f]*$",
+        },
+    }
+    for name, schema in limits.items():
+        if name in create:
+            keep = {k: v for k, v in create[name].items() if k in ("description", "default")}
+            create[name] = {**schema, **keep}
+
+    if "TaskCreateRequest" in schemas:
+        # Either payload or body, either delay or delayUntil (null counts as not given).
+        schemas["TaskCreateRequest"]["allOf"] = [
+            {"not": _both("payload", {"not": {"type": "null"}}, "body", {"type": "string"})},
+            {"not": _both("delay", {"type": "integer"}, "delayUntil", {"type": "string"})},
+        ]
+
+    for name in ("Task", "TaskDetail"):
+        deadline = schemas.get(name, {}).get("properties", {}).get("waitDeadline")
+        if deadline is not None:
+            deadline["description"] = (
+                "Set when the task starts waiting and moved by heartbeats; kept after the wait "
+                "ends (a signalled, timed-out or cancelled task shows the deadline it had); "
+                "null before the wait and after a retry."
+            )
+
+    heartbeat = schemas.get("HeartbeatRequest", {}).get("properties", {})
+    if "extendBy" in heartbeat:
+        heartbeat["extendBy"]["maximum"] = app_settings.MAX_WAIT_TIME
+    signal = schemas.get("SignalRequest", {}).get("properties", {})
+    if "result" in signal:
+        signal["result"] = json_ref
+    if "error" in signal:
+        signal["error"]["pattern"] = NO_NUL
+
+    statuses = "|".join(TaskStatus.values)
+    for item in result.get("paths", {}).values():
+        for method, operation in item.items():
+            if not isinstance(operation, dict) or method == "parameters":
+                continue
+            for parameter in operation.get("parameters", []):
+                name, where = parameter["name"], parameter["in"]
+                schema = parameter.get("schema", {})
+                if where == "query" and schema.get("type") == "integer":
+                    # An empty value (`?limit=`) means the default.
+                    parameter["schema"] = {"anyOf": [schema, {"type": "string", "maxLength": 0}]}
+                elif (name, where) == ("status", "query"):
+                    # Empty names are skipped: "", "failed," and "failed,,timeout" are valid.
+                    parameter["schema"] = {
+                        "type": "string",
+                        "pattern": f"^,*(({statuses})(,+({statuses}))*)?,*$",
+                    }
+                elif (name, where) == ("queue", "query"):
+                    # Empty: no filter.
+                    parameter["schema"] = {"type": "string", "pattern": "^[A-Za-z0-9_.\\-]{0,100}$"}
+                elif (name, where) == ("Idempotency-Key", "header"):
+                    parameter["schema"] = {
+                        "type": "string",
+                        "minLength": 1,
+                        "maxLength": 255,
+                        "pattern": IDEMPOTENCY_HEADER,
+                    }
+
+
+#: OpenAPI links: where each operation's inputs come from, so a client generator (and stateful
+#: fuzzing) can follow a created task to every operation on it.
+TASK_ID = "$response.body#/task/id"
+LINKS: dict[tuple[str, str], dict[str, dict[str, Any]]] = {
+    ("createTask", "201"): {
+        "GetTask": {"operationId": "getTask", "parameters": {"task_id": TASK_ID}},
+        "CancelTask": {"operationId": "cancelTask", "parameters": {"task_id": TASK_ID}},
+        "DeleteTask": {"operationId": "deleteTask", "parameters": {"task_id": TASK_ID}},
+        "RetryTask": {"operationId": "retryTask", "parameters": {"task_id": TASK_ID}},
+        "SendSignal": {
+            "operationId": "sendSignal",
+            "parameters": {"token": "$response.body#/signalToken"},
+            "description": "For a waitForSignal task: its one-time signal token.",
+        },
+        "Heartbeat": {
+            "operationId": "heartbeat",
+            "parameters": {"token": "$response.body#/signalToken"},
+            "description": "For a waitForSignal task: its one-time signal token.",
+        },
+    },
+    ("createTask", "200"): {
+        "GetTask": {"operationId": "getTask", "parameters": {"task_id": TASK_ID}},
+        "CancelTask": {"operationId": "cancelTask", "parameters": {"task_id": TASK_ID}},
+        "RetryTask": {"operationId": "retryTask", "parameters": {"task_id": TASK_ID}},
+    },
+    ("getTask", "200"): {
+        "CancelTask": {"operationId": "cancelTask", "parameters": {"task_id": TASK_ID}},
+        "RetryTask": {"operationId": "retryTask", "parameters": {"task_id": TASK_ID}},
+    },
+    ("cancelTask", "200"): {
+        "RetryTask": {"operationId": "retryTask", "parameters": {"task_id": TASK_ID}},
+        "GetTask": {"operationId": "getTask", "parameters": {"task_id": TASK_ID}},
+    },
+    ("retryTask", "200"): {
+        "GetTask": {"operationId": "getTask", "parameters": {"task_id": TASK_ID}},
+        "CancelTask": {"operationId": "cancelTask", "parameters": {"task_id": TASK_ID}},
+    },
+    ("sendSignal", "200"): {
+        "GetTask": {"operationId": "getTask", "parameters": {"task_id": TASK_ID}},
+        "RetryTask": {"operationId": "retryTask", "parameters": {"task_id": TASK_ID}},
+    },
+    ("sendSignal", "202"): {
+        "GetTask": {"operationId": "getTask", "parameters": {"task_id": TASK_ID}},
+    },
+    ("heartbeat", "200"): {
+        "GetTask": {"operationId": "getTask", "parameters": {"task_id": TASK_ID}},
+    },
+}
+
+
+def _any_value_once(node: Any) -> Any:
+    """OpenAPI 3.1 renders a nullable "any JSON" field as ``oneOf: [{}, {"type": "null"}]``,
+    which a ``null`` matches twice (so, under ``oneOf``, not at all): make it ``{}``."""
+    if isinstance(node, dict):
+        if node.get("oneOf") == [{}, {"type": "null"}]:
+            node = {k: v for k, v in node.items() if k != "oneOf"}
+        return {k: _any_value_once(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_any_value_once(v) for v in node]
+    return node
+
+
+def _declare_links(result: dict[str, Any]) -> None:
+    for item in result.get("paths", {}).values():
+        for operation in item.values():
+            if not isinstance(operation, dict):
+                continue
+            for code, response in operation.get("responses", {}).items():
+                links = LINKS.get((operation.get("operationId", ""), code))
+                if links:
+                    response["links"] = links
+
+
 def _as_served(result: dict[str, Any], generator: Any, **kwargs: Any) -> dict[str, Any]:
-    """Post-processing hook: the paths as the spec writes them (no trailing slash; the server
-    accepts one too), and request bodies that refuse unknown properties, as the server does."""
+    """Post-processing hook: the paths as the README writes them (no trailing slash; the server
+    accepts one too), request bodies that refuse unknown properties, as the server does, every
+    limit the server enforces, and the links between operations."""
     result["paths"] = {
         (path.rstrip("/") or "/"): item for path, item in result.get("paths", {}).items()
     }
     for name, component in result.get("components", {}).get("schemas", {}).items():
         if name.endswith("Request") and component.get("type") == "object":
             component["additionalProperties"] = False
+    result["components"] = _any_value_once(result.get("components", {}))
+    _declare_limits(result)
+    _declare_links(result)
     return result
 
 
@@ -179,6 +424,7 @@ SCHEMA_SETTINGS: dict[str, Any] = {
         "task with its one-time token."
     ),
     "VERSION": __version__,
+    "OAS_VERSION": "3.1.0",
     "COMPONENT_SPLIT_REQUEST": True,
     "SCHEMA_PATH_PREFIX": r"/v1",
     "POSTPROCESSING_HOOKS": [

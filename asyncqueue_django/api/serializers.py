@@ -9,6 +9,8 @@ through ``representation.py`` (the same renderer the worker uses for webhook bod
 
 from __future__ import annotations
 
+import difflib
+import json
 import re
 from datetime import timedelta
 from typing import Any
@@ -17,7 +19,7 @@ from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from asyncqueue_django import http, representation, validators
+from asyncqueue_django import representation, urlpolicy, validators
 from asyncqueue_django.conf import app_settings
 from asyncqueue_django.models import Task
 from asyncqueue_django.states import AttemptOutcome, RetryBackoff, SignalStatus, TaskStatus
@@ -26,7 +28,7 @@ from asyncqueue_django.values import TaskSpec, fingerprint_of
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 
-#: Alias → canonical field name (SPEC §3).
+#: Alias → canonical field name (the README's "Creating a task" table).
 ALIASES = {
     "callbackUrl": "targetUrl",
     "webhook_url": "targetUrl",
@@ -69,6 +71,21 @@ def check_idempotency_key(value: str) -> str:
     return str(check(validators.check_idempotency_key, value))
 
 
+def unknown_field(name: str, known: list[str]) -> str:
+    """The message for a body field we do not know, suggesting the closest known name
+    (``targetURL`` → ``targetUrl``), else listing them."""
+    by_lower = {k.lower(): k for k in known}
+    close = difflib.get_close_matches(name.lower(), list(by_lower), n=1, cutoff=0.6)
+    if close:
+        return f'Unknown field; did you mean "{by_lower[close[0]]}"?'
+    return f"Unknown field; the fields are {', '.join(known)}."
+
+
+def _refuse_unknown(data: dict[str, Any], fields: list[str]) -> dict[str, list[str]]:
+    known = [*fields, *(alias for alias, canonical in ALIASES.items() if canonical in fields)]
+    return {name: [unknown_field(name, known)] for name in sorted(set(data) - set(fields))}
+
+
 # --------------------------------------------------------------------------------------------
 # Strict fields
 # --------------------------------------------------------------------------------------------
@@ -76,6 +93,8 @@ def check_idempotency_key(value: str) -> str:
 
 class StrictIntegerField(serializers.IntegerField):
     def to_internal_value(self, data: Any) -> int:
+        if isinstance(data, float) and data.is_integer():
+            data = int(data)  # 5.0 is an integer in JSON (and in JSON Schema); "5" is not
         if isinstance(data, bool) or not isinstance(data, int):
             self.fail("invalid")
         return super().to_internal_value(data)
@@ -100,9 +119,13 @@ class StrictCharField(serializers.CharField):
 
 
 class StrictChoiceField(serializers.ChoiceField):
+    """A choice among strings; a wrong one is answered with the valid ones."""
+
     def to_internal_value(self, data: Any) -> Any:
-        if not isinstance(data, str):
-            self.fail("invalid_choice", input=data)
+        if not isinstance(data, str) or data not in self.choice_strings_to_values:
+            valid = ", ".join(f'"{c}"' for c in self.choice_strings_to_values)
+            shown = json.dumps(data) if isinstance(data, str) else "this value"
+            raise serializers.ValidationError(f"{shown} is not valid; use one of {valid}.")
         return super().to_internal_value(data)
 
 
@@ -110,15 +133,15 @@ class TargetURLField(StrictCharField):
     """An http(s) URL the SSRF guard lets through (checked at create time and again at call)."""
 
     def __init__(self, **kwargs: Any) -> None:
-        kwargs.setdefault("max_length", http.MAX_URL_LENGTH)
+        kwargs.setdefault("max_length", urlpolicy.MAX_URL_LENGTH)
         kwargs.setdefault("trim_whitespace", False)
         super().__init__(**kwargs)
 
     def to_internal_value(self, data: Any) -> str:
         value = super().to_internal_value(data)
         try:
-            http.check_url(value)
-        except http.UnsafeURL as exc:
+            urlpolicy.check_url(value)
+        except urlpolicy.UnsafeURL as exc:
             raise serializers.ValidationError(str(exc)) from None
         return value
 
@@ -164,9 +187,7 @@ class TaskCreateSerializer(serializers.Serializer[Any]):
                     errors[alias] = [f"Give either {alias} or {canonical}, not both."]
                     continue
                 data[canonical] = data.pop(alias)
-        unknown = sorted(set(data) - set(self.fields))
-        for name in unknown:
-            errors[name] = ["Unknown field."]
+        errors.update(_refuse_unknown(data, list(self.fields)))
         if errors:
             raise serializers.ValidationError(errors)
         # The request as sent (aliases resolved): what an Idempotency-Key replay must match.
@@ -322,7 +343,7 @@ class AttemptSerializer(serializers.Serializer[Any]):
 
 
 class TaskSerializer(serializers.Serializer[Task]):
-    """The public task object (SPEC §3)."""
+    """The public task object (the README's "The task object")."""
 
     id = serializers.UUIDField()
     status = serializers.ChoiceField(choices=TaskStatus.choices)
@@ -427,9 +448,9 @@ class SignalSerializer(serializers.Serializer[Any]):
     def to_internal_value(self, data: Any) -> Any:
         if not isinstance(data, dict):
             raise serializers.ValidationError({"body": ["Request body must be a JSON object."]})
-        unknown = sorted(set(data) - set(self.fields))
+        unknown = _refuse_unknown(data, list(self.fields))
         if unknown:
-            raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
+            raise serializers.ValidationError(unknown)
         return super().to_internal_value(data)
 
     def validate_result(self, value: Any) -> Any:
@@ -447,9 +468,9 @@ class HeartbeatSerializer(serializers.Serializer[Any]):
     def to_internal_value(self, data: Any) -> Any:
         if not isinstance(data, dict):
             raise serializers.ValidationError({"body": ["Request body must be a JSON object."]})
-        unknown = sorted(set(data) - set(self.fields))
+        unknown = _refuse_unknown(data, list(self.fields))
         if unknown:
-            raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
+            raise serializers.ValidationError(unknown)
         return super().to_internal_value(data)
 
     def validate_extendBy(self, value: int) -> int:

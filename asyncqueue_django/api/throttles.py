@@ -30,12 +30,28 @@ def parse_rate(rate: str) -> tuple[int, int]:
     return int(num), PERIODS[period[0]]
 
 
-def _trusted(address: str, networks: list[str]) -> bool:
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address in ``text`` (``1.2.3.4``, ``1.2.3.4:5678``, ``[2001:db8::1]:443``,
+    ``2001:db8::1``), IPv4-mapped IPv6 unwrapped to IPv4; None if it is not one."""
+    text = text.strip()
+    if text.startswith("["):
+        text = text[1:].split("]", 1)[0]
+    elif text.count(":") == 1:  # IPv4 with a port
+        text = text.split(":", 1)[0]
     try:
-        ip = ipaddress.ip_address(address.strip().strip("[]"))
+        ip = ipaddress.ip_address(text)
     except ValueError:
-        return False
-    return any(ip in ipaddress.ip_network(n, strict=False) for n in networks)
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def _trusted(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, networks: list[str]) -> bool:
+    return any(
+        ip.version == net.version and ip in net
+        for net in (ipaddress.ip_network(n, strict=False) for n in networks)
+    )
 
 
 def client_address(request: Any) -> str:
@@ -45,24 +61,36 @@ def client_address(request: Any) -> str:
     read from the right (each proxy appends the address it received the request from), past
     every trusted proxy, and the first address not among them is the client. Entries left of
     it were written by the client itself and are never believed; an entry that is not an IP
-    address stops the walk. Without trusted proxies the header is ignored, so a client cannot
-    pick its own rate-limit bucket.
+    address (ports and brackets are understood) stops the walk. Without trusted proxies the
+    header is ignored, so a client cannot pick its own rate-limit bucket. IPv4-mapped IPv6
+    addresses (a dual-stack socket's view of an IPv4 peer) count as the IPv4 address.
     """
-    remote = str(request.META.get("REMOTE_ADDR") or "")
+    remote_text = str(request.META.get("REMOTE_ADDR") or "")
+    remote = _ip(remote_text)
+    if remote is None:
+        return remote_text
     networks = app_settings.TRUSTED_PROXIES
     if not networks or not _trusted(remote, networks):
-        return remote
-    forwarded = [a.strip() for a in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")]
+        return str(remote)
     client = remote
-    for address in reversed([a for a in forwarded if a]):
-        try:
-            ipaddress.ip_address(address.strip("[]"))
-        except ValueError:
+    forwarded = [a for a in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",") if a.strip()]
+    for entry in reversed(forwarded):
+        ip = _ip(entry)
+        if ip is None:
             break
-        client = address.strip("[]")
-        if not _trusted(client, networks):
+        client = ip
+        if not _trusted(ip, networks):
             break
-    return client
+    return str(client)
+
+
+def client_bucket(address: str) -> str:
+    """The rate-limit bucket of a client address: the address itself for IPv4, its /64 network
+    for IPv6 (one host usually holds a whole /64 and can pick a new address per request)."""
+    ip = _ip(address)
+    if isinstance(ip, ipaddress.IPv6Address):
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip) if ip is not None else address
 
 
 class FixedWindowThrottle(BaseThrottle):
@@ -120,7 +148,7 @@ class SignalIPThrottle(FixedWindowThrottle):
     setting = "SIGNAL_RATE_LIMIT"
 
     def get_ident_key(self, request: Request) -> str | None:
-        return client_address(request)
+        return client_bucket(client_address(request))
 
 
 def rate_limit_headers(request: Any) -> dict[str, str]:

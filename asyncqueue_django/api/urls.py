@@ -1,4 +1,4 @@
-"""Routes under ``/v1``: exactly the spec's paths, a trailing slash accepted too."""
+"""Routes under ``/v1``: exactly the documented paths, a trailing slash accepted too."""
 
 from __future__ import annotations
 

@@ -37,7 +37,7 @@ from asyncqueue_django.api.longpoll import watcher
 from asyncqueue_django.api.parsers import StrictJSONParser
 from asyncqueue_django.api.permissions import HasApiKey
 from asyncqueue_django.api.schema import (
-    SEED_EXAMPLES,
+    PATTERN_EXAMPLES,
     AsyncQueueSchema,
     TaskCreatedEnvelope,
     TaskDetailEnvelope,
@@ -159,7 +159,7 @@ class TaskViewSet(AsyncQueueViewMixin, viewsets.GenericViewSet[Task]):
             200: OpenApiResponse(TaskEnvelope, description="An Idempotency-Key replay."),
             **errors(400, 401, 409, 413, 415, 429),
         },
-        examples=SEED_EXAMPLES,
+        examples=PATTERN_EXAMPLES,
     )
     def create(self, request: Request) -> Response:
         serializer = TaskCreateSerializer(data=request.data)
@@ -187,9 +187,11 @@ class TaskViewSet(AsyncQueueViewMixin, viewsets.GenericViewSet[Task]):
     def _idempotency_key(request: Request, from_body: str | None) -> str | None:
         header = request.headers.get("Idempotency-Key")
         if header is not None:
-            header = header.strip()
-            if not 1 <= len(header) <= 255:
-                raise ValidationError({"Idempotency-Key": "Must be 1-255 characters."})
+            header = header.strip(" \t")
+            if not (1 <= len(header) <= 255 and header.isascii() and header.isprintable()):
+                raise ValidationError(
+                    {"Idempotency-Key": "Must be 1-255 printable ASCII characters (a UUID works)."}
+                )
             try:
                 check_idempotency_key(header)
             except ValidationError as exc:

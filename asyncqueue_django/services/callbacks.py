@@ -31,6 +31,22 @@ def _clean_text(raw: bytes, limit: int) -> str:
     return storable_text(raw[:limit].decode("utf-8", errors="replace"))
 
 
+def delivered(call: CallOutcome) -> bool:
+    """Whether a callback counts as delivered: a success, or, with ``COMPLETE_ON_CLIENT_ERROR``,
+    a 4xx that is not retried (the target answered and refused; the hosted service counts that
+    as ``completed``). The one place this rule lives."""
+    if call.succeeded:
+        return True
+    code = call.status_code
+    return bool(
+        app_settings.COMPLETE_ON_CLIENT_ERROR
+        and code is not None
+        and 400 <= code < 500
+        and not call.error
+        and not call.retryable
+    )
+
+
 def _result_body(call: CallOutcome, limit: int) -> Any:
     """The response body for ``result.body``: parsed JSON when it is complete JSON, else text."""
     text = _clean_text(call.body, limit)
@@ -143,7 +159,7 @@ class Callbacks(WorkKind[Task]):
         )
 
     def decide(self, row: Task, call: CallOutcome, now: datetime) -> Outcome:
-        if call.succeeded:
+        if delivered(call):
             return self.success(row, call, now)
         return self.fail_or_retry(row, call.describe(), call.retryable, call.retry_after, now)
 

@@ -261,7 +261,7 @@ def storable_call(call: C) -> C:
     """
     return dataclasses.replace(  # type: ignore[type-var]
         call,
-        headers=storable_headers(call.headers),
+        headers=storable_headers(call.headers, app_settings.MAX_STORED_RESPONSE_BYTES),
         error=storable_text(call.error)[:MAX_ATTEMPT_ERROR_LENGTH],
         final_url=storable_text(getattr(call, "final_url", "")),
     )

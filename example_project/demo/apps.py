@@ -6,5 +6,5 @@ from django.apps import AppConfig
 class DemoConfig(AppConfig):
     name = "demo"
     label = "demo"
-    verbose_name = "AsyncQueue demo (the seed's three patterns)"
+    verbose_name = "AsyncQueue demo (the three patterns)"
     default_auto_field = "django.db.models.BigAutoField"

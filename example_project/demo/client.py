@@ -1,9 +1,9 @@
 """How the demo reaches the service: the app's Python client over HTTP, configured from
 settings, and the secrets it verifies signed requests with.
 
-``connect(base).tasks.create(...)`` is the seed's ``aq.tasks.create``, ``.tasks.get`` its
-``aq.tasks.get`` and ``signaller(base).signals.send`` its
-``fetch('/v1/signals/' + signalToken, …)`` (no API key, as in the seed). The demo
+``connect(base).tasks.create(...)`` creates a task (``POST /v1/tasks``), ``.tasks.get``
+reads one, and ``signaller(base).signals.send`` posts to ``/v1/signals/<signalToken>``
+(no API key: the token is the credential). The demo
 talks HTTP to its own server on purpose (not ``asyncqueue_django.services``), so it does
 exactly what a client in another process or language would.
 

@@ -1,7 +1,7 @@
-"""The client side of the seed's three patterns, as "your app" runs them.
+"""The client side of the three patterns, as "your app" runs them.
 
-Each function is one step of the seed, written the way the seed writes it: create the task
-through the REST API, store the signal token, later send the signal. The HTML views and the
+Each function is one step of a pattern: create the task through the REST API, store the
+signal token, later send the signal. The HTML views and the
 JSON client endpoint both call these.
 """
 
@@ -15,8 +15,8 @@ from asyncqueue_django.client import AsyncQueueError, ConflictError, NotFoundErr
 from demo import client
 from demo.models import Order, Review, ReviewStatus
 
-REVIEW_MAX_WAIT = 86400  # the seed: 24 hours
-CHECKOUT_MAX_WAIT = 3600  # the seed: 1 hour to complete payment
+REVIEW_MAX_WAIT = 86400  # a reviewer has 24 hours
+CHECKOUT_MAX_WAIT = 3600  # a customer has 1 hour to complete payment
 
 
 def convert_video(base: str, video_id: str) -> Task:
@@ -30,7 +30,7 @@ def convert_video(base: str, video_id: str) -> Task:
 
 def request_review(base: str, document_id: str) -> Review:
     """Signal pattern: create a task that waits for a signal, then store the token with the
-    document (the seed's ``db.save({documentId, signalToken})``)."""
+    document (``Review.signal_token``), where the review page finds it."""
     with client.connect(base) as aq:
         created = aq.tasks.create(
             targetUrl=f"{base}/demo/api/start-review",
@@ -85,8 +85,8 @@ def start_checkout(
     base: str, order_id: str, amount: Decimal, max_wait_time: int = CHECKOUT_MAX_WAIT
 ) -> Order:
     """Payment pattern, steps 1 and 2: the order exists, a task waits for its payment (with an
-    onComplete webhook), and the signal token is stored with the order (the seed's
-    ``db.orders.update('order_789', { signalToken })``)."""
+    onComplete webhook), and the signal token is stored with the order
+    (``Order.signal_token``), where the payment webhook finds it."""
     with client.connect(base) as aq:
         Order.objects.update_or_create(order_id=order_id, defaults={"amount": amount})
         created = aq.tasks.create(

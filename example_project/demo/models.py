@@ -1,5 +1,5 @@
-"""What "your app" keeps: the seed's ``db.save({documentId, signalToken})`` and
-``db.orders.update(orderId, {signalToken})``, the videos its converter handled, and the
+"""What "your app" keeps: each document under review and each order with its signal token,
+the videos its converter handled, and the
 onComplete webhook events it received.
 
 Two writers touch a review or an order: the client view that created the task (it stores the

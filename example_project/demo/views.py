@@ -1,4 +1,4 @@
-"""The demo's HTTP surface, in the seed's three roles.
+"""The demo's HTTP surface, in three roles.
 
 - **Callback targets** the worker calls (``/demo/api/convert-video``, ``start-review``,
   ``start-checkout``): signed requests, verified with ``asyncqueue_django.receiver``.
@@ -146,7 +146,7 @@ def start_checkout_target(request: HttpRequest) -> HttpResponse:
 
 
 # --------------------------------------------------------------------------------------------
-# The fake payment provider's webhook (the seed's step 3)
+# The fake payment provider's webhook (the payment pattern's last step)
 # --------------------------------------------------------------------------------------------
 
 
@@ -359,7 +359,7 @@ def client_api(request: HttpRequest, action: str) -> HttpResponse:
 @require_GET
 def task_page(request: HttpRequest, task_id: uuid.UUID) -> HttpResponse:
     """The polling pattern in a page: one ``GET /v1/tasks/{id}`` per view, and the page
-    reloads itself every 2 seconds until the status is terminal (the seed's setInterval)."""
+    reloads itself every 2 seconds until the status is terminal."""
     try:
         with client.connect(client.base_url(request)) as aq:
             task = aq.tasks.get(task_id)

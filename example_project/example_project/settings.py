@@ -8,6 +8,10 @@ Zero-service by default (a SQLite database and the embedded SQLite broker, both 
   (a ``sqlite:///path`` URL selects the embedded broker)
 - ``SECRET_KEY``, ``DEBUG`` (``1``/``0``), ``ALLOWED_HOSTS`` (comma-separated),
   ``CSRF_TRUSTED_ORIGINS`` (comma-separated), ``DATABASE_CONN_MAX_AGE`` (seconds).
+- ``EXAMPLE_VAR_DIR``   where the SQLite files, the beat schedule and the API key file live
+  (default ``example_project/var/``, git-ignored).
+- ``ASYNCQUEUE_LOG_LEVEL`` the ``asyncqueue_django`` loggers' level (default ``INFO``;
+  ``./dev up`` passes its ``WORKER_LOGLEVEL``, ``WARNING`` unless asked).
 
 The development defaults (a published secret key, ``DEBUG`` on, every host allowed, private
 callback targets allowed) are for trying it out on your own machine only.
@@ -24,7 +28,7 @@ import dj_database_url
 from asyncqueue_django.beat import CELERY_BEAT_SCHEDULE as ASYNCQUEUE_BEAT_SCHEDULE
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-VAR_DIR = BASE_DIR / "var"
+VAR_DIR = Path(os.environ.get("EXAMPLE_VAR_DIR") or BASE_DIR / "var").resolve()
 VAR_DIR.mkdir(parents=True, exist_ok=True)
 
 
@@ -58,7 +62,7 @@ INSTALLED_APPS = [
     "django_celery_beat",
     "drf_spectacular_sidecar",  # Swagger UI's files for /v1/docs, served locally
     "asyncqueue_django",
-    "demo",  # example_project/demo: the seed guide's three patterns, see README
+    "demo",  # example_project/demo: the three patterns end to end, see README
 ]
 
 MIDDLEWARE = [
@@ -176,6 +180,10 @@ LOGGING = {
     "loggers": {
         # propagate off: the Celery worker also puts a handler on the root logger, and each
         # line should be printed once.
-        "asyncqueue_django": {"handlers": ["console"], "level": "INFO", "propagate": False},
+        "asyncqueue_django": {
+            "handlers": ["console"],
+            "level": os.environ.get("ASYNCQUEUE_LOG_LEVEL", "INFO").upper(),
+            "propagate": False,
+        },
     },
 }
