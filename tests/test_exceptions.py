@@ -43,7 +43,7 @@ def test_invalid_transition_is_409_naming_the_status() -> None:
     assert response is not None
     assert response.status_code == 409
     assert response.data == {
-        "error": "Cannot cancel a task that is completed",
+        "error": "Cannot cancel this task: it has completed",
         "code": "invalid_status",
         "status": "completed",
     }
