@@ -118,6 +118,14 @@ SETTINGS: dict[str, Setting] = {
         60, int, "A due task not claimed this long after dispatch is dispatched again.", 1
     ),
     "SWEEP_BATCH_SIZE": Setting(500, int, "Rows one sweep batch handles.", 1, 10_000),
+    "BATCH_SIZE": Setting(
+        16,
+        int,
+        "Most due tasks (or webhook events) one wake-up message claims and runs at once, each "
+        "call with its own deadline; also how many newly due rows share one message.",
+        1,
+        256,
+    ),
     # onComplete webhooks.
     "WEBHOOK_TIMEOUT": Setting(
         10,

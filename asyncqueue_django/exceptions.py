@@ -21,6 +21,14 @@ class ServiceError(Exception):
         super().__init__(self.message)
 
 
+class ApiKeyRevoked(ServiceError):
+    """The request's API key was revoked before its write happened (the write checks it)."""
+
+    code = "authentication_failed"
+    http_status = 401
+    message = "Invalid or revoked API key"
+
+
 class TaskNotFound(ServiceError):
     code = "not_found"
     http_status = 404

@@ -10,36 +10,51 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 from collections.abc import Callable
-from typing import Any, TypeVar
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from celery import shared_task
-from celery.signals import task_prerun
-from django.db import connections
+from django.db import DatabaseError, connections
 
 from asyncqueue_django import http, outbound, services, tracing
 from asyncqueue_django.conf import app_settings
+
+if TYPE_CHECKING:
+    from asyncqueue_django.models import Task, WebhookDelivery
 
 logger = logging.getLogger(__name__)
 _R = TypeVar("_R")
 
 
-@task_prerun.connect(weak=False)
-def _drop_broken_connections(sender: Any = None, **kwargs: Any) -> None:
-    """Before each of our tasks, close database connections that no longer answer (one cheap
-    ``SELECT 1`` per open connection; the task then opens a fresh one).
-
-    Celery's Django fixup keeps connections for ``CELERY_DB_REUSE_MAX`` tasks; without this a
-    connection the database dropped (failover, restart, ``pg_terminate_backend``) would fail
-    every task of that worker thread until the fixup recycles it hundreds of tasks later.
-    Connections are not closed for their age here (``close_old_connections`` would, with
-    ``CONN_MAX_AGE = 0``, reconnect before every task and undo ``CELERY_DB_REUSE_MAX``).
-    """
-    if not getattr(sender, "name", "").startswith("asyncqueue."):
-        return
+def _drop_broken_connections() -> bool:
+    """Close this thread's database connections that no longer answer (one ``SELECT 1`` per
+    connection that saw an error); True if one was closed, so the next query opens a new one."""
+    dropped = False
     for conn in connections.all(initialized_only=True):
         if conn.connection is not None and not conn.in_atomic_block and not conn.is_usable():
             conn.close()
+            dropped = True
+    return dropped
+
+
+def _db(step: Callable[..., _R], *args: Any, **kwargs: Any) -> _R:
+    """Run a database step; if it fails on a connection the database dropped (failover,
+    restart, ``pg_terminate_backend``), run it once more on a fresh connection.
+
+    Celery's Django fixup keeps connections for ``CELERY_DB_REUSE_MAX`` tasks, so a dropped
+    one would otherwise fail every task of its thread until it is recycled. Checking after an
+    error, not before each task, keeps a healthy worker at no extra round trip per task.
+    """
+    try:
+        return step(*args, **kwargs)
+    except DatabaseError:
+        if not _drop_broken_connections():
+            raise
+        logger.warning("A database connection was dropped; retrying on a new one")
+        return step(*args, **kwargs)
 
 
 def worker_id() -> str:
@@ -62,18 +77,97 @@ def _record(finish: Callable[..., _R], work: Any, result: http.CallResult, **kwa
 
     The attempt was made (a target that answered 2xx has done its work), so its outcome must
     be written now: left to the lease, the recovery sweep would call the target a second time.
-    Only when the database refuses even the short record is the attempt left to the lease.
+    A connection the database dropped is replaced and the same record written; only when the
+    database refuses even the short record is the attempt left to the lease.
     """
     try:
         return finish(work, result, **kwargs)
     except Exception as exc:
-        logger.exception(
-            "%s: could not record the attempt; recording it without the response", work
-        )
-        for conn in connections.all(initialized_only=True):
-            if not conn.in_atomic_block:
-                conn.close_if_unusable_or_obsolete()
-        return finish(work, services.without_response(result, type(exc).__name__), **kwargs)
+        error = exc
+    if isinstance(error, DatabaseError) and _drop_broken_connections():
+        try:
+            return finish(work, result, **kwargs)
+        except Exception as exc:
+            error = exc
+    logger.error(
+        "%s: could not record the attempt; recording it without the response",
+        work,
+        exc_info=error,
+    )
+    for conn in connections.all(initialized_only=True):
+        if not conn.in_atomic_block:
+            conn.close_if_unusable_or_obsolete()
+    return finish(work, services.without_response(result, type(error).__name__), **kwargs)
+
+
+def _callback(task: Task) -> Callable[[], http.CallResult]:
+    """The call of one attempt of ``task`` (never raises: a request that cannot be made is a
+    failed attempt)."""
+
+    def run() -> http.CallResult:
+        try:
+            # The call is a span of the task's trace (OpenTelemetry installed), and the target
+            # sees it as its parent (outbound.build_callback propagates the current span).
+            with tracing.span(
+                "asyncqueue.call", *_trace(task), {"asyncqueue.task_id": str(task.pk)}
+            ):
+                headers, body = outbound.build_callback(task)
+                return http.call(
+                    task.method, task.target_url, headers=headers, body=body, timeout=task.timeout
+                )
+        except Exception as exc:
+            return _failed_to_call("Task", task.pk, exc)
+
+    return run
+
+
+def _trace(task: Task) -> tuple[str, str]:
+    return task.traceparent, task.tracestate
+
+
+def _webhook(delivery: WebhookDelivery) -> tuple[str, Callable[[], http.CallResult]]:
+    """The body of one delivery attempt (rendered here: it may read the database) and its
+    POST (never raises)."""
+    body = ""
+    try:
+        body = outbound.render_webhook(delivery)
+        headers = outbound.build_webhook(delivery, body)
+    except Exception as exc:
+        failed = _failed_to_call("Webhook", delivery.pk, exc)
+        return body, lambda: failed
+
+    def run() -> http.CallResult:
+        try:
+            with tracing.span("asyncqueue.webhook", *_trace(delivery.task)):
+                return http.call(
+                    "POST",
+                    delivery.url,
+                    headers=headers,
+                    body=body.encode("utf-8"),
+                    timeout=app_settings.WEBHOOK_TIMEOUT,
+                )
+        except Exception as exc:
+            return _failed_to_call("Webhook", delivery.pk, exc)
+
+    return body, run
+
+
+def _log_task(task: Task, result: http.CallResult, status: Any) -> None:
+    logger.info(
+        "Task %s attempt %s: %s -> %s", task.pk, task.attempt_count, result.describe(), status
+    )
+
+
+def _log_webhook(delivery: WebhookDelivery, result: http.CallResult, status: Any) -> None:
+    logger.info(
+        "Webhook %s (%s of task %s) attempt %s: %s -> %s",
+        delivery.pk,
+        delivery.event,
+        delivery.task_id,
+        delivery.attempt_count,
+        result.describe(),
+        status,
+    )
 
 
 @shared_task(name="asyncqueue.execute_task", ignore_result=True)
@@ -84,25 +178,15 @@ def execute_task(task_id: str) -> str | None:
     """
     me = worker_id()
     claim_started = tracing.now_ns()
-    task = services.claim_task(task_id, worker=me)
+    task = _db(services.claim_task, task_id, worker=me)
     if task is None:
         logger.debug("Task %s is not claimable (duplicate or late message)", task_id)
         return None
-    trace = (task.traceparent, task.tracestate)
-    tracing.record("asyncqueue.claim", *trace, start_ns=claim_started, task_id=task_id)
-    try:
-        with tracing.span("asyncqueue.call", *trace, {"asyncqueue.task_id": task_id}):
-            headers, body = outbound.build_callback(task)
-            result = http.call(
-                task.method, task.target_url, headers=headers, body=body, timeout=task.timeout
-            )
-    except Exception as exc:
-        result = _failed_to_call("Task", task_id, exc)
-    with tracing.span("asyncqueue.finish", *trace, {"asyncqueue.task_id": task_id}):
+    tracing.record("asyncqueue.claim", *_trace(task), start_ns=claim_started, task_id=task_id)
+    result = _callback(task)()
+    with tracing.span("asyncqueue.finish", *_trace(task), {"asyncqueue.task_id": task_id}):
         status = _record(services.finish_attempt, task, result, worker=me)
-    logger.info(
-        "Task %s attempt %s: %s -> %s", task_id, task.attempt_count, result.describe(), status
-    )
+    _log_task(task, result, status)
     return status
 
 
@@ -114,47 +198,137 @@ def deliver_webhook(delivery_id: str) -> str | None:
     Whatever happens after the claim, the attempt is recorded before this returns.
     """
     me = worker_id()
-    delivery = services.claim_webhook(delivery_id, worker=me)
+    delivery = _db(services.claim_webhook, delivery_id, worker=me)
     if delivery is None:
         logger.debug("Webhook %s is not claimable (duplicate or late message)", delivery_id)
         return None
-    body = ""
-    task = delivery.task
-    try:
-        body = outbound.render_webhook(delivery)
-        with tracing.span("asyncqueue.webhook", task.traceparent, task.tracestate):
-            result = http.call(
-                "POST",
-                delivery.url,
-                headers=outbound.build_webhook(delivery, body),
-                body=body.encode("utf-8"),
-                timeout=app_settings.WEBHOOK_TIMEOUT,
-            )
-    except Exception as exc:
-        result = _failed_to_call("Webhook", delivery_id, exc)
+    body, run = _webhook(delivery)
+    result = run()
     status = _record(services.finish_webhook_attempt, delivery, result, worker=me, body=body)
-    logger.info(
-        "Webhook %s (%s of task %s) attempt %s: %s -> %s",
-        delivery_id,
-        delivery.event,
-        delivery.task_id,
-        delivery.attempt_count,
-        result.describe(),
-        status,
-    )
+    _log_webhook(delivery, result, status)
     return status
+
+
+#: Threads that make the calls of batches (per worker process, shared by its batches, started
+#: as needed). Enough for 16 worker threads with full batches of 16, so each call starts at
+#: once and runs on its own deadline; beyond that, calls wait for a free thread.
+CALL_THREADS = 256
+
+_calls: tuple[int, ThreadPoolExecutor] | None = None
+_calls_lock = threading.Lock()
+
+
+def _call_pool() -> ThreadPoolExecutor:
+    global _calls
+    with _calls_lock:
+        if _calls is None or _calls[0] != os.getpid():  # a forked child makes its own
+            _calls = (os.getpid(), ThreadPoolExecutor(CALL_THREADS, "asyncqueue-call"))
+        return _calls[1]
+
+
+@shared_task(name="asyncqueue.run_due", ignore_result=True)
+def run_due(kind: str, queue: str) -> int:
+    """A wake-up: claim up to ``BATCH_SIZE`` due rows of ``kind`` (``"task"`` or
+    ``"webhook"``) on ``queue`` at once, make their calls concurrently, each with its own
+    deadline (a slow target holds back no other call), and record the outcomes as the calls
+    return — all that returned meanwhile in one transaction. Returns how many were run; 0 for
+    a duplicate or late wake-up.
+
+    Whatever happens after the claim, every attempt is recorded before this returns.
+    """
+    me = worker_id()
+    jobs: list[_Job] = []
+    if kind == "task":
+        claim_started = tracing.now_ns()
+        for task in _db(services.claim_due_tasks, queue, worker=me):
+            tracing.record(
+                "asyncqueue.claim", *_trace(task), start_ns=claim_started, task_id=str(task.pk)
+            )
+            jobs.append(_Job(task, _callback(task), ""))
+    elif kind == "webhook":
+        for delivery in _db(services.claim_due_webhooks, worker=me):
+            body, run = _webhook(delivery)
+            jobs.append(_Job(delivery, run, body))
+    else:
+        logger.warning("Wake-up for an unknown kind of work %r ignored", kind)
+        return 0
+    if len(jobs) == 1:  # no hand-off for a batch of one
+        _record_batch(kind, [(jobs[0], jobs[0].run())], me)
+        return 1
+    pool = _call_pool()
+    futures = {pool.submit(job.run): job for job in jobs}
+    pending = set(futures)
+    while pending:
+        done, pending = wait(pending, return_when=FIRST_COMPLETED)
+        # Database writes stay on this thread (its connection).
+        _record_batch(kind, [(futures[f], f.result()) for f in done], me)
+    return len(jobs)
+
+
+@dataclass(frozen=True)
+class _Job:
+    work: Any  # the claimed task or webhook event
+    run: Callable[[], http.CallResult]
+    body: str  # a webhook's body as sent
+
+
+def _record_batch(kind: str, done: list[tuple[_Job, http.CallResult]], me: str) -> None:
+    """Record the attempts in ``done`` in one transaction; if that fails, each on its own
+    (with :func:`_record`'s fallbacks), so one unstorable answer cannot lose the others."""
+    finish_started = tracing.now_ns()
+    try:
+        if kind == "task":
+            statuses: list[Any] = services.finish_attempts(
+                [(job.work, result) for job, result in done], worker=me
+            )
+            for job, _ in done:
+                tracing.record(
+                    "asyncqueue.finish",
+                    *_trace(job.work),
+                    start_ns=finish_started,
+                    task_id=str(job.work.pk),
+                )
+        else:
+            statuses = services.finish_webhook_attempts(
+                [(job.work, result, job.body) for job, result in done], worker=me
+            )
+    except Exception:
+        logger.warning("Could not record a batch of %s attempts; recording each", len(done))
+        _drop_broken_connections()
+        for job, result in done:
+            status: Any
+            if kind == "task":
+                status = _record(services.finish_attempt, job.work, result, worker=me)
+            else:
+                status = _record(
+                    services.finish_webhook_attempt, job.work, result, worker=me, body=job.body
+                )
+            _log(kind, job.work, result, status)
+        return
+    for (job, result), status in zip(done, statuses, strict=True):
+        _log(kind, job.work, result, status)
+
+
+def _log(kind: str, work: Any, result: http.CallResult, status: Any) -> None:
+    if kind == "task":
+        _log_task(work, result, status)
+    else:
+        _log_webhook(work, result, status)
 
 
 @shared_task(name="asyncqueue.dispatch_due", ignore_result=True)
 def dispatch_due() -> dict[str, int]:
     """Beat: send delayed tasks and webhook re-deliveries whose long delay has passed."""
-    return {"tasks": services.dispatch_due(), "webhooks": services.dispatch_due_webhooks()}
+    return {
+        "tasks": _db(services.dispatch_due),
+        "webhooks": _db(services.dispatch_due_webhooks),
+    }
 
 
 @shared_task(name="asyncqueue.expire_waits", ignore_result=True)
 def expire_waits() -> int:
     """Beat: time out waiting tasks whose ``waitDeadline`` has passed."""
-    return services.expire_overdue()
+    return _db(services.expire_overdue)
 
 
 @shared_task(name="asyncqueue.recover", ignore_result=True)
@@ -162,8 +336,8 @@ def recover() -> dict[str, int]:
     """Beat: recover tasks and webhook events of dead workers, and re-send the ones whose
     message was lost."""
     return {
-        "stale_leases": services.recover_stale_leases(),
-        "redispatched": services.redispatch_lost(),
-        "stale_webhooks": services.recover_stale_webhooks(),
-        "redispatched_webhooks": services.redispatch_lost_webhooks(),
+        "stale_leases": _db(services.recover_stale_leases),
+        "redispatched": _db(services.redispatch_lost),
+        "stale_webhooks": _db(services.recover_stale_webhooks),
+        "redispatched_webhooks": _db(services.redispatch_lost_webhooks),
     }

@@ -1106,6 +1106,34 @@ def test_revoked_key_is_refused_at_once(client: APIClient, api_key: str) -> None
     assert Task.objects.count() == 0
 
 
+def test_a_key_revoked_by_another_process_creates_nothing(client: APIClient, api_key: str) -> None:
+    from asyncqueue_django.models import ApiKey
+
+    assert post(client, {"targetUrl": TARGET}).status_code == 201  # the key is now cached
+    # Revoked behind this process's back (another web process, the admin of another
+    # machine): the cached key must not create a task.
+    ApiKey.objects.filter(digest=tokens.digest(api_key)).update(revoked_at=timezone.now())
+    body = assert_error(post(client, {"targetUrl": TARGET}), 401, "authentication_failed")
+    assert body["error"] == "Invalid or revoked API key"
+    assert Task.objects.count() == 1
+    assert_error(client.get(URL), 401, "authentication_failed")  # reads check the key
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_create_with_a_recently_used_key_is_one_statement(client: APIClient) -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    assert post(client, {"targetUrl": TARGET}).status_code == 201  # warm: key read, touched
+    with CaptureQueriesContext(connection) as queries:
+        assert post(client, {"targetUrl": TARGET}).status_code == 201
+    statements = [q["sql"].split()[0] for q in queries.captured_queries]
+    if connection.vendor == "postgresql":
+        assert statements == ["INSERT"]  # the key is checked inside it
+    else:
+        assert statements == ["SELECT", "INSERT"]  # SQLite reads the key first, in-process
+
+
 def test_another_key_of_the_team_still_works_after_a_revoke(
     client: APIClient, api_key: str, team: Team, anon: APIClient
 ) -> None:

@@ -102,4 +102,5 @@ def test_every_benchmark_runs_in_smoke_mode(tmp_path: Path) -> None:
         result = next(iter(json.loads((results / f"{name}.json").read_text())["backends"].values()))
         assert set(peers) <= set(result["kinds"]), (name, result["kinds"])
         if on_pg:
-            assert result["round_trips"]["app"][measured] >= 1, (name, result["round_trips"])
+            # Counted (a batch of callbacks shares its statements: below 1 per callback).
+            assert result["round_trips"]["app"][measured] > 0, (name, result["round_trips"])

@@ -130,6 +130,8 @@ def test_out_of_range_is_e004(name: str, value: Any) -> None:
         ("RETRY_JITTER", 1),
         ("CONNECT_TIMEOUT", 0.1),
         ("SWEEP_BATCH_SIZE", 10_000),
+        ("BATCH_SIZE", 1),
+        ("BATCH_SIZE", 256),
         ("MAX_REQUEST_BYTES", 1024),
         ("MAX_REDIRECTS", 0),
     ],

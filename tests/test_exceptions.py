@@ -9,6 +9,7 @@ from asyncqueue_django import exceptions
 from asyncqueue_django.api.exceptions import exception_handler
 
 EXPECTED = {
+    exceptions.ApiKeyRevoked: (401, "authentication_failed"),
     exceptions.TaskNotFound: (404, "not_found"),
     exceptions.SignalTokenNotFound: (404, "not_found"),
     exceptions.WebhookNotFound: (404, "not_found"),

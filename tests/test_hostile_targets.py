@@ -625,6 +625,8 @@ def test_e2e_a_dripping_target_fails_by_its_timeout_once_and_is_called_once(
     assert task.error == "timeout after 2s after 1 attempt"
     assert list(Attempt.objects.filter(task=task).values_list("outcome", flat=True)) == ["failed"]
     assert len(peer.conns) == 1
+    # The worker records the attempt right after closing; the peer notices a moment later.
+    wait_for(lambda: peer.conns[0].client_hung_up or peer.conns[0].finished, 10)
     assert peer.conns[0].client_hung_up
 
 
@@ -647,6 +649,8 @@ def test_e2e_a_target_dripping_its_body_after_200_completes_once_with_what_came(
     assert set(task.result["body"]) <= {"x"}
     assert len(task.result["body"]) < 80
     assert len(peer.conns) == 1
+    # The worker records the attempt right after closing; the peer notices a moment later.
+    wait_for(lambda: peer.conns[0].client_hung_up or peer.conns[0].finished, 10)
     assert peer.conns[0].client_hung_up
 
 
@@ -673,6 +677,8 @@ def test_e2e_a_dripping_webhook_receiver_is_bounded_by_webhook_timeout(
     assert delivery.last_error == "timeout after 2s"
     assert delivery.attempt_count == 1
     assert len(peer.conns) == 1
+    # The worker records the attempt right after closing; the peer notices a moment later.
+    wait_for(lambda: peer.conns[0].client_hung_up or peer.conns[0].finished, 10)
     assert peer.conns[0].client_hung_up
 
 

@@ -152,8 +152,11 @@ def test_worker_sigkilled_mid_callback_loses_nothing(
 ) -> None:
     import json
 
-    env = {"ASYNCQUEUE_TEST_OVERRIDES": json.dumps(fast_recovery("crash"))}
-    worker = worker_factory(queues="crash", beat=False, concurrency=8, **env)
+    # Batches of 2 on 4 threads: 8 calls in flight, so the 500 last through all four kills
+    # (with the defaults a worker runs 128 at once and is done between two kills).
+    overrides = {**fast_recovery("crash"), "BATCH_SIZE": 2}
+    env = {"ASYNCQUEUE_TEST_OVERRIDES": json.dumps(overrides)}
+    worker = worker_factory(queues="crash", beat=False, concurrency=4, **env)
     ids = _slow_tasks(team, slow_target, queue="crash", count=500)
     kills = 0
     for _ in range(4):
@@ -161,7 +164,7 @@ def test_worker_sigkilled_mid_callback_loses_nothing(
         wait_for(lambda: Task.objects.filter(pk__in=ids, status="processing").exists(), 60)
         worker.kill()
         kills += 1
-        worker = worker_factory(queues="crash", beat=False, concurrency=8, **env)
+        worker = worker_factory(queues="crash", beat=False, concurrency=4, **env)
         time.sleep(1.0)
     _sweep_until_all_terminal(ids, timeout=240, queue="crash")
     worker.stop()
@@ -284,8 +287,11 @@ def test_worker_losing_its_database_connections_recovers(
 ) -> None:
     import json
 
-    env = {"ASYNCQUEUE_TEST_OVERRIDES": json.dumps(fast_recovery("hiccup"))}
-    worker = worker_factory(queues="hiccup", beat=False, concurrency=4, **env)
+    # Batches of 2 on 2 threads: 4 calls in flight, so the work lasts through three cuts
+    # (with the defaults a 4-thread worker runs all 60 at once, in a fraction of a second).
+    overrides = {**fast_recovery("hiccup"), "BATCH_SIZE": 2}
+    env = {"ASYNCQUEUE_TEST_OVERRIDES": json.dumps(overrides)}
+    worker = worker_factory(queues="hiccup", beat=False, concurrency=2, **env)
     ids = _slow_tasks(team, slow_target, queue="hiccup", count=60)
     db_name = connection.settings_dict["NAME"]
     for _ in range(3):

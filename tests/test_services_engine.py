@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import threading
+import time
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from django.db import connection
@@ -15,6 +17,7 @@ from asyncqueue_django import services, tasks
 from asyncqueue_django.http import CallResult
 from asyncqueue_django.models import Attempt, Task, Team
 from asyncqueue_django.services import TaskSpec
+from asyncqueue_django.values import Message
 from tests.worker import Worker, broker_unreachable, wait_for
 
 
@@ -311,3 +314,147 @@ def test_complete_on_client_error_puts_a_signal_task_in_waiting(team: Team) -> N
     with override_settings(ASYNCQUEUE={"COMPLETE_ON_CLIENT_ERROR": True}):
         status = services.finish_attempt(task, ok(status=404), worker="w1")
     assert status == "waiting"
+
+
+# ---------------------------------------------------------------- batches and wake-ups
+
+
+def test_a_batch_claim_takes_due_tasks_of_its_queue_highest_priority_first(team: Team) -> None:
+    now = timezone.now()
+    low = [make_task(team, queue="batch", priority=2) for _ in range(3)]
+    high = make_task(team, queue="batch", priority=9)
+    later = make_task(team, queue="batch", delay_until=now + timedelta(minutes=5))
+    other = make_task(team, queue="elsewhere")
+    first = services.claim_due_tasks("batch", "w1", now=now, limit=2)
+    assert first[0].pk == high.pk
+    assert len(first) == 2
+    assert all(t.status == "processing" and t.leased_by == "w1" for t in first)
+    assert all(t.team == team for t in first)  # the signing team comes with the claim
+    rest = services.claim_due_tasks("batch", "w2", now=now, limit=10)
+    assert {t.pk for t in first} | {t.pk for t in rest} == {high.pk, *(t.pk for t in low)}
+    assert services.claim_due_tasks("batch", "w3", now=now) == []  # a duplicate wake-up
+    assert Task.objects.get(pk=later.pk).status == "delayed"
+    assert Task.objects.get(pk=other.pk).status == "pending"
+    for task in [*first, *rest]:
+        stored = Task.objects.get(pk=task.pk)
+        assert stored.attempt_count == task.attempt_count == 1
+        assert stored.lease_expires_at == task.lease_expires_at
+        assert stored.lease_expires_at > now + timedelta(seconds=task.timeout)
+
+
+def test_batch_size_bounds_a_wake_up(team: Team) -> None:
+    for _ in range(5):
+        make_task(team, queue="bounded")
+    with override_settings(ASYNCQUEUE={"BATCH_SIZE": 3}):
+        assert len(services.claim_due_tasks("bounded", "w1")) == 3  # full: passes a wake-up on
+        assert len(services.claim_due_tasks("bounded", "w1")) == 2
+
+
+def test_an_early_signal_during_the_call_is_applied_by_the_finish(team: Team) -> None:
+    created = services.create_task(
+        team, TaskSpec(target_url="http://127.0.0.1:9/x", wait_for_signal=True)
+    )
+    task = services.claim_task(created.task.pk, "w1")
+    assert task is not None
+    assert created.signal_token is not None
+    services.signal_task(created.signal_token, "completed", result={"paid": True})
+    # The claimed row in memory predates the signal; the finish must not overwrite it.
+    assert services.finish_attempt(task, ok(), worker="w1") == "completed"
+    stored = Task.objects.get(pk=task.pk)
+    assert stored.result == {"paid": True}
+    assert Attempt.objects.filter(task=stored).count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="the one-statement path is PostgreSQL's"
+)
+def test_a_callback_is_one_statement_to_claim_and_one_to_finish(team: Team) -> None:
+    from django.test.utils import CaptureQueriesContext
+
+    task = make_task(team, queue="unconsumed", on_complete_url="http://127.0.0.1:9/hook")
+    with CaptureQueriesContext(connection) as claim:
+        claimed = services.claim_task(task.pk, "w1")
+    assert claimed is not None
+    with CaptureQueriesContext(connection) as finish:
+        assert services.finish_attempt(claimed, ok(), worker="w1") == "completed"
+    assert len(claim.captured_queries) == 1
+    assert len(finish.captured_queries) == 1
+    assert Attempt.objects.filter(task=task).count() == 1
+    assert task.webhook_deliveries.count() == 1  # the terminal event, in the same statement
+
+
+def test_a_transaction_making_many_tasks_due_sends_one_wake_up(
+    team: Team, monkeypatch: pytest.MonkeyPatch, django_capture_on_commit_callbacks: Any
+) -> None:
+    from asyncqueue_django.services import engine
+
+    sent: list[tuple[str, tuple[object, ...], str, int]] = []
+    monkeypatch.setattr(
+        engine,
+        "publisher",
+        lambda m: sent.append((m.task_name, m.args, m.queue, m.priority)),
+    )
+    with django_capture_on_commit_callbacks(execute=True) as hooks:
+        for priority in (3, 9, 5):
+            for _ in range(20):
+                make_task(team, queue="bulk", priority=priority)
+    assert len(hooks) == 1
+    assert sent == [("asyncqueue.run_due", ("task", "bulk"), "bulk", 9)]  # the top priority
+
+
+def test_wake_ups_that_come_in_while_one_is_published_share_one_message(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from asyncqueue_django.services import engine
+    from asyncqueue_django.services.callbacks import CALLBACKS
+
+    sent: list[str] = []
+    publishing = threading.Event()
+
+    def slow_broker(message: Message) -> None:
+        publishing.set()
+        time.sleep(0.2)  # a slow broker: commits keep coming meanwhile
+        sent.append(message.queue)
+
+    monkeypatch.setattr(engine, "publisher", slow_broker)
+    first = threading.Thread(target=engine.wakeups.add, args=(CALLBACKS, "busy", 5))
+    first.start()
+    assert publishing.wait(5)
+    started = time.monotonic()
+    for _ in range(30):  # other commits while the first wake-up is on its way
+        engine.wakeups.add(CALLBACKS, "busy", 5)
+    assert time.monotonic() - started < 0.1  # they did not wait for the broker
+    first.join()
+    wait_for(lambda: len(sent) == 2, 5)
+    time.sleep(0.3)
+    assert sent == ["busy", "busy"]  # the first, then one for the 30
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="the one-statement path is PostgreSQL's"
+)
+def test_a_webhook_delivery_is_one_statement_to_claim_and_one_to_finish(
+    team: Team, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from django.test.utils import CaptureQueriesContext
+
+    from asyncqueue_django import outbound
+    from asyncqueue_django.services import engine
+
+    monkeypatch.setattr(engine, "publisher", lambda message: None)  # no worker takes the event
+
+    task = make_task(team, queue="unconsumed", on_complete_url="http://127.0.0.1:9/hook")
+    claimed = services.claim_task(task.pk, "w1")
+    assert claimed is not None
+    services.finish_attempt(claimed, ok(), worker="w1")
+    delivery = task.webhook_deliveries.get()
+    with CaptureQueriesContext(connection) as queries:
+        leased = services.claim_webhook(delivery.pk, "w1")
+        assert leased is not None
+        body = outbound.render_webhook(leased)  # the task came with the claim
+        assert leased.task.team == team
+        status = services.finish_webhook_attempt(leased, ok(), worker="w1", body=body)
+    assert status == "delivered"
+    assert len(queries.captured_queries) == 2

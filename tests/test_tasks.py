@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
+import time
 import uuid
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import pytest
 from celery import Celery
@@ -15,6 +19,7 @@ from asyncqueue_django import broker, outbound, services, signing
 from asyncqueue_django.models import Team
 from asyncqueue_django.services import TaskSpec
 from asyncqueue_django.values import Message
+from tests.worker import wait_for
 
 
 @pytest.mark.parametrize(
@@ -144,3 +149,77 @@ def test_priority_10_is_served_before_1(broker_app: Celery) -> None:
     finally:
         with broker_app.connection_for_write() as conn:
             queue(conn.default_channel).delete()
+
+
+class _SlowAndFast(BaseHTTPRequestHandler):
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if self.path == "/slow":
+            time.sleep(2)
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_wake_up_runs_its_batch_at_once_and_a_slow_target_holds_no_other_back(
+    team: Team,
+) -> None:
+    from django.db import connection
+
+    from asyncqueue_django import tasks
+    from asyncqueue_django.models import Attempt, Task
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _SlowAndFast)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_port}"
+    queue = "unconsumed-batch"  # no test worker consumes it: the wake-up runs here
+    slow = services.create_task(team, TaskSpec(target_url=f"{base}/slow", queue=queue)).task
+    fast = [
+        services.create_task(team, TaskSpec(target_url=f"{base}/fast", queue=queue)).task
+        for _ in range(3)
+    ]
+    ran: list[int] = []
+
+    def wake() -> None:
+        try:
+            ran.append(tasks.run_due.run("task", queue))
+        finally:
+            connection.close()
+
+    started = time.monotonic()
+    thread = threading.Thread(target=wake)
+    thread.start()
+    try:
+        wait_for(
+            lambda: (
+                Task.objects.filter(pk__in=[t.pk for t in fast], status="completed").count() == 3
+            ),
+            10,
+        )
+        assert time.monotonic() - started < 2  # recorded while the slow call still runs
+        assert Task.objects.get(pk=slow.pk).status == "processing"
+    finally:
+        thread.join(30)
+        server.shutdown()
+        server.server_close()
+    assert ran == [4]
+    assert Task.objects.get(pk=slow.pk).status == "completed"
+    assert Attempt.objects.filter(task__queue=queue).count() == 4
+    assert tasks.run_due.run("task", queue) == 0  # a duplicate wake-up is a no-op
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_old_per_task_message_still_runs_its_task(team: Team, httpserver: Any) -> None:
+    from asyncqueue_django import tasks
+
+    httpserver.expect_request("/old").respond_with_data("ok")
+    task = services.create_task(
+        team, TaskSpec(target_url=httpserver.url_for("/old"), queue="unconsumed")
+    ).task
+    assert tasks.execute_task.run(str(task.pk)) == "completed"
+    assert tasks.execute_task.run(str(task.pk)) is None

@@ -58,7 +58,7 @@ from asyncqueue_django.api.serializers import (
 from asyncqueue_django.api.throttles import SignalIPThrottle, TeamRateThrottle, rate_limit_headers
 from asyncqueue_django.conf import app_settings
 from asyncqueue_django.exceptions import TaskNotFound
-from asyncqueue_django.models import Task, Team
+from asyncqueue_django.models import ApiKey, Task, Team
 from asyncqueue_django.states import TaskStatus
 from asyncqueue_django.validators import QUEUE_NAME_RE
 
@@ -175,7 +175,11 @@ class TaskViewSet(AsyncQueueViewMixin, viewsets.GenericViewSet[Task]):
                 spec.traceparent = sent["traceparent"]
                 spec.tracestate = sent.get("tracestate", "")
             created = services.create_task(
-                self.team, spec, idempotency_key=key, fingerprint=serializer.request_fingerprint
+                self.team,
+                spec,
+                idempotency_key=key,
+                fingerprint=serializer.request_fingerprint,
+                api_key=request.auth if isinstance(request.auth, ApiKey) else None,
             )
         body: dict[str, Any] = {"task": TaskSerializer(created.task).data}
         if created.signal_token:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from asyncqueue_django.exceptions import (
     AlreadySignalled,
+    ApiKeyRevoked,
     IdempotencyConflict,
     InvalidTransition,
     SignalTokenNotFound,
@@ -31,15 +32,23 @@ from asyncqueue_django.exceptions import (
     WebhookInFlight,
     WebhookNotFound,
 )
-from asyncqueue_django.services.callbacks import claim_task, enqueue, finish_attempt
+from asyncqueue_django.services.callbacks import (
+    claim_due_tasks,
+    claim_task,
+    enqueue,
+    finish_attempt,
+    finish_attempts,
+)
 from asyncqueue_django.services.deliveries import (
+    claim_due_webhooks,
     claim_webhook,
     enqueue_webhook,
     finish_webhook_attempt,
+    finish_webhook_attempts,
     resend_latest_webhook,
     resend_webhook,
 )
-from asyncqueue_django.services.engine import storable_call, without_response
+from asyncqueue_django.services.engine import storable_call, wakeups, without_response
 from asyncqueue_django.services.lifecycle import CreatedTask, cancel_task, create_task, retry_task
 from asyncqueue_django.services.retention import prunable_tasks, prune_finished
 from asyncqueue_django.services.sweeps import (
@@ -73,6 +82,7 @@ from asyncqueue_django.values import TaskSpec, fingerprint_of
 __all__ = [
     "API_KEY_TOUCH_INTERVAL",
     "AlreadySignalled",
+    "ApiKeyRevoked",
     "CreatedTask",
     "IdempotencyConflict",
     "InvalidTransition",
@@ -85,6 +95,8 @@ __all__ = [
     "WebhookNotFound",
     "authenticate_api_key",
     "cancel_task",
+    "claim_due_tasks",
+    "claim_due_webhooks",
     "claim_task",
     "claim_webhook",
     "create_api_key",
@@ -96,7 +108,9 @@ __all__ = [
     "expire_overdue",
     "fingerprint_of",
     "finish_attempt",
+    "finish_attempts",
     "finish_webhook_attempt",
+    "finish_webhook_attempts",
     "get_or_create_team",
     "get_task",
     "heartbeat",
@@ -115,5 +129,6 @@ __all__ = [
     "rotate_webhook_secret",
     "signal_task",
     "storable_call",
+    "wakeups",
     "without_response",
 ]

@@ -8,9 +8,11 @@ is the adapter that says what a callback's outcome means.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.db import models
 from django.utils import timezone
 
 from asyncqueue_django import states
@@ -21,7 +23,7 @@ from asyncqueue_django.models import Attempt, Task
 from asyncqueue_django.services import engine
 from asyncqueue_django.services.engine import AttemptRecord, Outcome, WorkKind
 from asyncqueue_django.services.tables import TASKS
-from asyncqueue_django.services.terminal import on_terminal
+from asyncqueue_django.services.terminal import on_terminal, terminal_rows
 from asyncqueue_django.states import AttemptOutcome, TaskStatus
 from asyncqueue_django.values import CallOutcome, Message, RetryDecision
 
@@ -168,9 +170,9 @@ class Callbacks(WorkKind[Task]):
         outcome.attempt_outcome = AttemptOutcome.WORKER_LOST
         return outcome
 
-    def record_attempt(self, row: Task, attempt: AttemptRecord) -> None:
+    def attempt_row(self, row: Task, attempt: AttemptRecord) -> Attempt:
         call, limit = attempt.call, app_settings.MAX_STORED_RESPONSE_BYTES
-        Attempt.objects.create(
+        return Attempt(
             task_id=row.pk,
             number=attempt.number,
             started_at=attempt.started_at,
@@ -187,6 +189,37 @@ class Callbacks(WorkKind[Task]):
     def after_move(self, row: Task, to: str, now: datetime) -> None:
         if states.is_terminal(to):
             on_terminal(row.pk, TaskStatus(to), row.on_complete_url, now)
+
+    def terminal_rows(
+        self, row: Task, to: str, now: datetime
+    ) -> tuple[list[models.Model], Callable[[], None] | None]:
+        if not states.is_terminal(to):
+            return [], None
+        events, announce = terminal_rows(row.pk, TaskStatus(to), row.on_complete_url, now)
+        return list(events), announce
+
+    def finish_guard(self, row: Task) -> dict[str, Any]:
+        # A signal recorded while the call ran changes what a success means.
+        return {"early_signal_status": row.early_signal_status}
+
+    def lease_sql(self) -> tuple[str, list[Any]]:
+        extra = app_settings.CONNECT_TIMEOUT + app_settings.LEASE_MARGIN
+        return "(timeout + %s::double precision)", [float(extra)]
+
+    def claim_sql(self, now: datetime) -> tuple[list[str], list[Any]]:
+        return ["started_at = COALESCE(started_at, %s)"], [now]
+
+    def batch_filters(self, queue: str) -> tuple[dict[str, Any], str, list[Any], str]:
+        # Higher priority first, then the longest due.
+        return {"queue": queue}, "queue = %s", [queue], "priority DESC, next_attempt_at"
+
+    def publish_on_commit(self, pk: Any, row: Task | None = None, countdown: float = 0) -> None:
+        """A task due now wakes a worker for its queue (coalesced, claimed in a batch); a
+        countdown (a short delay or retry) rides its own message for this one task."""
+        if row is not None and countdown <= 0:
+            engine.wake_on_commit(self, row.queue, row.priority)
+        else:
+            super().publish_on_commit(pk, row, countdown)
 
 
 CALLBACKS = Callbacks()
@@ -207,6 +240,16 @@ def claim_task(task_id: Any, worker: str, now: datetime | None = None) -> Task |
     return engine.claim(CALLBACKS, task_id, worker, now or timezone.now())
 
 
+def claim_due_tasks(
+    queue: str, worker: str, now: datetime | None = None, limit: int | None = None
+) -> list[Task]:
+    """Up to ``limit`` (default ``BATCH_SIZE``) due ``pending``/``delayed`` tasks of ``queue``,
+    highest priority first, each → ``processing`` with its own lease (what a wake-up message
+    runs). An empty list is the normal answer to a duplicate wake-up."""
+    size = app_settings.BATCH_SIZE if limit is None else limit
+    return engine.claim_batch(CALLBACKS, queue, worker, now or timezone.now(), size)
+
+
 def finish_attempt(
     task: Task, call: CallOutcome, *, worker: str, now: datetime | None = None
 ) -> TaskStatus | None:
@@ -222,3 +265,14 @@ def finish_attempt(
     """
     status = engine.finish(CALLBACKS, task, call, worker=worker, now=now or timezone.now())
     return None if status is None else TaskStatus(status)
+
+
+def finish_attempts(
+    batch: list[tuple[Task, CallOutcome]], *, worker: str, now: datetime | None = None
+) -> list[TaskStatus | None]:
+    """:func:`finish_attempt` for the attempts of a batch at once (one commit); each new
+    status, or None where the worker no longer held the claim."""
+    statuses = engine.finish_many(
+        CALLBACKS, [(t, c, None) for t, c in batch], worker=worker, now=now or timezone.now()
+    )
+    return [None if s is None else TaskStatus(s) for s in statuses]

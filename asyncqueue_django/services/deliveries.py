@@ -91,9 +91,9 @@ class Webhooks(WorkKind[WebhookDelivery]):
         outcome.fields.update(last_status_code=None, last_error=engine.WORKER_LOST)
         return outcome
 
-    def record_attempt(self, row: WebhookDelivery, attempt: AttemptRecord) -> None:
+    def attempt_row(self, row: WebhookDelivery, attempt: AttemptRecord) -> WebhookAttempt:
         # The delivery log keeps no response body or headers, and no outcome column.
-        WebhookAttempt.objects.create(
+        return WebhookAttempt(
             delivery_id=row.pk,
             number=attempt.number,
             started_at=attempt.started_at,
@@ -103,18 +103,26 @@ class Webhooks(WorkKind[WebhookDelivery]):
             worker=attempt.worker,
         )
 
+    def lease_sql(self) -> tuple[str, list[Any]]:
+        seconds = (
+            app_settings.WEBHOOK_TIMEOUT + app_settings.CONNECT_TIMEOUT + app_settings.LEASE_MARGIN
+        )
+        return "%s::double precision", [float(seconds)]
+
+    def claim_where_sql(self) -> str:
+        return "lease_expires_at IS NULL"  # not in flight on another worker
+
 
 WEBHOOKS = Webhooks()
 
 
-def create_events(
+def event_rows(
     tasks: Iterable[tuple[Any, str | None]], status: TaskStatus, now: datetime
-) -> None:
-    """The one event of each of ``tasks`` (``(task id, on_complete_url)``) that just moved to
-    the terminal ``status``, for those with a URL: one INSERT inside the caller's transaction,
-    published after its commit."""
+) -> list[WebhookDelivery]:
+    """The (unsaved) event of each of ``tasks`` (``(task id, on_complete_url)``) that just
+    moved to the terminal ``status``, for those with a URL."""
     event = states.EVENT_NAMES[status]
-    deliveries = [
+    return [
         WebhookDelivery(
             task_id=task_id,
             event=event,
@@ -127,9 +135,23 @@ def create_events(
         for task_id, url in tasks
         if url
     ]
+
+
+def publish_events_on_commit(deliveries: list[WebhookDelivery]) -> None:
+    """Send the delivery message of each of ``deliveries`` once they are committed."""
+    engine.publish_on_commit([WEBHOOKS.message(d.pk) for d in deliveries])
+
+
+def create_events(
+    tasks: Iterable[tuple[Any, str | None]], status: TaskStatus, now: datetime
+) -> None:
+    """The one event of each of ``tasks`` (``(task id, on_complete_url)``) that just moved to
+    the terminal ``status``, for those with a URL: one INSERT inside the caller's transaction,
+    published after its commit."""
+    deliveries = event_rows(tasks, status, now)
     if deliveries:
         WebhookDelivery.objects.bulk_create(deliveries)
-        engine.publish_on_commit([WEBHOOKS.message(d.pk) for d in deliveries])
+        publish_events_on_commit(deliveries)
 
 
 def enqueue_webhook(delivery_id: str, countdown: float = 0) -> bool:
@@ -147,6 +169,17 @@ def claim_webhook(
     late message (delivered, given up, in flight elsewhere, or not due yet).
     """
     return engine.claim(WEBHOOKS, delivery_id, worker, now or timezone.now())
+
+
+def claim_due_webhooks(
+    worker: str, now: datetime | None = None, limit: int | None = None
+) -> list[WebhookDelivery]:
+    """Up to ``limit`` (default ``BATCH_SIZE``) due, pending, not-in-flight events, longest
+    due first, each leased to ``worker`` for one attempt (what a wake-up message runs)."""
+    size = app_settings.BATCH_SIZE if limit is None else limit
+    return engine.claim_batch(
+        WEBHOOKS, app_settings.WEBHOOK_QUEUE, worker, now or timezone.now(), size
+    )
 
 
 def finish_webhook_attempt(
@@ -172,6 +205,23 @@ def finish_webhook_attempt(
     now = now or timezone.now()
     status = engine.finish(WEBHOOKS, delivery, call, worker=worker, now=now, fields={"body": body})
     return None if status is None else DeliveryStatus(status)
+
+
+def finish_webhook_attempts(
+    batch: list[tuple[WebhookDelivery, CallOutcome, str]],
+    *,
+    worker: str,
+    now: datetime | None = None,
+) -> list[DeliveryStatus | None]:
+    """:func:`finish_webhook_attempt` for the attempts of a batch at once (one commit);
+    ``batch`` holds ``(delivery, call, body sent)``."""
+    statuses = engine.finish_many(
+        WEBHOOKS,
+        [(d, c, {"body": body}) for d, c, body in batch],
+        worker=worker,
+        now=now or timezone.now(),
+    )
+    return [None if s is None else DeliveryStatus(s) for s in statuses]
 
 
 def resend_webhook(delivery: WebhookDelivery, now: datetime | None = None) -> WebhookDelivery:

@@ -14,15 +14,19 @@ change of status (its ``WHERE status IN (...)`` comes from the kind's transition
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import functools
 import logging
-from collections.abc import Callable, Iterable
+import os
+import threading
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
 
-from django.db import models, transaction
+from django.db import connections, models, router, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import F
 
 from asyncqueue_django.conf import app_settings
@@ -44,6 +48,9 @@ WORKER_LOST = "worker lost (lease expired)"
 
 #: Longest error text stored for an attempt (the column is a TextField; this keeps rows small).
 MAX_ATTEMPT_ERROR_LENGTH = 2000
+
+#: The Celery task a wake-up message runs: claim a batch of due rows of one kind and queue.
+WAKE_TASK = "asyncqueue.run_due"
 
 
 # --------------------------------------------------------------------------------------------
@@ -136,6 +143,127 @@ def publish_on_commit(messages: list[Message]) -> None:
         transaction.on_commit(functools.partial(_publish_all, messages), robust=True)
 
 
+class WakeUps:
+    """Coalesced wake-up messages. A wake-up means "due work of this kind on this queue": the
+    worker it wakes claims up to ``BATCH_SIZE`` due rows at once (:func:`claim_batch`), and a
+    batch that comes back full passes the wake-up on (the queue may hold more), so one message
+    stands for a batch, not for one row, and a backlog fans out over the worker's threads.
+
+    Commits add to it (:func:`wake_on_commit`). When no wake-up is being published, the
+    committing thread publishes its own at once (no hand-off, so no added latency); while one
+    is, later commits only record theirs and return, and what accumulated is published as one
+    message per kind and queue by a sender thread when the publish in progress is over. So a
+    burst of commits shares a few messages, and only the first of them waits for the broker.
+
+    A wake-up that finds nothing due (a duplicate, or its rows taken by an earlier batch)
+    costs one claim statement. One that is never sent (broker down, process killed before it
+    was published) is a lost message like any other: its rows are committed and due, and the
+    recovery sweep dispatches them after ``DISPATCH_GRACE``.
+    """
+
+    def __init__(self) -> None:
+        self._reset()
+        atexit.register(self.flush)
+
+    def _reset(self) -> None:
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+        self._ready = threading.Condition(self._lock)
+        self._pending: dict[tuple[str, str], tuple[WorkKind[Any], int, int]] = {}
+        self._sending = False  # a publish is in progress (inline or on the sender thread)
+        self._thread: threading.Thread | None = None
+
+    def add(self, kind: WorkKind[Any], queue: str, priority: int, count: int = 1) -> None:
+        """``count`` rows of ``kind`` became due on ``queue`` (committed)."""
+        if self._pid != os.getpid():  # a forked child starts with no thread and no backlog
+            self._reset()
+        with self._lock:
+            key = (kind.name, queue)
+            entry = self._pending.get(key)
+            if entry is not None:
+                count, priority = entry[1] + count, max(entry[2], priority)
+            self._pending[key] = (kind, count, priority)
+            if self._sending:  # the publish in progress is followed by ours
+                return
+            self._sending = True
+            batch = self._take()
+        try:
+            self._send(batch)
+        finally:
+            self._done_sending()
+
+    def _done_sending(self) -> None:
+        with self._lock:
+            if not self._pending:
+                self._sending = False
+                return
+            # More came in meanwhile: the sender thread publishes it (this caller returns).
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name="asyncqueue-wakeups", daemon=True
+                )
+                self._thread.start()
+            self._ready.notify()
+
+    def _take(self) -> dict[tuple[str, str], tuple[WorkKind[Any], int, int]]:
+        pending, self._pending = self._pending, {}
+        return pending
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                while not (self._pending and self._sending):
+                    self._ready.wait()
+                batch = self._take()
+            try:
+                self._send(batch)
+            finally:
+                with self._lock:
+                    if not self._pending:
+                        self._sending = False
+
+    @staticmethod
+    def _send(batch: dict[tuple[str, str], tuple[WorkKind[Any], int, int]]) -> None:
+        for (_, queue), (kind, _count, priority) in batch.items():
+            publish(kind.wake_message(queue, priority))
+
+    def flush(self) -> None:
+        """Send what is pending now, from the calling thread (at exit, and in tests)."""
+        if self._pid != os.getpid():
+            return
+        with self._lock:
+            batch = self._take()
+        self._send(batch)
+
+
+wakeups = WakeUps()
+
+
+def wake_on_commit(kind: WorkKind[Any], queue: str, priority: int) -> None:
+    """Once the current transaction commits, wake a worker for the due rows of ``kind`` on
+    ``queue`` (see :class:`WakeUps`). A transaction that makes many rows due on one queue
+    (a bulk create) registers one wake-up for them, not one each."""
+    connection = transaction.get_connection()
+    if not connection.in_atomic_block:  # autocommit: the row is committed already
+        wakeups.add(kind, queue, priority)
+        return
+    # One hook per kind and queue per transaction: the hook list is replaced at every commit,
+    # rollback and savepoint rollback, so a stale mark only ever costs a second hook.
+    hooks: Any
+    marked: dict[tuple[str, str], list[int]]
+    hooks, marked = getattr(connection, "_asyncqueue_wakes", (None, {}))
+    if hooks is not connection.run_on_commit:
+        marked = {}
+        connection._asyncqueue_wakes = (connection.run_on_commit, marked)
+    key = (kind.name, queue)
+    if key in marked:
+        marked[key][0] = max(marked[key][0], priority)
+        return
+    top = [priority]
+    marked[key] = top
+    transaction.on_commit(lambda: wakeups.add(kind, queue, top[0]), robust=True)
+
+
 # --------------------------------------------------------------------------------------------
 # The adapter
 # --------------------------------------------------------------------------------------------
@@ -219,10 +347,56 @@ class WorkKind(Generic[M]):
 
     def record_attempt(self, row: M, attempt: AttemptRecord) -> None:
         """Log ``attempt`` of ``row`` (inside the transaction that settles it)."""
-        raise NotImplementedError
+        log = self.attempt_row(row, attempt)
+        if log is None:
+            raise NotImplementedError
+        log.save(force_insert=True)
 
     def after_move(self, row: M, to: str, now: datetime) -> None:
         """Inside the transaction of a settled attempt (e.g. a task's terminal event)."""
+
+    # -- the fast path: what a claim and a finish write, as data the engine turns into SQL
+
+    def attempt_row(self, row: M, attempt: AttemptRecord) -> models.Model | None:
+        """The (unsaved) log row of ``attempt``; :meth:`record_attempt` saves it. A kind that
+        only overrides :meth:`record_attempt` returns None here: its attempts are settled on
+        the locked row (a read and a transaction more, nothing else lost)."""
+        return None
+
+    def terminal_rows(
+        self, row: M, to: str, now: datetime
+    ) -> tuple[list[models.Model], Callable[[], None] | None]:
+        """The (unsaved) rows a move of ``row`` to ``to`` creates with it (a task's terminal
+        event), and what to announce once they are committed (call inside the transaction)."""
+        return [], None
+
+    def finish_guard(self, row: M) -> dict[str, Any]:
+        """Columns whose value at claim time :meth:`decide` relied on, and that someone else
+        may change while the worker holds the row (a task's early signal): the one-statement
+        finish requires them unchanged, else it settles the attempt on the locked row."""
+        return {}
+
+    def lease_sql(self) -> tuple[str, list[Any]] | None:
+        """SQL for :meth:`lease_seconds` of the row being claimed, with its parameters; None
+        (a kind without it) claims by reading the row, then updating it."""
+        return None
+
+    def claim_sql(self, now: datetime) -> tuple[list[str], list[Any]]:
+        """SQL for :meth:`on_claim`: ``SET`` items and their parameters."""
+        return [], []
+
+    def claim_where_sql(self) -> str:
+        """SQL for :meth:`claim_filters` (no parameters; ``""`` for none)."""
+        return ""
+
+    def batch_filters(self, queue: str) -> tuple[dict[str, Any], str, list[Any], str]:
+        """Which due rows a wake-up for ``queue`` claims, and in which order: ORM filters,
+        the same as SQL with its parameters, and the SQL ``ORDER BY``."""
+        return {}, "TRUE", [], "next_attempt_at"
+
+    def wake_message(self, queue: str, priority: int, countdown: float = 0) -> Message:
+        """A wake-up: "due work of this kind on ``queue``" (``asyncqueue.run_due``)."""
+        return Message(WAKE_TASK, (self.name, queue), queue, priority, countdown)
 
     # -- the retry policy's shape, common to every kind
 
@@ -277,12 +451,82 @@ def without_response(call: C, reason: str) -> C:
     )
 
 
+def _connection(kind: WorkKind[Any]) -> BaseDatabaseWrapper:
+    return connections[router.db_for_write(kind.table.model)]
+
+
+# The SQL below is built from quoted identifiers of the models' metadata and fixed fragments
+# of the adapters; every value is a parameter (hence the S608 exemptions).
+
+
+def _returning(connection: BaseDatabaseWrapper) -> bool:
+    """Whether the one-statement claim and finish (``UPDATE … RETURNING`` and data-modifying
+    ``WITH``) are used: on PostgreSQL. Elsewhere the same guards run as ORM statements."""
+    return connection.vendor == "postgresql"
+
+
 def claim(kind: WorkKind[M], pk: Any, worker: str, now: datetime) -> M | None:
     """A due, claimable row → leased to ``worker`` for one attempt; None if not claimable.
 
     None is the normal answer to a duplicate or late message: someone else claimed the row,
     it is done, cancelled, in flight elsewhere, or not due yet.
+
+    On PostgreSQL one round trip: a guarded ``UPDATE … RETURNING`` joined to the related rows
+    the worker needs (the team that signs the request).
     """
+    connection = _connection(kind)
+    if _returning(connection) and kind.lease_sql() is not None:
+        qn = connection.ops.quote_name
+        pk_column = qn(kind.table.model._meta.pk.column)
+        rows = _claim_returning(kind, f"{pk_column} = %s", [pk], worker, now, connection)
+        return rows[0] if rows else None
+    return _claim_read_then_update(kind, pk, worker, now)
+
+
+def claim_batch(kind: WorkKind[M], queue: str, worker: str, now: datetime, limit: int) -> list[M]:
+    """Up to ``limit`` due, claimable rows of ``kind`` on ``queue``, in the kind's order
+    (a task's priority first), each leased to ``worker`` for one attempt.
+
+    On PostgreSQL one round trip: ``SELECT … FOR UPDATE SKIP LOCKED LIMIT n`` inside one
+    guarded ``UPDATE … RETURNING`` (rows another worker is claiming are skipped, not waited
+    for). Elsewhere (SQLite: one writer at a time) the due rows are read, then each is claimed
+    with its own guarded UPDATE; a row someone else took in between is left out.
+    """
+    filters, where, params, order = kind.batch_filters(queue)
+    connection = _connection(kind)
+    if _returning(connection) and kind.lease_sql() is not None:
+        model = kind.table.model
+        qn = connection.ops.quote_name
+        pk_column, table = qn(model._meta.pk.column), qn(model._meta.db_table)
+        guard, guard_params = _claim_guard(kind, now, connection)
+        # Picked once (MATERIALIZED): a subquery in the UPDATE's WHERE may be run again by
+        # the planner and pick more than ``limit`` rows.
+        pick = (
+            f"p AS MATERIALIZED (SELECT {pk_column} FROM {table} WHERE {guard} AND ({where}) "  # noqa: S608
+            f"ORDER BY {order} LIMIT %s FOR UPDATE SKIP LOCKED), "
+        )
+        rows = _claim_returning(
+            kind,
+            f"{pk_column} IN (SELECT {pk_column} FROM p)",  # noqa: S608
+            [],
+            worker,
+            now,
+            connection,
+            pick=(pick, [*guard_params, *params, limit]),
+            order=", ".join(f"c.{item}" for item in order.split(", ")),
+        )
+    else:
+        due = kind.table.objects().due(now + CLOCK_SKEW).filter(**filters, **kind.claim_filters())
+        order_by = [f"-{o.split()[0]}" if o.endswith("DESC") else o for o in order.split(", ")]
+        pks = list(due.order_by(*order_by).values_list("pk", flat=True)[:limit])
+        claimed = [_claim_read_then_update(kind, pk, worker, now) for pk in pks]
+        rows = [row for row in claimed if row is not None]
+    if rows and len(rows) >= limit:  # full: there may be more; another thread takes them
+        wakeups.add(kind, queue, max(int(getattr(r, "priority", 5)) for r in rows))
+    return rows
+
+
+def _claim_read_then_update(kind: WorkKind[M], pk: Any, worker: str, now: datetime) -> M | None:
     # With its related rows (the team signs the request). No ORDER BY for one row.
     row = kind.table.objects().select_related(*kind.related).filter(pk=pk).order_by().first()
     if row is None or row.status not in kind.claim_from:  # type: ignore[attr-defined]
@@ -333,6 +577,142 @@ def claim(kind: WorkKind[M], pk: Any, worker: str, now: datetime) -> M | None:
     return row
 
 
+def _claim_guard(
+    kind: WorkKind[Any], now: datetime, connection: BaseDatabaseWrapper
+) -> tuple[str, list[Any]]:
+    """The ``WHERE`` of a claim: a claimable status, due (with a little clock skew), and the
+    kind's own condition (a webhook event not in flight elsewhere)."""
+    qn = connection.ops.quote_name
+    statuses = sorted(str(s) for s in kind.claim_from)
+    extra = kind.claim_where_sql()
+    guard = (
+        f"{qn('status')} IN ({', '.join(['%s'] * len(statuses))}) "
+        f"AND {qn('next_attempt_at')} <= %s" + (f" AND {extra}" if extra else "")
+    )
+    return guard, [*statuses, now + CLOCK_SKEW]
+
+
+def _claim_returning(
+    kind: WorkKind[M],
+    where: str,
+    where_params: list[Any],
+    worker: str,
+    now: datetime,
+    connection: BaseDatabaseWrapper,
+    *,
+    pick: tuple[str, list[Any]] = ("", []),
+    order: str = "",
+) -> list[M]:
+    model = kind.table.model
+    qn = connection.ops.quote_name
+    lease_sql = kind.lease_sql()
+    assert lease_sql is not None
+    lease, lease_params = lease_sql
+    extra_sets, extra_params = kind.claim_sql(now)
+    sets = [
+        f"{qn('attempt_count')} = {qn('attempt_count')} + 1",
+        f"{qn('leased_by')} = %s",
+        f"{qn('claimed_at')} = %s",
+        f"{qn('lease_expires_at')} = %s + make_interval(secs => {lease})",
+        f"{qn('updated_at')} = %s",
+        *extra_sets,
+    ]
+    params: list[Any] = [worker, now, now, *lease_params, now, *extra_params]
+    if kind.claim_to is not None:
+        sets.append(f"{qn('status')} = %s")
+        params.append(str(kind.claim_to))
+    guard, guard_params = _claim_guard(kind, now, connection)
+    select, joins, plan = _related_select(model, kind.related, connection)
+    sql = (
+        f"WITH {pick[0]}c AS (UPDATE {qn(model._meta.db_table)} SET {', '.join(sets)} "  # noqa: S608
+        f"WHERE {where} AND {guard} RETURNING {_column_list(model, connection)}) "
+        f"SELECT {select} FROM c{joins}" + (f" ORDER BY {order}" if order else "")
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*pick[1], *params, *where_params, *guard_params])
+        fetched = cursor.fetchall()
+    db = router.db_for_write(model)
+    return [_hydrate(plan, values, connection, db) for values in fetched]
+
+
+def _column_list(model: type[models.Model], connection: BaseDatabaseWrapper) -> str:
+    qn = connection.ops.quote_name
+    return ", ".join(qn(f.column) for f in model._meta.concrete_fields)
+
+
+#: How a joined row is built: (model, attribute on its parent, index of the parent in the plan).
+_Plan = list[tuple[type[models.Model], str, int]]
+
+
+def _related_select(
+    model: type[models.Model], related: Sequence[str], connection: BaseDatabaseWrapper
+) -> tuple[str, str, _Plan]:
+    """The select list and joins that read ``model`` (as ``c``) with its ``related`` paths
+    (``"team"``, ``"task__team"``), and the plan that builds the instances from one row."""
+    qn = connection.ops.quote_name
+    plan: _Plan = [(model, "", -1)]
+    aliases = ["c"]
+    select = [f"c.{qn(f.column)}" for f in model._meta.concrete_fields]
+    joins = ""
+    seen: dict[str, int] = {"": 0}
+    for path in related:
+        prefix = ""
+        for part in path.split("__"):
+            parent = seen[prefix]
+            prefix = f"{prefix}__{part}" if prefix else part
+            if prefix in seen:
+                continue
+            fk = plan[parent][0]._meta.get_field(part)
+            target = fk.related_model
+            assert isinstance(target, type)
+            assert issubclass(target, models.Model)
+            alias = f"r{len(plan)}"
+            fk_column = str(getattr(fk, "column", ""))
+            joins += (
+                f" JOIN {qn(target._meta.db_table)} {alias} ON {alias}."
+                f"{qn(target._meta.pk.column)} = {aliases[parent]}.{qn(fk_column)}"
+            )
+            select += [f"{alias}.{qn(f.column)}" for f in target._meta.concrete_fields]
+            seen[prefix] = len(plan)
+            plan.append((target, part, parent))
+            aliases.append(alias)
+    return ", ".join(select), joins, plan
+
+
+@functools.cache
+def _converters(
+    model: type[models.Model], vendor: str, alias: str
+) -> tuple[list[str], list[tuple[Any, list[Any]]]]:
+    connection = connections[alias]
+    out = []
+    for f in model._meta.concrete_fields:
+        col = f.get_col(model._meta.db_table)
+        out.append((col, connection.ops.get_db_converters(col) + col.get_db_converters(connection)))
+    return [f.attname for f in model._meta.concrete_fields], out
+
+
+def _hydrate(plan: _Plan, values: Sequence[Any], connection: BaseDatabaseWrapper, db: str) -> Any:
+    """Model instances from one row of :func:`_related_select`, each linked to its parent,
+    through the same converters as the ORM's reads."""
+    built: list[models.Model] = []
+    offset = 0
+    for model, attribute, parent in plan:
+        names, converters = _converters(model, connection.vendor, db)
+        row = []
+        for (col, funcs), value in zip(
+            converters, values[offset : offset + len(names)], strict=True
+        ):
+            for func in funcs:
+                value = func(value, col, connection)
+            row.append(value)
+        offset += len(names)
+        instance = model.from_db(db, names, row)
+        if parent >= 0:
+            setattr(built[parent], attribute, instance)
+        built.append(instance)
+    return built[0]
+
+
 def finish(
     kind: WorkKind[M],
     row: M,
@@ -345,9 +725,326 @@ def finish(
     """Record the attempt ``worker`` made after :func:`claim` and move the row on (the kind's
     :meth:`WorkKind.decide` says where). Returns the new status, or None when the worker no
     longer holds the lease (the recovery sweep took the row over): then nothing is written.
+
+    The normal case is one statement on PostgreSQL (one short transaction elsewhere): the
+    guarded move, the attempt row and a terminal event together, decided on the row as
+    claimed. The guard holds the lease and every column the decision read that someone else
+    may change meanwhile (an early signal); if it matched nothing, the attempt is settled
+    again on the locked row (:func:`_finish_locked`), which also tells a lost lease apart.
     """
+    return finish_many(kind, [(row, call, fields)], worker=worker, now=now)[0]
+
+
+@dataclass
+class _Settled:
+    """One attempt's outcome, decided on the row as claimed, ready to be written."""
+
+    row: Any
+    call: CallOutcome
+    fields: dict[str, Any] | None
+    outcome: Outcome
+    changes: dict[str, Any]
+    held: dict[str, Any]
+    inserts: list[models.Model]
+    announce: Callable[[], None] | None
+    locked_only: bool = False  # the kind gives no attempt row: settle it on the locked row
+
+
+def _settle(
+    kind: WorkKind[M],
+    row: M,
+    call: CallOutcome,
+    worker: str,
+    now: datetime,
+    fields: dict[str, Any] | None,
+) -> _Settled:
     number: int = row.attempt_count  # type: ignore[attr-defined]
     call = storable_call(call)
+    outcome = kind.decide(row, call, now)
+    changes = {**kind.released(), **outcome.fields, **(fields or {})}
+    started = now - timedelta(milliseconds=call.duration_ms)
+    record = AttemptRecord(number, started, call, call.error, outcome.attempt_outcome, worker)
+    events, announce = kind.terminal_rows(row, outcome.to, now)
+    held = {"leased_by": worker, "attempt_count": number, **kind.finish_guard(row)}
+    log = kind.attempt_row(row, record)
+    inserts = [log, *events] if log is not None else []
+    return _Settled(row, call, fields, outcome, changes, held, inserts, announce, log is None)
+
+
+def _announce(kind: WorkKind[Any], settled: _Settled) -> None:
+    if settled.announce is not None:
+        settled.announce()
+    if settled.outcome.countdown is not None:
+        kind.publish_on_commit(settled.row.pk, settled.row, countdown=settled.outcome.countdown)
+
+
+def _write_orm(
+    kind: WorkKind[Any], settled: _Settled, now: datetime, connection: BaseDatabaseWrapper
+) -> bool:
+    """Write one settled attempt with ORM statements (call inside a transaction); True if
+    its guard still held."""
+    filters = {**settled.held, "lease_expires_at__isnull": False}
+    moved = bool(
+        kind.table.move(
+            settled.row.pk,
+            settled.outcome.to,
+            now=now,
+            among=kind.in_flight,
+            filters=filters,
+            **settled.changes,
+        )
+    )
+    for instance in settled.inserts if moved else ():
+        instance.save(force_insert=True, using=connection.alias)
+    return moved
+
+
+def _shape(settled: _Settled) -> tuple[Any, ...]:
+    """Attempts of one shape (same new status, same columns, same rows to insert) are
+    written by one statement."""
+    return (
+        settled.outcome.to,
+        tuple(settled.changes),
+        tuple(settled.held),
+        tuple(type(i) for i in settled.inserts),
+    )
+
+
+def finish_many(
+    kind: WorkKind[M],
+    items: Sequence[tuple[M, CallOutcome, dict[str, Any] | None]],
+    *,
+    worker: str,
+    now: datetime,
+) -> list[str | None]:
+    """:func:`finish` for several attempts (``(row, call, extra fields)``) at once. On
+    PostgreSQL one statement per shape of outcome (usually one for the whole batch: every
+    guarded move, attempt row and terminal event in it, committed by itself); elsewhere one
+    transaction. Returns each row's new status, or None where the lease was lost. If it fails,
+    nothing of it is written (the caller may record the attempts one by one).
+    """
+    everything = [_settle(kind, row, call, worker, now, fields) for row, call, fields in items]
+    settled = [one for one in everything if not one.locked_only]
+    connection = _connection(kind)
+    moved: set[Any] = set()
+    if not settled:
+        pass
+    elif _returning(connection):
+        groups: dict[tuple[Any, ...], list[_Settled]] = {}
+        for one in settled:
+            groups.setdefault(_shape(one), []).append(one)
+        if len(groups) == 1 and not connection.in_atomic_block:
+            moved = _finish_rows(kind, settled, now, connection)  # commits by itself
+        else:
+            # Several statements (or a caller's transaction): they commit together.
+            with transaction.atomic(using=connection.alias):
+                for group in groups.values():
+                    moved |= _finish_rows(kind, group, now, connection)
+        for one in settled:
+            if one.row.pk in moved:
+                _announce(kind, one)
+    else:
+        with transaction.atomic(using=connection.alias):  # one commit for the batch
+            for one in settled:
+                if _write_orm(kind, one, now, connection):
+                    moved.add(one.row.pk)
+                    _announce(kind, one)
+    statuses: list[str | None] = []
+    for one in everything:
+        if one.row.pk in moved:
+            statuses.append(one.outcome.to)
+        else:  # changed since the claim (an early signal) or the lease is lost
+            statuses.append(
+                _finish_locked(kind, one.row, one.call, worker=worker, now=now, fields=one.fields)
+            )
+    return statuses
+
+
+def _finish_rows(
+    kind: WorkKind[Any],
+    group: list[_Settled],
+    now: datetime,
+    connection: BaseDatabaseWrapper,
+) -> set[Any]:
+    """One PostgreSQL statement for attempts of one shape: the rows' values as ``VALUES``,
+    the guarded move of every row (``RETURNING`` those that moved), and an
+    ``INSERT … SELECT`` for the attempt rows and events of the moved rows only. Returns the
+    primary keys that moved."""
+    model = kind.table.model
+    meta = model._meta
+    qn = connection.ops.quote_name
+    first = group[0]
+    to = first.outcome.to
+    pk = qn(meta.pk.column)
+    # The VALUES columns: v0 the primary key, then the guard, the changes, the inserts.
+    fields: list[Any] = [meta.pk]
+    guard_sql, set_sql = [], []
+    for name in first.held:
+        f = meta.get_field(name)
+        guard_sql.append(f"t.{qn(f.column)} = v.v{len(fields)}")
+        fields.append(f)
+    for name in first.changes:
+        f = meta.get_field(name)
+        set_sql.append(f"{qn(f.column)} = v.v{len(fields)}")
+        fields.append(f)
+    inserts: list[tuple[str, list[str], list[str], list[Any]]] = []
+    for instance in first.inserts:
+        columns: list[str] = []
+        exprs: list[str] = []
+        insert_fields: list[Any] = []
+        for f in instance._meta.concrete_fields:
+            if getattr(f, "db_returning", False):  # an auto-incremented id
+                continue
+            columns.append(qn(f.column))
+            if f.is_relation and f.related_model is model:
+                exprs.append(f"m.{pk}")
+            else:
+                exprs.append(f"v.v{len(fields) + len(insert_fields)}")
+                insert_fields.append(f)
+        fields.extend(insert_fields)
+        inserts.append((qn(instance._meta.db_table), columns, exprs, insert_fields))
+    types = [f"%s::{f.db_type(connection)}" for f in fields]
+    row_sql = f"({', '.join(types)})"
+    params: list[Any] = []
+    for one in group:
+        values: list[Any] = [one.row.pk, *one.held.values(), *one.changes.values()]
+        params.append(meta.pk.get_db_prep_value(values[0], connection))
+        for f, value in zip(fields[1 : len(values)], values[1:], strict=True):
+            params.append(f.get_db_prep_save(value, connection))
+        for instance in one.inserts:
+            for f in instance._meta.concrete_fields:
+                if getattr(f, "db_returning", False) or (
+                    f.is_relation and f.related_model is model
+                ):
+                    continue
+                params.append(f.get_db_prep_save(f.pre_save(instance, True), connection))
+    sources = kind.table.lifecycle.sources_for(to, kind.in_flight)
+    names = ", ".join(f"v{i}" for i in range(len(fields)))
+    ctes = [
+        f"v ({names}) AS (VALUES {', '.join([row_sql] * len(group))})",
+        f"m AS (UPDATE {qn(meta.db_table)} t SET {qn('status')} = %s, "  # noqa: S608
+        f"{qn('updated_at')} = %s, {', '.join(set_sql)} FROM v WHERE t.{pk} = v.v0 "
+        f"AND t.{qn('status')} IN ({', '.join(['%s'] * len(sources))}) "
+        f"AND t.{qn('lease_expires_at')} IS NOT NULL AND {' AND '.join(guard_sql)} "
+        f"RETURNING t.{pk})",
+    ]
+    params += [str(to), now, *sources]
+    for i, (table, columns, exprs, _) in enumerate(inserts):
+        ctes.append(
+            f"i{i} AS (INSERT INTO {table} ({', '.join(columns)}) "  # noqa: S608
+            f"SELECT {', '.join(exprs)} FROM v JOIN m ON m.{pk} = v.v0)"
+        )
+    with connection.cursor() as cursor:
+        cursor.execute(f"WITH {', '.join(ctes)} SELECT {pk} FROM m", params)  # noqa: S608
+        return {row[0] for row in cursor.fetchall()}
+
+
+@functools.cache
+def _insert_plan(
+    model: type[models.Model], alias: str, link: type[models.Model] | None
+) -> tuple[str, str, tuple[Any, ...]]:
+    """The column list and typed placeholders that insert a row of ``model`` (a foreign key
+    to ``link`` reads ``m``'s primary key), and the fields that take a parameter, in order."""
+    connection = connections[alias]
+    qn = connection.ops.quote_name
+    columns, exprs, fields = [], [], []
+    for f in model._meta.concrete_fields:
+        if getattr(f, "db_returning", False):  # an auto-incremented id
+            continue
+        columns.append(qn(f.column))
+        if link is not None and f.is_relation and f.related_model is link:
+            exprs.append(f"m.{qn(link._meta.pk.column)}")
+            continue
+        exprs.append(f"%s::{f.db_type(connection)}")
+        fields.append(f)
+    return ", ".join(columns), ", ".join(exprs), tuple(fields)
+
+
+def _insert_parts(
+    instance: models.Model,
+    connection: BaseDatabaseWrapper,
+    link: type[models.Model] | None = None,
+) -> tuple[str, str, list[Any]]:
+    """The column list, the typed placeholders and the parameters that insert ``instance``
+    (defaults and ``auto_now`` filled in as ``save()`` would); a foreign key to ``link``
+    reads ``m``'s primary key instead (the row just moved)."""
+    columns, exprs, fields = _insert_plan(type(instance), connection.alias, link)
+    params = [f.get_db_prep_save(f.pre_save(instance, True), connection) for f in fields]
+    return columns, exprs, params
+
+
+def _field(model: type[models.Model], name: str) -> Any:
+    return model._meta.pk if name == "pk" else model._meta.get_field(name)
+
+
+@functools.cache
+def _exists_sql(model: type[models.Model], alias: str, names: tuple[str, ...], nulls: int) -> str:
+    connection = connections[alias]
+    qn = connection.ops.quote_name
+    where = []
+    for i, name in enumerate(names):
+        f: Any = _field(model, name)
+        column = qn(f.column)
+        null = nulls & (1 << i)
+        where.append(f"{column} IS NULL" if null else f"{column} = %s::{f.db_type(connection)}")
+    return f"SELECT 1 FROM {qn(model._meta.db_table)} WHERE {' AND '.join(where)}"  # noqa: S608
+
+
+def insert_if(instance: models.Model, guard: type[models.Model], **where: Any) -> bool:
+    """Insert ``instance`` only if a row of ``guard`` matches ``where`` (field = value, or
+    IS NULL for None; e.g. the request's API key, not revoked); False if none does, and
+    nothing is inserted.
+
+    On PostgreSQL one statement (``INSERT … SELECT … WHERE EXISTS (…)``), so a write checks
+    its own precondition without a round trip of its own. Elsewhere the guard is read first
+    (SQLite: one writer at a time, in-process).
+    """
+    using = router.db_for_write(type(instance))
+    connection = connections[using]
+    if not _returning(connection):
+        lookups = {
+            (f"{k}__isnull" if v is None else k): (True if v is None else v)
+            for k, v in where.items()
+        }
+        if not guard._default_manager.filter(**lookups).exists():
+            return False
+        instance.save(force_insert=True, using=using)
+        return True
+    columns, exprs, params = _insert_parts(instance, connection)
+    names = tuple(where)
+    nulls = sum(1 << i for i, name in enumerate(names) if where[name] is None)
+    guard_sql = _exists_sql(guard, using, names, nulls)
+    guard_params = [
+        _field(guard, name).get_db_prep_value(value, connection)
+        for name, value in where.items()
+        if value is not None
+    ]
+    qn = connection.ops.quote_name
+    statement = (
+        f"INSERT INTO {qn(instance._meta.db_table)} ({columns}) "
+        f"SELECT {exprs} WHERE EXISTS ({guard_sql})"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(statement, [*params, *guard_params])
+        inserted = bool(cursor.rowcount == 1)
+    if inserted:
+        instance._state.adding = False
+        instance._state.db = using
+    return inserted
+
+
+def _finish_locked(
+    kind: WorkKind[M],
+    row: M,
+    call: CallOutcome,
+    *,
+    worker: str,
+    now: datetime,
+    fields: dict[str, Any] | None = None,
+) -> str | None:
+    """:func:`finish` on the row as it is now, locked: after the one-statement finish matched
+    nothing (an early signal came in meanwhile, or the lease was lost)."""
+    number: int = row.attempt_count  # type: ignore[attr-defined]
     held = {"leased_by": worker, "attempt_count": number, "lease_expires_at__isnull": False}
     with transaction.atomic():  # the outcome and its attempt row commit together
         # Lock the row so nothing (an early signal, a sweep) slips in between reading and moving.

@@ -11,8 +11,9 @@ from django.utils import timezone
 
 from asyncqueue_django import states, stats, tokens, validators
 from asyncqueue_django.conf import app_settings
-from asyncqueue_django.exceptions import IdempotencyConflict, InvalidTransition
-from asyncqueue_django.models import Task, Team
+from asyncqueue_django.exceptions import ApiKeyRevoked, IdempotencyConflict, InvalidTransition
+from asyncqueue_django.models import ApiKey, Task, Team
+from asyncqueue_django.services import engine
 from asyncqueue_django.services.callbacks import CALLBACKS
 from asyncqueue_django.services.offsets import add_offsets
 from asyncqueue_django.services.tables import TASKS, current_status, get_task
@@ -35,6 +36,7 @@ def create_task(
     idempotency_key: str | None = None,
     fingerprint: str | None = None,
     now: datetime | None = None,
+    api_key: ApiKey | None = None,
 ) -> CreatedTask:
     """Create a task → ``pending`` (due now) or ``delayed`` (``delay_until`` in the future).
 
@@ -44,6 +46,10 @@ def create_task(
     "The same" is judged by ``fingerprint`` (the API passes a digest of the request as sent, so
     a relative ``delay`` replays cleanly), or by the spec itself. A spec that breaks an input
     rule (``validators``) raises :class:`~asyncqueue_django.validators.InvalidInput`.
+
+    With ``api_key`` (the key the request came with, perhaps from the short authentication
+    cache), the INSERT itself requires the key to be still active — in the same statement on
+    PostgreSQL — and raises :class:`ApiKeyRevoked` otherwise: a revoked key creates nothing.
     """
     now = now or timezone.now()
     validators.check_queue_name(spec.queue)
@@ -98,11 +104,11 @@ def create_task(
             # A savepoint: a concurrent create with the same Idempotency-Key loses on the
             # unique constraint without breaking a transaction the caller may hold open.
             with transaction.atomic():
-                task.save(force_insert=True)
+                _insert(task, api_key)
         else:
             # One INSERT is atomic by itself; in autocommit it commits at once, so the
-            # on-commit enqueue below fires right after it (no BEGIN/COMMIT round trips).
-            task.save(force_insert=True)
+            # on-commit wake-up below fires right after it (no BEGIN/COMMIT round trips).
+            _insert(task, api_key)
     except IntegrityError:
         if not idempotency_key:
             raise
@@ -113,6 +119,13 @@ def create_task(
     if sent_now:
         CALLBACKS.publish_on_commit(task.pk, task, countdown=countdown if delayed else 0)
     return CreatedTask(task=task, signal_token=token, created=True)
+
+
+def _insert(task: Task, api_key: ApiKey | None) -> None:
+    if api_key is None:
+        task.save(force_insert=True)
+    elif not engine.insert_if(task, ApiKey, pk=api_key.pk, revoked_at=None):
+        raise ApiKeyRevoked()
 
 
 def _idempotent_original(team: Team, key: str, now: datetime) -> Task | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -62,22 +63,50 @@ def create_api_key(team: Team, name: str = "") -> IssuedApiKey:
 
 
 def revoke_api_key(key: ApiKey, now: datetime | None = None) -> bool:
-    """Revoke ``key``; False if it was already revoked. Refused from the next request on."""
+    """Revoke ``key``; False if it was already revoked. Refused from the next request on
+    (a create checks the key in its own INSERT, so the authentication cache cannot let a
+    revoked key write)."""
     now = now or timezone.now()
+    for digest, (_, cached) in list(_recent.items()):
+        if cached.pk == key.pk:
+            _recent.pop(digest, None)
     return bool(ApiKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(revoked_at=now))
 
 
-def authenticate_api_key(raw_key: str, now: datetime | None = None) -> ApiKey | None:
+#: How long this process may reuse a key it has read, for requests whose write checks the
+#: key again itself (a create). Every other request reads the key each time.
+API_KEY_CACHE_SECONDS = 60.0
+
+#: digest → (monotonic expiry, key with its team). Per process; a revocation elsewhere is
+#: caught by the write's own check.
+_recent: dict[str, tuple[float, ApiKey]] = {}
+_RECENT_MAX = 10_000
+
+
+def authenticate_api_key(
+    raw_key: str, now: datetime | None = None, *, write_checks_key: bool = False
+) -> ApiKey | None:
     """The active key matching ``raw_key`` (with its team), or None.
 
-    ``last_used_at`` is refreshed at most once a minute, so authentication stays one read on
-    the hot path.
+    ``write_checks_key``: the caller's write will check the key itself (``create_task`` with
+    ``api_key``), so a key read in the last ``API_KEY_CACHE_SECONDS`` is reused without a
+    query. ``last_used_at`` is refreshed at most once a minute, so authentication stays one
+    read (or none) on the hot path.
     """
-    key = (
-        ApiKey.objects.active().select_related("team").filter(digest=tokens.digest(raw_key)).first()
-    )
-    if key is None:
-        return None
+    digest = tokens.digest(raw_key)
+    clock = time.monotonic()
+    cached = _recent.get(digest) if write_checks_key else None
+    key: ApiKey | None
+    if cached is not None and cached[0] > clock:
+        key = cached[1]
+    else:
+        key = ApiKey.objects.active().select_related("team").filter(digest=digest).first()
+        if key is None:
+            _recent.pop(digest, None)
+            return None
+        if len(_recent) >= _RECENT_MAX:
+            _recent.clear()
+        _recent[digest] = (clock + API_KEY_CACHE_SECONDS, key)
     now = now or timezone.now()
     if key.last_used_at is None or now - key.last_used_at > API_KEY_TOUCH_INTERVAL:
         ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)

@@ -7,14 +7,18 @@ from __future__ import annotations
 import functools
 import logging
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
 from django.db import transaction
 
-from asyncqueue_django.models import Task
-from asyncqueue_django.services.deliveries import create_events
+from asyncqueue_django.models import Task, WebhookDelivery
+from asyncqueue_django.services.deliveries import (
+    create_events,
+    event_rows,
+    publish_events_on_commit,
+)
 from asyncqueue_django.signals import task_finished
 from asyncqueue_django.states import TaskStatus
 
@@ -43,6 +47,24 @@ def on_terminal_many(
     create_events(tasks, status, now)
     task_ids = [str(task_id) for task_id, _ in tasks]
     transaction.on_commit(functools.partial(_send_finished, task_ids, str(status)), robust=True)
+
+
+def terminal_rows(
+    task_id: Any, status: TaskStatus, on_complete_url: str | None, now: datetime
+) -> tuple[list[WebhookDelivery], Callable[[], None]]:
+    """:func:`on_terminal` in two halves, for a caller that writes the rows itself (the
+    engine's one-statement finish): the unsaved event (if any), and what to call right after
+    the statement that inserted it (inside its transaction, if any) to announce it."""
+    events = event_rows([(task_id, on_complete_url)], status, now)
+    return events, functools.partial(_announce, events, task_id, status)
+
+
+def _announce(events: list[WebhookDelivery], task_id: Any, status: TaskStatus) -> None:
+    logger.info("Task %s finished: %s", task_id, status)
+    publish_events_on_commit(events)
+    transaction.on_commit(
+        functools.partial(_send_finished, [str(task_id)], str(status)), robust=True
+    )
 
 
 def _send_finished(task_ids: list[str], status: str) -> None:

@@ -148,10 +148,12 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "priority_steps": list(range(10)),
     "queue_order_strategy": "priority",
 }
-# One message at a time per worker thread, acknowledged after the callback ran, so a long
-# callback does not hold other tasks back and a crashed worker's message is redelivered.
+# One message at a time per worker thread (a message wakes a batch of due tasks), acknowledged
+# after the batch ran, so a crashed worker's wake-up is redelivered at once (the recovery sweep
+# would cover it anyway). No result backend: each outcome is stored in its task row.
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_IGNORE_RESULT = True
 
 ASYNCQUEUE = {
     # Local demos call targets on localhost. Never in production: the system check
