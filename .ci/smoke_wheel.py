@@ -40,6 +40,7 @@ def configure() -> None:
             "django.contrib.staticfiles",
             "rest_framework",
             "django_celery_beat",
+            "drf_spectacular_sidecar",
             "asyncqueue_django",
         ],
         MIDDLEWARE=[
@@ -125,10 +126,16 @@ def main() -> int:
         "asyncqueue/swagger.html",
         "admin/asyncqueue/task/resolve_waiting.html",
         "admin/asyncqueue/apikey/issued.html",
+        "admin/asyncqueue/task/change_form.html",
+        "admin/asyncqueue/dashboard/page.html",
+        "admin/asyncqueue/dashboard/charts.html",
     ):
         check(get_template(name), f"template {name} ships")
     call_command("collectstatic", interactive=False, verbosity=0)
     check((WORK / "static" / "admin" / "js" / "cancel.js").is_file(), "static files collect")
+    check((WORK / "static" / "asyncqueue" / "admin.css").is_file(), "the app's stylesheet ships")
+    swagger = WORK / "static" / "drf_spectacular_sidecar" / "swagger-ui-dist" / "swagger-ui.css"
+    check(swagger.is_file(), "Swagger UI's files collect (offline /v1/docs)")
 
     out = io.StringIO()
     call_command("asyncqueue_create_api_key", "--team", "smoke", stdout=out)
@@ -167,6 +174,7 @@ def main() -> int:
         "/admin/asyncqueue/task/",
         "/admin/asyncqueue/vaulttoken/",
         f"/admin/asyncqueue/task/{task_id}/change/",
+        "/admin/asyncqueue/dashboard/",
         "/admin/asyncqueue/apikey/add/",
     ):
         page = client.get(url)

@@ -14,6 +14,7 @@ from asyncqueue_django.conf import SETTINGS
 from asyncqueue_django.validators import QUEUE_NAME_RE
 
 MAX_WEBHOOK_RETRIES = 50
+MIN_METRICS_TOKEN = 16
 MAX_WEBHOOK_RETRY_DELAY = 7 * 86_400
 RATE_RE = re.compile(r"^\d+/(s|sec|second|m|min|minute|h|hour|d|day)$")
 
@@ -106,6 +107,14 @@ def _check_value(name: str, value: Any) -> list[CheckMessage]:
                         id="asyncqueue.E011",
                     )
                 ]
+    if name == "METRICS_TOKEN" and value is not None and len(value.strip()) < MIN_METRICS_TOKEN:
+        return [
+            Error(
+                f"{key} must be at least {MIN_METRICS_TOKEN} characters (or null).",
+                hint="python -c 'import secrets; print(secrets.token_urlsafe(32))'",
+                id="asyncqueue.E012",
+            )
+        ]
     if name in ("ALLOWED_NETWORKS", "TRUSTED_PROXIES"):
         for entry in value:
             try:
@@ -145,6 +154,15 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                     id="asyncqueue.E005",
                 )
             )
+    if "drf_spectacular_sidecar" not in settings.INSTALLED_APPS:
+        errors.append(
+            Warning(
+                "'drf_spectacular_sidecar' is not in INSTALLED_APPS: /v1/docs cannot load "
+                "Swagger UI's files (they are served from your static files, not a CDN).",
+                hint="Add 'drf_spectacular_sidecar' to INSTALLED_APPS.",
+                id="asyncqueue.W002",
+            )
+        )
     if merged["ALLOW_PRIVATE_TARGETS"] and not settings.DEBUG:
         errors.append(
             Warning(

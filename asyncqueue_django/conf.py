@@ -173,6 +173,21 @@ SETTINGS: dict[str, Setting] = {
         "a key derived from `SECRET_KEY` while `DEBUG` is on; with `DEBUG` off the vault answers "
         "503 (warning `asyncqueue.W003`).",
     ),
+    # Observability.
+    "METRICS_TOKEN": Setting(
+        None,
+        (str, type(None)),
+        "Bearer token that may read `GET /metrics` (at least 16 characters); `null`: only "
+        "logged-in staff users may.",
+    ),
+    "METRICS_CACHE_SECONDS": Setting(
+        10,
+        int,
+        "Seconds each web process reuses the `/metrics` page it read from the database "
+        "(0: read on every scrape).",
+        0,
+        300,
+    ),
 }
 
 DEFAULTS: dict[str, Any] = {name: s.default for name, s in SETTINGS.items()}

@@ -37,9 +37,11 @@ __all__ = [
     "ApiKey",
     "Attempt",
     "AttemptOutcome",
+    "Dashboard",
     "DeadTask",
     "DeliveryStatus",
     "KeyMode",
+    "MetricOffset",
     "RetryBackoff",
     "SignalStatus",
     "Task",
@@ -192,6 +194,10 @@ class Task(models.Model):
     idempotency_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
     idempotency_fingerprint = models.CharField(max_length=64, blank=True, editable=False)
     idempotency_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # W3C Trace Context of the create request (validated; "" when it had none), sent on every
+    # call the task makes.
+    traceparent = models.CharField(max_length=55, blank=True, default="", editable=False)
+    tracestate = models.CharField(max_length=512, blank=True, default="", editable=False)
 
     created_at = models.DateTimeField(auto_now_add=True, db_index=False)
     updated_at = models.DateTimeField(auto_now=True)
@@ -323,6 +329,10 @@ class Attempt(models.Model):
 
     class Meta:
         ordering = ["task", "number"]
+        indexes = [
+            # The admin dashboard's latency percentiles: the attempts of the last hours.
+            models.Index(fields=["started_at"], name="aq_attempt_started_idx"),
+        ]
         constraints = [
             models.UniqueConstraint(fields=["task", "number"], name="aq_attempt_number_uniq"),
         ]
@@ -435,3 +445,37 @@ class DeadTask(Task):
         proxy = True
         verbose_name = "failed or timed-out task"
         verbose_name_plural = "failed and timed-out tasks"
+
+
+class Dashboard(Task):
+    """The admin dashboard's place in the admin (``/admin/asyncqueue/dashboard/``, listed on
+    the app index). A proxy: no table and no data of its own."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "dashboard"
+        verbose_name_plural = "dashboard"
+
+
+class MetricOffset(models.Model):
+    """What the tables no longer show, for counters that must never go down.
+
+    ``/metrics`` derives its counters from the rows (tasks by queue and status, attempts by
+    duration, webhook attempts by outcome). Pruning deletes rows and a retry moves a task out
+    of its finished status; both add what they took away here, in the same transaction, so
+    live rows + offset stays monotonic. Written only on those cold paths, never per task.
+    """
+
+    metric = models.CharField(max_length=64)
+    labels = models.CharField(
+        max_length=255, blank=True, help_text="k=v pairs, sorted, comma-joined"
+    )
+    value = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["metric", "labels"], name="aq_metricoffset_uniq"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.metric}{{{self.labels}}} +{self.value}"

@@ -12,13 +12,19 @@ from typing import TYPE_CHECKING
 
 from django.utils import timezone
 
-from asyncqueue_django import services, signing, tokens
+from asyncqueue_django import services, signing, tokens, tracing
 from asyncqueue_django.representation import event_body
 
 if TYPE_CHECKING:
     from asyncqueue_django.models import Task, WebhookDelivery
 
-__all__ = ["build_callback", "build_webhook", "render_webhook", "vault_headers"]
+__all__ = [
+    "add_trace_context",
+    "build_callback",
+    "build_webhook",
+    "render_webhook",
+    "vault_headers",
+]
 
 
 def build_callback(task: Task) -> tuple[dict[str, str], bytes | None]:
@@ -42,6 +48,7 @@ def build_callback(task: Task) -> tuple[dict[str, str], bytes | None]:
                 headers["Content-Type"] = "application/json"
     headers["X-AsyncQueue-Task-Id"] = str(task.pk)
     headers["X-AsyncQueue-Attempt"] = str(task.attempt_count)
+    add_trace_context(headers, task)
     secrets = task.team.signing_secrets(timezone.now())
     headers.update(signing.sign(secrets, f"{task.pk}-{task.attempt_count}", body or b""))
     return headers, body
@@ -66,6 +73,17 @@ def build_webhook(delivery: WebhookDelivery, body: str) -> dict[str, str]:
         "X-AsyncQueue-Task-Id": str(delivery.task_id),
         "X-AsyncQueue-Delivery-Attempt": str(delivery.attempt_count),
     }
+    add_trace_context(headers, delivery.task)
     secrets = delivery.task.team.signing_secrets(timezone.now())
     headers.update(signing.sign(secrets, str(delivery.pk), body.encode("utf-8")))
     return headers
+
+
+def add_trace_context(headers: dict[str, str], task: Task) -> None:
+    """Add the task's W3C trace context (``traceparent``, ``tracestate``) to an outbound call's
+    headers: as the create request sent it, or as the current OpenTelemetry span when one of
+    the same trace is open. A header the task itself sets (any case) is left as it is."""
+    present = {name.lower() for name in headers}
+    for name, value in tracing.outbound_headers(task.traceparent, task.tracestate).items():
+        if name not in present:
+            headers[name] = value

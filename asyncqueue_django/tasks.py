@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from celery import shared_task
 from django.db import DatabaseError, connections
 
-from asyncqueue_django import http, outbound, services
+from asyncqueue_django import http, outbound, services, tracing
 from asyncqueue_django.conf import app_settings
 from asyncqueue_django.exceptions import TokenRevoked
 
@@ -124,18 +124,28 @@ def _callback(task: Task) -> Callable[[], http.CallResult]:
 
     def run() -> http.CallResult:
         try:
-            return http.call(
-                task.method,
-                task.target_url,
-                headers=headers,
-                body=body,
-                timeout=task.timeout,
-                secret_headers=secret_headers,
-            )
+            # The call is a span of the task's trace (OpenTelemetry installed). The request was
+            # built before it (vault secrets are read from the database there), so the target
+            # sees the task's stored trace context as its parent.
+            with tracing.span(
+                "asyncqueue.call", *_trace(task), {"asyncqueue.task_id": str(task.pk)}
+            ):
+                return http.call(
+                    task.method,
+                    task.target_url,
+                    headers=headers,
+                    body=body,
+                    timeout=task.timeout,
+                    secret_headers=secret_headers,
+                )
         except Exception as exc:
             return _failed_to_call("Task", task.pk, exc)
 
     return run
+
+
+def _trace(task: Task) -> tuple[str, str]:
+    return task.traceparent, task.tracestate
 
 
 def _webhook(delivery: WebhookDelivery) -> tuple[str, Callable[[], http.CallResult]]:
@@ -151,13 +161,14 @@ def _webhook(delivery: WebhookDelivery) -> tuple[str, Callable[[], http.CallResu
 
     def run() -> http.CallResult:
         try:
-            return http.call(
-                "POST",
-                delivery.url,
-                headers=headers,
-                body=body.encode("utf-8"),
-                timeout=app_settings.WEBHOOK_TIMEOUT,
-            )
+            with tracing.span("asyncqueue.webhook", *_trace(delivery.task)):
+                return http.call(
+                    "POST",
+                    delivery.url,
+                    headers=headers,
+                    body=body.encode("utf-8"),
+                    timeout=app_settings.WEBHOOK_TIMEOUT,
+                )
         except Exception as exc:
             return _failed_to_call("Webhook", delivery.pk, exc)
 
@@ -189,12 +200,15 @@ def execute_task(task_id: str) -> str | None:
     Whatever happens after the claim, the attempt is recorded before this returns.
     """
     me = worker_id()
+    claim_started = tracing.now_ns()
     task = _db(services.claim_task, task_id, worker=me)
     if task is None:
         logger.debug("Task %s is not claimable (duplicate or late message)", task_id)
         return None
+    tracing.record("asyncqueue.claim", *_trace(task), start_ns=claim_started, task_id=task_id)
     result = _callback(task)()
-    status = _record(services.finish_attempt, task, result, worker=me)
+    with tracing.span("asyncqueue.finish", *_trace(task), {"asyncqueue.task_id": task_id}):
+        status = _record(services.finish_attempt, task, result, worker=me)
     _log_task(task, result, status)
     return status
 
@@ -248,7 +262,11 @@ def run_due(kind: str, queue: str) -> int:
     me = worker_id()
     jobs: list[_Job] = []
     if kind == "task":
+        claim_started = tracing.now_ns()
         for task in _db(services.claim_due_tasks, queue, worker=me):
+            tracing.record(
+                "asyncqueue.claim", *_trace(task), start_ns=claim_started, task_id=str(task.pk)
+            )
             jobs.append(_Job(task, _callback(task), ""))
     elif kind == "webhook":
         for delivery in _db(services.claim_due_webhooks, worker=me):
@@ -280,11 +298,19 @@ class _Job:
 def _record_batch(kind: str, done: list[tuple[_Job, http.CallResult]], me: str) -> None:
     """Record the attempts in ``done`` in one transaction; if that fails, each on its own
     (with :func:`_record`'s fallbacks), so one unstorable answer cannot lose the others."""
+    finish_started = tracing.now_ns()
     try:
         if kind == "task":
             statuses: list[Any] = services.finish_attempts(
                 [(job.work, result) for job, result in done], worker=me
             )
+            for job, _ in done:
+                tracing.record(
+                    "asyncqueue.finish",
+                    *_trace(job.work),
+                    start_ns=finish_started,
+                    task_id=str(job.work.pk),
+                )
         else:
             statuses = services.finish_webhook_attempts(
                 [(job.work, result, job.body) for job, result in done], worker=me

@@ -31,10 +31,17 @@ class TaskSpec:
     max_wait_time: int | None = None
     on_complete_url: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    # W3C Trace Context of the create request (already validated; "" for none).
+    traceparent: str = ""
+    tracestate: str = ""
 
     def fingerprint(self) -> str:
-        """A digest of the request, to tell a replay from a different request with the same key."""
+        """A digest of the request, to tell a replay from a different request with the same key.
+
+        The trace context is not part of it: a client's retry of the same request comes with a
+        new span, and is still the same request."""
         data = asdict(self)
+        del data["traceparent"], data["tracestate"]
         if data["delay_until"] is not None:
             data["delay_until"] = data["delay_until"].isoformat()
         return fingerprint_of(data)

@@ -35,6 +35,7 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "rest_framework",
     "django_celery_beat",
+    "drf_spectacular_sidecar",
     "asyncqueue_django",
     "bench.floor",
 ]

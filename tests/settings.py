@@ -37,6 +37,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "rest_framework",
     "django_celery_beat",
+    "drf_spectacular_sidecar",  # Swagger UI's files for /v1/docs
     "asyncqueue_django",
 ]
 

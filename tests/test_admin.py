@@ -150,11 +150,11 @@ def test_task_list_shows_the_columns(admin_client: Client, team: Team) -> None:
     task = failed(team, attempts=2, queue="emails")
     body = admin_client.get(TASKS).content.decode()
     assert str(task.pk) in body
-    assert "callbacks.example.test" in body  # the target host, not the whole URL
+    assert "callbacks.example.test" in body  # the target host and path, not the query
     assert "job=1" not in body
     assert "emails" in body
     assert "acme" in body
-    for header in ("Status", "Queue", "Team", "Target host", "Attempts", "Created", "Finished"):
+    for header in ("Id", "Status", "Queue", "Team", "Target", "Attempts", "Created", "Finished"):
         assert f">{header}<" in body or f">{header}</a>" in body, header
     cells = re.findall(r'<td class="field-attempts">(\d+)</td>', body)
     assert cells == ["2"]
@@ -355,8 +355,9 @@ def test_retry_action_cost_is_per_task(admin_client: Client, team: Team) -> None
         assert all(status(t) == "pending" for t in tasks)
         return count
 
-    # savepoint, guarded UPDATE, re-read, release (the message goes out on commit)
-    assert linear_cost(cost) == 4
+    # savepoint, locked read of the status it leaves, guarded UPDATE, re-read, the metrics
+    # offset of the finish it leaves, release (the message goes out on commit)
+    assert linear_cost(cost) == 6
 
 
 def test_resend_webhook_action(admin_client: Client, team: Team) -> None:
@@ -812,3 +813,126 @@ def test_api_key_list_queries_do_not_grow(admin_client: Client, team: Team) -> N
         return count
 
     assert page(3) == page(30)
+
+
+# ---------------------------------------------------------------- the task page's buttons and
+# the list's compact columns
+
+
+def page_buttons(client: Client, task: Task, base: str = TASKS) -> list[str]:
+    body = client.get(f"{base}{task.pk}/change/").content.decode()
+    return re.findall(r'<button type="submit" class="aq-page-action">([^<]+)</button>', body)
+
+
+def do(client: Client, task: Task, name: str, base: str = TASKS, **data: Any) -> Any:
+    return client.post(f"{base}{task.pk}/do/{name}/", data)
+
+
+def test_the_task_page_offers_the_buttons_its_status_allows(
+    admin_client: Client, team: Team
+) -> None:
+    assert page_buttons(admin_client, make(team, delay_until=None)) == ["Cancel"]
+    assert page_buttons(admin_client, failed(team)) == ["Retry now", "Re-send webhook"]
+    assert page_buttons(admin_client, waiting(team)) == ["Cancel", "Complete…", "Fail…"]
+    assert page_buttons(admin_client, failed(team, url=None)) == ["Retry now"]
+    assert page_buttons(admin_client, failed(team), DEAD) == ["Retry now", "Re-send webhook"]
+
+
+def test_a_button_runs_the_action_and_comes_back_to_the_page(
+    admin_client: Client, team: Team
+) -> None:
+    task = make(team)
+    response = do(admin_client, task, "cancel_tasks")
+    assert response.status_code == 302
+    assert response["Location"] == f"{TASKS}{task.pk}/change/"
+    assert status(task) == "cancelled"
+    assert "Cancelled 1 task(s)." in followed_messages(admin_client, response)
+    again = do(admin_client, task, "cancel_tasks")
+    assert any("Refused 1 task(s)" in m for m in followed_messages(admin_client, again))
+
+    dead = failed(team)
+    assert do(admin_client, dead, "retry_tasks", DEAD).status_code == 302
+    assert status(dead) == "pending"
+
+
+def test_the_complete_button_asks_for_the_result_then_applies_it(
+    admin_client: Client, team: Team
+) -> None:
+    task = waiting(team)
+    form = do(admin_client, task, "complete_waiting_tasks")
+    assert form.status_code == 200
+    assert b'name="result"' in form.content
+    applied = do(
+        admin_client,
+        task,
+        "complete_waiting_tasks",
+        action="complete_waiting_tasks",
+        apply="yes",
+        result='{"ok": true}',
+    )
+    assert applied.status_code == 302
+    assert applied["Location"] == f"{TASKS}{task.pk}/change/"
+    task.refresh_from_db()
+    assert (task.status, task.result) == ("completed", {"ok": True})
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("{pk}/do/cancel_tasks/", 405),  # GET
+        ("{pk}/do/delete_selected/", 404),
+        ("{pk}/do/nothing/", 404),
+        ("not-a-uuid/do/cancel_tasks/", 404),
+        ("00000000-0000-0000-0000-000000000000/do/cancel_tasks/", 404),
+        ("{pk}/do/%00/", 404),
+    ],
+)
+def test_bad_button_requests_are_refused_cleanly(
+    admin_client: Client, team: Team, path: str, expected: int
+) -> None:
+    task = make(team)
+    url = TASKS + path.format(pk=task.pk)
+    response = admin_client.get(url) if expected == 405 else admin_client.post(url)
+    assert response.status_code == expected
+    assert status(task) == "pending"
+
+
+def test_view_only_staff_get_no_buttons_and_cannot_post_them(team: Team) -> None:
+    user = get_user_model().objects.create_user("viewer2", password="pw", is_staff=True)
+    user.user_permissions.set(
+        Permission.objects.filter(content_type__app_label="asyncqueue", codename="view_task")
+    )
+    client = Client()
+    client.force_login(user)
+    task = make(team)
+    assert page_buttons(client, task) == []
+    assert do(client, task, "cancel_tasks").status_code == 403
+    assert status(task) == "pending"
+
+
+def test_the_list_shows_a_compact_id_host_and_path_and_seconds(
+    admin_client: Client, team: Team
+) -> None:
+    task = failed(team)
+    body = admin_client.get(TASKS).content.decode()
+    assert f'<code class="aq-id" title="{task.pk}">{task.pk}</code>' in body
+    assert 'title="callbacks.example.test:8080/run"' in body
+    assert "job=1" not in body
+    local = timezone.localtime(task.created_at).strftime("%Y-%m-%d %H:%M:%S")
+    assert local in body
+    assert "asyncqueue/admin.css" in body
+
+
+def test_the_task_page_shows_times_to_the_second_and_the_trace_context(
+    admin_client: Client, team: Team
+) -> None:
+    task = services.create_task(
+        team,
+        TaskSpec(
+            target_url=TARGET,
+            traceparent="00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ),
+    ).task
+    body = admin_client.get(f"{TASKS}{task.pk}/change/").content.decode()
+    assert timezone.localtime(task.created_at).strftime("%Y-%m-%d %H:%M:%S") in body
+    assert "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01" in body

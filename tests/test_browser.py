@@ -2,8 +2,13 @@
 ``/usr/bin/chromedriver`` (``.ci/run`` installs both with apt-get).
 
 An operator logs into the Django admin, filters the task list by status and cancels a task
-with the "Cancel selected tasks" action; a reviewer approves a waiting task on the demo's
-review page. Waits are explicit (a condition polled up to a bound), never timing thresholds.
+with the "Cancel selected tasks" action; reads the dashboard's charts (drawn from real work,
+refreshed in place) and a task's page with its buttons, and the task list fits a 1366 px
+screen; a reviewer approves a waiting task on the demo's review page. Waits are explicit (a
+condition polled up to a bound), never timing thresholds.
+
+With ``ASYNCQUEUE_SCREENSHOTS`` set to a directory, the dashboard and task-page screenshots are
+saved there (``docs/screenshots/`` holds the README's).
 
 Outside CI a missing browser, driver or selenium skips these tests, saying what to install;
 on CI (``CI`` set) it fails them instead.
@@ -191,3 +196,127 @@ def test_demo_review_page_approves_a_waiting_task(
 
     assert Task.objects.get(pk=task_id).status == "completed"
     assert Review.objects.get(pk=review.pk).status == ReviewStatus.APPROVED
+
+
+def _login(browser: WebDriver, live_server: Any, next_url: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    browser.delete_all_cookies()
+    browser.get(f"{live_server.url}/admin/login/?next={next_url}")
+    browser.find_element(By.NAME, "username").send_keys("operator")
+    browser.find_element(By.NAME, "password").send_keys(PASSWORD)
+    browser.find_element(By.CSS_SELECTOR, "#login-form [type=submit]").click()
+
+
+def _screenshot(browser: WebDriver, tmp_path: Path, name: str) -> Path:
+    """A screenshot of the whole page (the window grown to the page's height)."""
+    height = browser.execute_script("return document.documentElement.scrollHeight")
+    browser.set_window_size(1366, min(max(int(height) + 150, 700), 2400))
+    folder = Path(os.environ.get("ASYNCQUEUE_SCREENSHOTS") or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    assert browser.save_screenshot(str(path))
+    assert path.stat().st_size > 10_000
+    return path
+
+
+def test_dashboard_and_task_page_show_the_work(
+    browser: WebDriver, live_server: Any, settings: Any, celery_worker: Worker, tmp_path: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+
+    get_user_model().objects.create_superuser("operator", "operator@example.com", PASSWORD)
+    key = _api_key(settings)
+    good = f"{live_server.url}/demo/api/convert-video"
+    bad = f"{live_server.url}/demo/api/no-such-target"
+    created = [
+        _create(live_server, key, targetUrl=good, payload={"videoId": f"v{i}"}) for i in range(8)
+    ]
+    created += [
+        _create(live_server, key, targetUrl=bad, payload={"i": i}, maxRetries=0, queue="low")
+        for i in range(3)
+    ]
+    waiting = _create(
+        live_server,
+        key,
+        targetUrl=good,
+        payload={"videoId": "w"},
+        waitForSignal=True,
+        maxWaitTime=1800,
+    )
+    for i in range(2):
+        _create(
+            live_server, key, targetUrl=good, payload={"videoId": f"d{i}"}, delay=3600, queue="low"
+        )
+    wait_for(
+        lambda: (
+            Task.objects.filter(pk__in=created, status__in=["completed", "failed"]).count()
+            == len(created)
+            and Task.objects.filter(pk=waiting, status="waiting").exists()
+        ),
+        timeout=WAIT,
+    )
+
+    browser.set_window_size(1366, 900)
+    _login(browser, live_server, "/admin/asyncqueue/dashboard/?hours=1&refresh=2")
+    _until(browser, ec.presence_of_element_located((By.ID, "aq-dashboard")))
+    bars = browser.find_elements(By.CSS_SELECTOR, "#aq-throughput svg rect.aq-bar")
+    assert bars, "the throughput chart has no bars"
+    assert all(b.size["height"] > 0 for b in bars)
+    line = browser.find_element(By.CSS_SELECTOR, "#aq-throughput svg polyline.aq-line")
+    assert len(line.get_attribute("points").split()) > 10
+    latency = browser.find_elements(
+        By.CSS_SELECTOR, "#aq-latency svg polyline, #aq-latency svg circle"
+    )
+    assert latency, "the latency chart has no points"
+    queues = browser.find_element(By.ID, "aq-queues").text
+    assert "low" in queues
+    assert "default" in queues
+    assert browser.find_elements(By.CSS_SELECTOR, "#aq-waiting svg rect.aq-bar")
+    # The charts refresh in place: no reload, and the stamp says when.
+    browser.execute_script("window.aqMarker = 1")
+    _until(browser, ec.text_to_be_present_in_element((By.ID, "aq-updated"), "updated"))
+    assert browser.execute_script("return window.aqMarker") == 1
+    assert browser.find_elements(By.CSS_SELECTOR, "#aq-throughput svg rect.aq-bar")
+    # Readable on a laptop: nothing scrolls sideways.
+    assert browser.execute_script(
+        "return document.documentElement.scrollWidth <= window.innerWidth"
+    )
+    _screenshot(browser, tmp_path, "dashboard.png")
+
+    # The task list fits 1366 px with its filters: the last column is on screen.
+    browser.set_window_size(1366, 900)
+    browser.get(f"{live_server.url}/admin/asyncqueue/task/")
+    _until(browser, ec.presence_of_element_located((By.ID, "result_list")))
+    assert browser.execute_script(
+        "return document.documentElement.scrollWidth <= window.innerWidth"
+    )
+    finished = browser.find_element(By.CSS_SELECTOR, "#result_list th.column-finished_at")
+    assert finished.is_displayed()
+    assert browser.execute_script(
+        "return arguments[0].getBoundingClientRect().right <= window.innerWidth", finished
+    )
+    first_id = browser.find_element(By.CSS_SELECTOR, "#result_list code.aq-id")
+    assert first_id.size["width"] < 120  # the id is clipped ...
+    assert len(first_id.get_attribute("title")) == 36  # ... and whole on hover
+
+    browser.get(f"{live_server.url}/admin/asyncqueue/task/{waiting}/change/")
+    _until(browser, ec.presence_of_element_located((By.CSS_SELECTOR, ".object-tools")))
+    buttons = [b.text for b in browser.find_elements(By.CSS_SELECTOR, "button.aq-page-action")]
+    assert [b.lower() for b in buttons] == ["cancel", "complete…", "fail…"]
+    assert "convert-video" in browser.page_source
+    _screenshot(browser, tmp_path, "task-page.png")
+    browser.set_window_size(1366, 900)
+    browser.find_element(
+        By.XPATH, "//button[normalize-space()='Complete…' or normalize-space()='COMPLETE…']"
+    ).click()
+    _until(browser, ec.presence_of_element_located((By.NAME, "result")))
+    browser.find_element(By.NAME, "result").send_keys('{"approved": true}')
+    browser.find_element(By.CSS_SELECTOR, "#content form input[type=submit]").click()
+    message = _until(
+        browser, ec.visibility_of_element_located((By.CSS_SELECTOR, ".messagelist .success"))
+    )
+    assert "Completed 1 waiting task" in message.text
+    assert Task.objects.get(pk=waiting).status == "completed"
+    browser.set_window_size(1280, 1024)

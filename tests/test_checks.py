@@ -288,3 +288,33 @@ def test_bad_webhook_queue_is_e010(queue: str) -> None:
 @pytest.mark.parametrize("queue", ["default", "webhooks", "hooks.high-1"])
 def test_good_webhook_queue(queue: str) -> None:
     assert ids(WEBHOOK_QUEUE=queue) == []
+
+
+@pytest.mark.parametrize("token", ["short", " " * 20, "x" * 15])
+def test_a_short_metrics_token_is_e011(token: str) -> None:
+    assert ids(METRICS_TOKEN=token) == ["asyncqueue.E012"]
+
+
+@pytest.mark.parametrize("token", [None, "x" * 16, "a-long-random-metrics-token-value"])
+def test_a_metrics_token_of_16_characters_or_none_is_fine(token: str | None) -> None:
+    assert ids(METRICS_TOKEN=token) == []
+
+
+@pytest.mark.parametrize("value", [5, [], b"x" * 20])
+def test_a_metrics_token_of_another_type_is_e003(value: Any) -> None:
+    assert ids(METRICS_TOKEN=value) == ["asyncqueue.E003"]
+
+
+@pytest.mark.parametrize(("value", "expected"), [(-1, "E004"), (301, "E004"), ("5", "E003")])
+def test_metrics_cache_seconds_is_checked(value: Any, expected: str) -> None:
+    assert ids(METRICS_CACHE_SECONDS=value) == [f"asyncqueue.{expected}"]
+
+
+def test_docs_without_the_sidecar_app_is_w002(monkeypatch: pytest.MonkeyPatch) -> None:
+    apps = [a for a in settings.INSTALLED_APPS if a != "drf_spectacular_sidecar"]
+    # The setting only, not the app registry: the check reads the setting.
+    monkeypatch.setattr(settings, "INSTALLED_APPS", apps)
+    with override_settings(ASYNCQUEUE={}):
+        found = check_settings()
+    assert [m.id for m in found] == ["asyncqueue.W002"]
+    assert not isinstance(found[0], Error)

@@ -52,6 +52,8 @@ EXPECTED_DEFAULTS = {
     "RATE_LIMIT": "6000/min",
     "SIGNAL_RATE_LIMIT": "600/min",
     "TRUSTED_PROXIES": [],
+    "METRICS_TOKEN": None,
+    "METRICS_CACHE_SECONDS": 10,
 }
 
 

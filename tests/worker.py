@@ -35,6 +35,7 @@ class Worker:
         queues: str = QUEUES,
         beat: bool = True,
         concurrency: int = 4,
+        pool: str = "threads",
     ):
         self.log_path = log_path
         self.db_name = db_name
@@ -42,6 +43,7 @@ class Worker:
         self.queues = queues
         self.beat = beat
         self.concurrency = concurrency
+        self.pool = pool
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 60) -> None:
@@ -68,7 +70,7 @@ class Worker:
             "-Q",
             self.queues,
             "--pool",
-            "threads",
+            self.pool,
             "--concurrency",
             str(self.concurrency),
             "--without-mingle",
@@ -137,7 +139,11 @@ def worker_factory(
     logs = tmp_path_factory.mktemp("workers")
 
     def make(
-        queues: str = QUEUES, beat: bool = True, concurrency: int = 4, **extra_env: str
+        queues: str = QUEUES,
+        beat: bool = True,
+        concurrency: int = 4,
+        pool: str = "threads",
+        **extra_env: str,
     ) -> Worker:
         worker = Worker(
             logs / f"worker-{len(started)}.log",
@@ -146,6 +152,7 @@ def worker_factory(
             queues=queues,
             beat=beat,
             concurrency=concurrency,
+            pool=pool,
         )
         worker.start()
         started.append(worker)

@@ -18,7 +18,8 @@ whole table (``show_full_result_count = False``).
 from __future__ import annotations
 
 # Importing the modules registers their ModelAdmins.
-from asyncqueue_django.admin import keys, tasks, teams, tokens
+from asyncqueue_django.admin import dashboard, keys, tasks, teams, tokens
+from asyncqueue_django.admin.dashboard import DashboardAdmin
 from asyncqueue_django.admin.keys import ApiKeyAdmin
 from asyncqueue_django.admin.tasks import DeadTaskAdmin, TaskAdmin
 from asyncqueue_django.admin.teams import TeamAdmin
@@ -26,10 +27,12 @@ from asyncqueue_django.admin.tokens import VaultTokenAdmin
 
 __all__ = [
     "ApiKeyAdmin",
+    "DashboardAdmin",
     "DeadTaskAdmin",
     "TaskAdmin",
     "TeamAdmin",
     "VaultTokenAdmin",
+    "dashboard",
     "keys",
     "tasks",
     "teams",

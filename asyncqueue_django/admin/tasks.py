@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
@@ -12,9 +13,19 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.admin.views.main import ChangeList
+from django.core.exceptions import PermissionDenied
 from django.db.models import Q, QuerySet
-from django.http import HttpRequest
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseNotAllowed,
+    HttpResponseRedirect,
+)
 from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+from django.utils import timezone
+from django.utils.html import format_html
 
 from asyncqueue_django import services, states, validators
 from asyncqueue_django.admin.base import OperateMixin, ReadOnlyInline, pretty_json, run_action
@@ -35,8 +46,12 @@ class AttemptInline(ReadOnlyInline):
     """Callback attempts of the task, oldest first (read-only)."""
 
     model = Attempt
-    fields = ("number", "started_at", "duration_ms", "status_code", "outcome", "error", "worker")
+    fields = ("number", "started", "duration_ms", "status_code", "outcome", "error", "worker")
     ordering = ("number",)
+
+    @admin.display(description="started at")
+    def started(self, obj: Attempt) -> str:
+        return seconds(obj.started_at)
 
 
 class WebhookDeliveryInline(ReadOnlyInline):
@@ -50,11 +65,23 @@ class WebhookDeliveryInline(ReadOnlyInline):
         "attempt_count",
         "last_status_code",
         "last_error",
-        "created_at",
-        "delivered_at",
-        "next_attempt_at",
+        "created",
+        "delivered",
+        "next_attempt",
     )
     ordering = ("created_at", "id")
+
+    @admin.display(description="created at")
+    def created(self, obj: WebhookDelivery) -> str:
+        return seconds(obj.created_at)
+
+    @admin.display(description="delivered at")
+    def delivered(self, obj: WebhookDelivery) -> str:
+        return seconds(obj.delivered_at)
+
+    @admin.display(description="next attempt at")
+    def next_attempt(self, obj: WebhookDelivery) -> str:
+        return seconds(obj.next_attempt_at)
 
 
 class WaitForSignalFilter(admin.BooleanFieldListFilter):
@@ -172,23 +199,87 @@ TASK_SECTIONS: tuple[tuple[str | None, tuple[str, ...]], ...] = (
         ),
     ),
     ("Outcome", ("result_json", "error", "on_complete_url")),
-    ("Bookkeeping", ("metadata_json", "idempotency_key", "idempotency_expires_at")),
+    (
+        "Bookkeeping",
+        (
+            "metadata_json",
+            "idempotency_key",
+            "idempotency_expires_at",
+            "traceparent",
+            "tracestate",
+        ),
+    ),
 )
+
+#: Time fields of the change page, shown to the second (Django's default format stops at the
+#: minute) through ``<name>_s`` display methods.
+TIMESTAMP_FIELDS = (
+    "created_at",
+    "updated_at",
+    "started_at",
+    "completed_at",
+    "delay_until",
+    "next_attempt_at",
+    "dispatched_at",
+    "claimed_at",
+    "lease_expires_at",
+    "wait_deadline",
+    "signal_received_at",
+    "idempotency_expires_at",
+)
+
+#: The actions the task page offers as buttons: (action name, label, statuses it applies to).
+PAGE_ACTIONS: tuple[tuple[str, str, frozenset[str]], ...] = (
+    ("cancel_tasks", "Cancel", frozenset(states.CANCELLABLE)),
+    ("retry_tasks", "Retry now", frozenset(states.RETRYABLE)),
+    ("complete_waiting_tasks", "Complete…", frozenset({TaskStatus.WAITING})),
+    ("fail_waiting_tasks", "Fail…", frozenset({TaskStatus.WAITING})),
+    ("resend_webhooks", "Re-send webhook", frozenset(states.TERMINAL)),
+)
+
+
+def seconds(value: datetime | None) -> str:
+    """A time in the current time zone, to the second, with the UTC instant on hover."""
+    if value is None:
+        return "-"
+    local = timezone.localtime(value)
+    return format_html(
+        '<time datetime="{}" title="{}">{}</time>',
+        value.astimezone(UTC).isoformat(),
+        local.strftime("%Z (UTC%z)"),
+        local.strftime("%Y-%m-%d %H:%M:%S"),
+    )
+
+
+def _shown(name: str) -> str:
+    return f"{name}_s" if name in TIMESTAMP_FIELDS else name
+
+
+def _timestamp_display(name: str) -> Callable[[Any, Task], str]:
+    label = str(getattr(Task._meta.get_field(name), "verbose_name", name))
+
+    @admin.display(description=label, ordering=name)
+    def show(self: Any, obj: Task) -> str:
+        return seconds(getattr(obj, name))
+
+    return show
 
 
 @admin.register(Task)
 class TaskAdmin(OperateMixin, TaskAdminBase):
     list_display: tuple[str, ...] = (
-        "id",
+        "short_id",
         "status",
         "queue",
         "team",
-        "target_host",
+        "target",
         "attempts",
         "created",
         "finished_at",
         "sandbox",
     )
+    list_display_links = ("short_id",)
+    change_form_template = "admin/asyncqueue/task/change_form.html"
     list_filter: ClassVar[tuple[Any, ...]] = (
         "status",
         "queue",
@@ -215,7 +306,9 @@ class TaskAdmin(OperateMixin, TaskAdminBase):
     show_full_result_count = False
     # Everything but the signal token's digest and the idempotency fingerprint (both digests
     # of secrets or requests, of no use to a person). Headers are shown redacted.
-    fieldsets = tuple((title, {"fields": names}) for title, names in TASK_SECTIONS)
+    fieldsets = tuple(
+        (title, {"fields": tuple(_shown(n) for n in names)}) for title, names in TASK_SECTIONS
+    )
     #: Model fields the change page deliberately leaves out.
     hidden_fields = frozenset({"signal_token_digest", "idempotency_fingerprint"})
     #: Model fields shown through a display method (formatted or redacted).
@@ -225,10 +318,82 @@ class TaskAdmin(OperateMixin, TaskAdminBase):
         "result": "result_json",
         "early_signal_result": "early_signal_result_json",
         "metadata": "metadata_json",
+        **{name: _shown(name) for name in TIMESTAMP_FIELDS},
     }
 
+    class Media:
+        css: ClassVar[dict[str, tuple[str, ...]]] = {"all": ("asyncqueue/admin.css",)}
+
     def get_readonly_fields(self, request: HttpRequest, obj: Task | None = None) -> tuple[str, ...]:
-        return tuple(name for _, names in TASK_SECTIONS for name in names)
+        return tuple(_shown(name) for _, names in TASK_SECTIONS for name in names)
+
+    def get_urls(self) -> list[URLPattern]:
+        info = (self.opts.app_label, self.opts.model_name)
+        page_action = path(
+            "<path:object_id>/do/<str:action>/",
+            self.admin_site.admin_view(self.page_action_view),
+            name="{}_{}_page_action".format(*info),
+        )
+        return [page_action, *super().get_urls()]
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        """The task page, with a button for each action its status allows."""
+        extra = dict(extra_context or {})
+        task = self._one(request, object_id).first()
+        if task is not None and self.has_operate_permission(request):
+            info = (self.opts.app_label, self.opts.model_name)
+            extra["task_actions"] = [
+                {
+                    "label": label,
+                    "url": reverse(
+                        "admin:{}_{}_page_action".format(*info),
+                        args=[task.pk, name],
+                        current_app=self.admin_site.name,
+                    ),
+                    "confirm": name == "cancel_tasks",
+                }
+                for name, label, statuses in PAGE_ACTIONS
+                if task.status in statuses and (name != "resend_webhooks" or task.on_complete_url)
+            ]
+        return super().change_view(request, object_id, form_url, extra)
+
+    def _one(self, request: HttpRequest, object_id: str) -> QuerySet[Task]:
+        try:
+            pk = uuid.UUID(str(object_id))
+        except ValueError:
+            return self.get_queryset(request).none()
+        return self.get_queryset(request).filter(pk=pk)
+
+    def page_action_view(self, request: HttpRequest, object_id: str, action: str) -> HttpResponse:
+        """A button of the task page: the same ``@admin.action`` as the list's, on this one
+        task (POST only). Back to the task page afterwards; the complete and fail actions
+        answer their form first, which posts back here."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if action not in {name for name, _, _ in PAGE_ACTIONS}:
+            raise Http404("No such action.")
+        if not self.has_operate_permission(request):
+            raise PermissionDenied
+        queryset = self._one(request, object_id)
+        if not queryset.exists():
+            raise Http404("No such task.")
+        response = getattr(self, action)(request, queryset)
+        if response is not None:
+            return response  # type: ignore[no-any-return]
+        info = (self.opts.app_label, self.opts.model_name)
+        return HttpResponseRedirect(
+            reverse(
+                "admin:{}_{}_change".format(*info),
+                args=[object_id],
+                current_app=self.admin_site.name,
+            )
+        )
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Task]:
         return super().get_queryset(request).select_related("team")
@@ -263,25 +428,35 @@ class TaskAdmin(OperateMixin, TaskAdminBase):
 
     # -- columns and read-only fields --------------------------------------------------------
 
-    @admin.display(description="target host", ordering="target_url")
-    def target_host(self, obj: Task) -> str:
+    @admin.display(description="id", ordering="id")
+    def short_id(self, obj: Task) -> str:
+        """The whole id, clipped to its first characters by the stylesheet: the rest shows on
+        hover and comes along when copied."""
+        return format_html('<code class="aq-id" title="{}">{}</code>', obj.pk, obj.pk)
+
+    @admin.display(description="target", ordering="target_url")
+    def target(self, obj: Task) -> str:
+        """Host and path (not the query string, which may carry credentials)."""
         try:
-            host = urlsplit(obj.target_url).hostname
+            parts = urlsplit(obj.target_url)
+            shown = f"{parts.hostname or ''}{':' + str(parts.port) if parts.port else ''}"
+            shown += parts.path
         except ValueError:
-            host = None
-        return host or obj.target_url[:60]
+            shown = ""
+        shown = shown or obj.target_url[:60]
+        return format_html('<span class="aq-target" title="{}">{}</span>', shown, shown)
 
     @admin.display(description="attempts", ordering="attempt_count")
     def attempts(self, obj: Task) -> int:
         return obj.attempt_count
 
     @admin.display(description="created", ordering="created_at")
-    def created(self, obj: Task) -> Any:
-        return obj.created_at
+    def created(self, obj: Task) -> str:
+        return seconds(obj.created_at)
 
     @admin.display(description="finished", ordering="completed_at")
-    def finished_at(self, obj: Task) -> Any:
-        return obj.completed_at
+    def finished_at(self, obj: Task) -> str:
+        return seconds(obj.completed_at)
 
     @admin.display(description="headers")
     def headers_redacted(self, obj: Task) -> str:
@@ -397,6 +572,10 @@ class TaskAdmin(OperateMixin, TaskAdminBase):
         return TemplateResponse(
             request, "admin/asyncqueue/task/resolve_waiting.html", context, status=200
         )
+
+
+for _name in TIMESTAMP_FIELDS:
+    setattr(TaskAdmin, _shown(_name), _timestamp_display(_name))
 
 
 def _selected(queryset: QuerySet[Task]) -> Iterable[Task]:

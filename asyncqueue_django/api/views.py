@@ -30,7 +30,7 @@ from rest_framework.throttling import BaseThrottle
 from rest_framework.versioning import BaseVersioning
 from rest_framework.views import APIView
 
-from asyncqueue_django import services, states
+from asyncqueue_django import services, states, tracing
 from asyncqueue_django.api.authentication import ApiKeyAuthentication, TeamPrincipal
 from asyncqueue_django.api.exceptions import PayloadTooLarge, error_response, exception_handler
 from asyncqueue_django.api.longpoll import watcher
@@ -174,14 +174,23 @@ class TaskViewSet(AsyncQueueViewMixin, viewsets.GenericViewSet[Task]):
         serializer = TaskCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         key = self._idempotency_key(request, serializer.validated_data.get("idempotencyKey"))
-        created = services.create_task(
-            self.team,
-            serializer.to_spec(),
-            idempotency_key=key,
-            fingerprint=serializer.request_fingerprint,
-            sandbox=self.sandbox,
-            api_key=request.auth if isinstance(request.auth, ApiKey) else None,
-        )
+        spec = serializer.to_spec()
+        # An invalid traceparent/tracestate is dropped, never refused (W3C Trace Context).
+        trace = tracing.parse(request.headers)
+        with tracing.span("asyncqueue.create", *(trace.headers() if trace else ("", ""))):
+            if trace is not None:
+                # Stored as the create span when OpenTelemetry records one, else as received.
+                sent = tracing.outbound_headers(trace.traceparent, trace.tracestate)
+                spec.traceparent = sent["traceparent"]
+                spec.tracestate = sent.get("tracestate", "")
+            created = services.create_task(
+                self.team,
+                spec,
+                idempotency_key=key,
+                fingerprint=serializer.request_fingerprint,
+                sandbox=self.sandbox,
+                api_key=request.auth if isinstance(request.auth, ApiKey) else None,
+            )
         code = http_status.HTTP_201_CREATED if created.created else http_status.HTTP_200_OK
         return Response(_created_body(created), status=code)
 

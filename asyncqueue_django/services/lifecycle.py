@@ -9,7 +9,7 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from asyncqueue_django import states, tokens, validators
+from asyncqueue_django import states, stats, tokens, validators
 from asyncqueue_django.conf import app_settings
 from asyncqueue_django.exceptions import (
     ApiKeyRevoked,
@@ -20,6 +20,7 @@ from asyncqueue_django.exceptions import (
 from asyncqueue_django.models import ApiKey, Task, Team
 from asyncqueue_django.services import engine, vault
 from asyncqueue_django.services.callbacks import CALLBACKS
+from asyncqueue_django.services.offsets import add_offsets
 from asyncqueue_django.services.tables import TASKS, current_status, get_task
 from asyncqueue_django.services.terminal import on_terminal
 from asyncqueue_django.states import TaskStatus
@@ -185,6 +186,8 @@ def _create(
         on_complete_url=spec.on_complete_url,
         metadata=spec.metadata,
         sandbox=sandbox,
+        traceparent=spec.traceparent,
+        tracestate=spec.tracestate,
         idempotency_key=idempotency_key,
         idempotency_fingerprint=fingerprint,
         idempotency_expires_at=(
@@ -269,6 +272,9 @@ def retry_task(team: Team, task_id: Any, now: datetime | None = None) -> Task:
     """
     now = now or timezone.now()
     with transaction.atomic():  # the message is sent only once the reset has committed
+        # Locked, so the status read is the one the move leaves (only a retry leaves it).
+        before = Task.objects.for_team(team).select_for_update().filter(pk=task_id)
+        finished = before.values_list("queue", "status").first()
         task = _move_own(
             team,
             task_id,
@@ -288,6 +294,9 @@ def retry_task(team: Team, task_id: Any, now: datetime | None = None) -> Task:
             early_signal_error="",
             signal_received_at=None,
         )
+        if finished is not None:  # the finish it leaves still counts in /metrics
+            queue, status = finished
+            add_offsets({(stats.FINISHED, stats.labels_key(queue=queue, status=status)): 1})
         CALLBACKS.publish_on_commit(task.pk, task)
     return task
 

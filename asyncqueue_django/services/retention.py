@@ -9,9 +9,10 @@ from datetime import datetime
 from django.db import transaction
 from django.utils import timezone
 
-from asyncqueue_django import states
+from asyncqueue_django import states, stats
 from asyncqueue_django.models import Task
 from asyncqueue_django.querysets import TaskQuerySet
+from asyncqueue_django.services.offsets import add_offsets
 
 logger = logging.getLogger(__name__)
 
@@ -54,14 +55,13 @@ def prune_finished(
             pks = list(candidates.lock_batch(batch_size).values_list("pk", flat=True))
             if not pks:
                 break
-            # only("pk"): the collector loads tasks to cascade; payloads need not come along.
-            _, per_model = (
-                Task.objects.filter(
-                    pk__in=pks, status__in=list(states.TERMINAL), completed_at__lt=cutoff
-                )
-                .only("pk")
-                .delete()
+            doomed = Task.objects.filter(
+                pk__in=pks, status__in=list(states.TERMINAL), completed_at__lt=cutoff
             )
+            # The counters of /metrics keep what this batch deletes (same transaction).
+            add_offsets(stats.offsets_of_tasks(doomed.values_list("pk", flat=True)))
+            # only("pk"): the collector loads tasks to cascade; payloads need not come along.
+            _, per_model = doomed.only("pk").delete()
         total += per_model.get(Task._meta.label, 0)
         if progress is not None:
             progress(total)

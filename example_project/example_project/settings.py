@@ -61,6 +61,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "django_celery_beat",
+    "drf_spectacular_sidecar",  # Swagger UI's files for /v1/docs, served locally
     "asyncqueue_django",
     "demo",  # example_project/demo: the three patterns end to end, see README
 ]
