@@ -114,6 +114,20 @@ def test_the_create_requests_trace_context_is_stored(client: APIClient) -> None:
     assert (task.traceparent, task.tracestate) == (TRACEPARENT, TRACESTATE)
 
 
+def test_a_batch_create_stores_the_trace_context_on_every_task(client: APIClient) -> None:
+    response = client.post(
+        "/v1/tasks/batch",
+        {"tasks": [{"targetUrl": f"https://example.com/{i}"} for i in range(3)]},
+        format="json",
+        HTTP_TRACEPARENT=TRACEPARENT,
+        HTTP_TRACESTATE=TRACESTATE,
+    )
+    assert response.status_code == 201, response.content
+    ids = [item["task"]["id"] for item in response.json()["tasks"]]
+    stored = set(Task.objects.filter(pk__in=ids).values_list("traceparent", "tracestate"))
+    assert stored == {(TRACEPARENT, TRACESTATE)}
+
+
 @pytest.mark.parametrize(
     "headers",
     [

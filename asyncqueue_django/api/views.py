@@ -70,6 +70,7 @@ from asyncqueue_django.exceptions import TaskNotFound
 from asyncqueue_django.models import ApiKey, Task, Team, VaultToken
 from asyncqueue_django.states import KeyMode, TaskStatus
 from asyncqueue_django.validators import QUEUE_NAME_RE
+from asyncqueue_django.values import TaskSpec
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
@@ -175,14 +176,9 @@ class TaskViewSet(AsyncQueueViewMixin, viewsets.GenericViewSet[Task]):
         serializer.is_valid(raise_exception=True)
         key = self._idempotency_key(request, serializer.validated_data.get("idempotencyKey"))
         spec = serializer.to_spec()
-        # An invalid traceparent/tracestate is dropped, never refused (W3C Trace Context).
         trace = tracing.parse(request.headers)
         with tracing.span("asyncqueue.create", *(trace.headers() if trace else ("", ""))):
-            if trace is not None:
-                # Stored as the create span when OpenTelemetry records one, else as received.
-                sent = tracing.outbound_headers(trace.traceparent, trace.tracestate)
-                spec.traceparent = sent["traceparent"]
-                spec.tracestate = sent.get("tracestate", "")
+            _carry_trace(trace, [spec])
             created = services.create_task(
                 self.team,
                 spec,
@@ -227,9 +223,12 @@ class TaskViewSet(AsyncQueueViewMixin, viewsets.GenericViewSet[Task]):
         serializer = BatchCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         key = request.auth if isinstance(request.auth, ApiKey) else None
-        created = services.create_tasks(
-            self.team, serializer.items, sandbox=self.sandbox, api_key=key
-        )
+        trace = tracing.parse(request.headers)
+        with tracing.span("asyncqueue.create", *(trace.headers() if trace else ("", ""))):
+            _carry_trace(trace, [item.spec for item in serializer.items])
+            created = services.create_tasks(
+                self.team, serializer.items, sandbox=self.sandbox, api_key=key
+            )
         return Response(
             {"tasks": [_created_body(c) for c in created]}, status=http_status.HTTP_201_CREATED
         )
@@ -388,6 +387,19 @@ class TaskViewSet(AsyncQueueViewMixin, viewsets.GenericViewSet[Task]):
     def retry(self, request: Request, task_id: str) -> Response:
         task = services.retry_task(self.team, self._task_id())
         return Response({"task": TaskSerializer(task).data})
+
+
+def _carry_trace(trace: tracing.TraceContext | None, specs: list[TaskSpec]) -> None:
+    """Store the request's W3C trace context on every task it creates, so each of their
+    outbound calls carries it. An invalid ``traceparent``/``tracestate`` was already dropped by
+    ``tracing.parse`` (``trace`` is None): tracing never makes a create fail. With OpenTelemetry
+    recording, what is stored is the create span; else the context as received."""
+    if trace is None:
+        return
+    sent = tracing.outbound_headers(trace.traceparent, trace.tracestate)
+    for spec in specs:
+        spec.traceparent = sent["traceparent"]
+        spec.tracestate = sent.get("tracestate", "")
 
 
 def _created_body(created: services.CreatedTask) -> dict[str, Any]:
