@@ -22,6 +22,7 @@ __all__ = [
     "add_trace_context",
     "build_callback",
     "build_webhook",
+    "refresh_trace_context",
     "render_webhook",
     "vault_headers",
 ]
@@ -87,3 +88,13 @@ def add_trace_context(headers: dict[str, str], task: Task) -> None:
     for name, value in tracing.outbound_headers(task.traceparent, task.tracestate).items():
         if name not in present:
             headers[name] = value
+
+
+def refresh_trace_context(headers: dict[str, str], task: Task) -> None:
+    """Derive the trace headers of a built callback again, inside the span that makes the call
+    (the request is built before that span opens, where the database may be read for vault
+    secrets), so the target sees the call span as its parent. A ``traceparent`` the task itself
+    sets is left as it is."""
+    if any(name.lower() == "traceparent" for name in task.headers):
+        return
+    headers.update(tracing.outbound_headers(task.traceparent, task.tracestate))

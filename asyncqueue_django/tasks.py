@@ -124,12 +124,12 @@ def _callback(task: Task) -> Callable[[], http.CallResult]:
 
     def run() -> http.CallResult:
         try:
-            # The call is a span of the task's trace (OpenTelemetry installed). The request was
-            # built before it (vault secrets are read from the database there), so the target
-            # sees the task's stored trace context as its parent.
+            # The call is a span of the task's trace (OpenTelemetry installed), and the target
+            # sees it as its parent.
             with tracing.span(
                 "asyncqueue.call", *_trace(task), {"asyncqueue.task_id": str(task.pk)}
             ):
+                outbound.refresh_trace_context(headers, task)
                 return http.call(
                     task.method,
                     task.target_url,
