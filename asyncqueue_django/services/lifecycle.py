@@ -18,7 +18,7 @@ from asyncqueue_django.exceptions import (
     InvalidTransition,
 )
 from asyncqueue_django.models import ApiKey, Task, Team
-from asyncqueue_django.services import engine, vault
+from asyncqueue_django.services import rawsql, vault
 from asyncqueue_django.services.callbacks import CALLBACKS
 from asyncqueue_django.services.offsets import add_offsets
 from asyncqueue_django.services.tables import TASKS, current_status, get_task
@@ -221,7 +221,7 @@ def _create(
 def _insert(task: Task, api_key: ApiKey | None) -> None:
     if api_key is None:
         task.save(force_insert=True)
-    elif not engine.insert_if(task, ApiKey, pk=api_key.pk, revoked_at=None):
+    elif not rawsql.insert_if(task, ApiKey, pk=api_key.pk, revoked_at=None):
         raise ApiKeyRevoked()
 
 
