@@ -120,6 +120,18 @@ def test_a_test_keys_tasks_are_sandbox_tasks(client: APIClient, test_client: API
     assert client.get(f"/v1/tasks/{sandbox['id']}").json()["task"]["sandbox"] is True
 
 
+def test_the_task_list_filters_on_sandbox(client: APIClient, test_client: APIClient) -> None:
+    body = {"targetUrl": TARGET, "delay": 60}
+    sandbox = test_client.post("/v1/tasks", body, format="json").json()["task"]["id"]
+    live = client.post("/v1/tasks", body, format="json").json()["task"]["id"]
+    for query, ids in (("true", [sandbox]), ("false", [live]), ("", [live, sandbox])):
+        url = "/v1/tasks" + (f"?sandbox={query}" if query else "")
+        assert [t["id"] for t in client.get(url).json()["tasks"]] == ids
+    answer = client.get("/v1/tasks?sandbox=yes")
+    assert answer.status_code == 400
+    assert "sandbox" in answer.json()["error"]
+
+
 def test_a_sandbox_task_completes_with_the_sandbox_result(team: Team) -> None:
     task = services.create_task(team, TaskSpec(target_url=TARGET), sandbox=True).task
     assert execute_task(str(task.pk)) == "completed"

@@ -128,6 +128,16 @@ def _query_int(request: Request, name: str, default: int, low: int, high: int) -
     return value
 
 
+def _query_bool(request: Request, name: str) -> bool | None:
+    """``?name=true|false`` as a bool; None when absent. Anything else is a 400 naming it."""
+    raw = request.query_params.get(name)
+    if raw is None:
+        return None
+    if raw not in ("true", "false"):
+        raise ValidationError({name: "Must be true or false."})
+    return raw == "true"
+
+
 @extend_schema_view(
     **{
         name: spectacular_extend_schema(
@@ -263,6 +273,12 @@ class TaskViewSet(AsyncQueueViewMixin, viewsets.GenericViewSet[Task]):
             OpenApiParameter("queue", str),
             OpenApiParameter("waitForSignal", str, enum=["true", "false"]),
             OpenApiParameter(
+                "sandbox",
+                str,
+                enum=["true", "false"],
+                description="Only tasks created with a test key (true), or only the others.",
+            ),
+            OpenApiParameter(
                 "limit", int_range(1, MAX_LIMIT), description=f"default {DEFAULT_LIMIT}"
             ),
             OpenApiParameter("offset", int_range(0, 10**9), description="default 0"),
@@ -286,11 +302,10 @@ class TaskViewSet(AsyncQueueViewMixin, viewsets.GenericViewSet[Task]):
             if not QUEUE_NAME_RE.fullmatch(queue):
                 raise ValidationError({"queue": "Not a valid queue name."})
             qs = qs.filter(queue=queue)
-        wait = request.query_params.get("waitForSignal")
-        if wait is not None:
-            if wait not in ("true", "false"):
-                raise ValidationError({"waitForSignal": "Must be true or false."})
-            qs = qs.filter(wait_for_signal=wait == "true")
+        for name, column in (("waitForSignal", "wait_for_signal"), ("sandbox", "sandbox")):
+            flag = _query_bool(request, name)
+            if flag is not None:
+                qs = qs.filter(**{column: flag})
         total = qs.count()
         page = list(qs.order_by("-created_at", "-id")[offset : offset + limit])
         return Response(
