@@ -254,6 +254,7 @@ class Tasks:
         offset: int | None = None,
         *,
         wait_for_signal: bool | None = None,
+        sandbox: bool | None = None,
     ) -> TaskPage:
         """``GET /v1/tasks``: newest first, ``{"tasks": [...], "pagination": {...}}``.
         ``status`` may be one status or several."""
@@ -266,8 +267,9 @@ class Tasks:
             params["limit"] = limit
         if offset is not None:
             params["offset"] = offset
-        if wait_for_signal is not None:
-            params["waitForSignal"] = "true" if wait_for_signal else "false"
+        for name, flag in (("waitForSignal", wait_for_signal), ("sandbox", sandbox)):
+            if flag is not None:
+                params[name] = "true" if flag else "false"
         return cast(TaskPage, self._client.request("GET", "/v1/tasks", params=params or None))
 
     def cancel(self, task_id: object) -> Task:

@@ -205,6 +205,8 @@ def test_list_filters_and_paginates(aq: AsyncQueueClient) -> None:
     assert aq.tasks.list(status=["cancelled", "delayed"])["pagination"]["total"] == 3
     assert [t["id"] for t in aq.tasks.list(queue="high")["tasks"]] == [ids[1]]
     assert aq.tasks.list(wait_for_signal=True)["pagination"]["total"] == 0
+    assert aq.tasks.list(sandbox=False)["pagination"]["total"] == 3
+    assert aq.tasks.list(sandbox=True)["pagination"]["total"] == 0
     assert aq.tasks.list()["pagination"]["limit"] == 20
 
 
