@@ -610,24 +610,31 @@ def _settings() -> dict[str, Any]:
     return {**settings.ASYNCQUEUE, **HOSTILE}
 
 
+def _create_once(client: APIClient, peer: RawPeer, timeout: int) -> str:
+    """Create a task on the hostile worker's queue that is not retried; its id."""
+    body = {"targetUrl": peer.url(), "timeout": timeout, "maxRetries": 0, "queue": "hostile"}
+    return str(client.post("/v1/tasks", body, format="json").json()["task"]["id"])
+
+
+def _assert_called_once_and_hung_up(peer: RawPeer) -> None:
+    """The peer took one connection, and the worker closed it (it did not wait it out)."""
+    assert len(peer.conns) == 1
+    # The worker records the attempt right after closing; the peer notices a moment later.
+    wait_for(lambda: peer.conns[0].client_hung_up or peer.conns[0].finished, 10)
+    assert peer.conns[0].client_hung_up
+
+
 @pytest.mark.worker
 @pytest.mark.django_db(transaction=True)
 def test_e2e_a_dripping_target_fails_by_its_timeout_once_and_is_called_once(
     client: APIClient, hostile_worker: Worker, peers: Callable[..., RawPeer]
 ) -> None:
     peer = peers(slow_headers())
-    task_id = client.post(
-        "/v1/tasks",
-        {"targetUrl": peer.url(), "timeout": 2, "maxRetries": 0, "queue": "hostile"},
-        format="json",
-    ).json()["task"]["id"]
+    task_id = _create_once(client, peer, timeout=2)
     task = wait_for(lambda: Task.objects.filter(pk=task_id, status="failed").first(), timeout=20)
     assert task.error == "timeout after 2s after 1 attempt"
     assert list(Attempt.objects.filter(task=task).values_list("outcome", flat=True)) == ["failed"]
-    assert len(peer.conns) == 1
-    # The worker records the attempt right after closing; the peer notices a moment later.
-    wait_for(lambda: peer.conns[0].client_hung_up or peer.conns[0].finished, 10)
-    assert peer.conns[0].client_hung_up
+    _assert_called_once_and_hung_up(peer)
 
 
 @pytest.mark.worker
@@ -639,19 +646,12 @@ def test_e2e_a_target_dripping_its_body_after_200_completes_once_with_what_came(
     ends at its deadline; the target did answer 200, so the task completes with the body as far
     as it came, and the target is called exactly once."""
     peer = peers(slow_fixed_length_body())
-    task_id = client.post(
-        "/v1/tasks",
-        {"targetUrl": peer.url(), "timeout": 2, "maxRetries": 0, "queue": "hostile"},
-        format="json",
-    ).json()["task"]["id"]
+    task_id = _create_once(client, peer, timeout=2)
     task = wait_for(lambda: Task.objects.filter(pk=task_id, status="completed").first(), 20)
     assert task.result["statusCode"] == 200
     assert set(task.result["body"]) <= {"x"}
     assert len(task.result["body"]) < 80
-    assert len(peer.conns) == 1
-    # The worker records the attempt right after closing; the peer notices a moment later.
-    wait_for(lambda: peer.conns[0].client_hung_up or peer.conns[0].finished, 10)
-    assert peer.conns[0].client_hung_up
+    _assert_called_once_and_hung_up(peer)
 
 
 @pytest.mark.worker
@@ -676,10 +676,7 @@ def test_e2e_a_dripping_webhook_receiver_is_bounded_by_webhook_timeout(
     )
     assert delivery.last_error == "timeout after 2s"
     assert delivery.attempt_count == 1
-    assert len(peer.conns) == 1
-    # The worker records the attempt right after closing; the peer notices a moment later.
-    wait_for(lambda: peer.conns[0].client_hung_up or peer.conns[0].finished, 10)
-    assert peer.conns[0].client_hung_up
+    _assert_called_once_and_hung_up(peer)
 
 
 @pytest.mark.worker
