@@ -231,6 +231,8 @@ class WakeUps:
     def together(self) -> Iterator[None]:
         """Inside the block, this thread's wake-ups are only recorded; they are published at
         its end, one per kind, queue and slot (not one by one as each row is settled)."""
+        if self._pid != os.getpid():
+            self._reset()
         if getattr(self._held, "on", False):
             yield
             return
