@@ -810,6 +810,7 @@ def _shape(settled: _Settled) -> tuple[Any, ...]:
     )
 
 
+@wakeups.together()  # the batch's retries and events share their wake-ups
 def finish_many(
     kind: WorkKind[M],
     items: Sequence[tuple[M, CallOutcome, dict[str, Any] | None]],
@@ -823,17 +824,6 @@ def finish_many(
     transaction. Returns each row's new status, or None where the lease was lost. If it fails,
     nothing of it is written (the caller may record the attempts one by one).
     """
-    with wakeups.together():  # the batch's retries and events share their wake-ups
-        return _finish_many(kind, items, worker=worker, now=now)
-
-
-def _finish_many(
-    kind: WorkKind[M],
-    items: Sequence[tuple[M, CallOutcome, dict[str, Any] | None]],
-    *,
-    worker: str,
-    now: datetime,
-) -> list[str | None]:
     everything = [_settle(kind, row, call, worker, now, fields) for row, call, fields in items]
     settled = [one for one in everything if not one.locked_only]
     connection = _connection(kind)
