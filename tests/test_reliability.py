@@ -242,7 +242,7 @@ def counting_target() -> Iterator[CountingTarget]:
 
 
 @pytest.mark.worker
-def test_a_worker_killed_with_a_full_batch_in_flight_loses_nothing_and_calls_none_twice_more(
+def test_a_worker_killed_with_a_full_batch_in_flight_loses_nothing(
     team: Team, worker_factory: Callable[..., Worker]
 ) -> None:
     """One wake-up claims a full batch of 16; every call hangs; the worker is SIGKILLed. After
