@@ -1029,7 +1029,9 @@ def _dispatch_batch(
 
 
 def dispatch(kind: WorkKind[Any], qs: OutboundQuerySet[Any], now: datetime) -> int:
-    """Send the messages of the rows of ``qs`` in locked batches; returns how many."""
+    """Dispatch the rows of ``qs`` in locked batches: mark them sent and, once committed, wake
+    their queues (one wake-up per queue and priority; a kind without wake-ups gets a message
+    per row). Returns how many rows."""
     return batches(lambda size: _dispatch_batch(kind, qs, now, size))
 
 
