@@ -20,7 +20,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from django.db import connection, connections
+from django.db import connection, connections, transaction
 from django.db.models import Count
 from django.test import override_settings
 from django.utils import timezone
@@ -177,6 +177,173 @@ def test_worker_sigkilled_mid_callback_loses_nothing(
     lost = Attempt.objects.filter(task_id__in=ids, outcome="worker_lost").count()
     assert lost >= 1, "no attempt was caught mid-flight by the kills"
     assert WebhookDelivery.objects.filter(task_id__in=ids, status="delivered").count() == 500
+
+
+# --------------------------------------------------------------------------------------------
+# The batch path: a worker killed with a whole batch in flight, duplicate and lost wake-ups
+# --------------------------------------------------------------------------------------------
+
+
+class CountingTarget:
+    """A threaded local target that counts the calls of each task (``/call``) and the webhook
+    events of each task (``/hook``). While ``hang`` is set, the first call of each task hangs
+    (as a target that never answers, until the test ends); every other call answers 200."""
+
+    def __init__(self, hang: bool = False) -> None:
+        self.calls: Counter[str] = Counter()
+        self.hooks: Counter[str] = Counter()
+        self.hang = hang
+        self.release = threading.Event()
+        self._lock = threading.Lock()
+        self.server = HTTPServer(threaded=True)
+        self.server.expect_request("/call").respond_with_handler(self._call)
+        self.server.expect_request("/hook").respond_with_handler(self._hook)
+        self.server.start()
+
+    def _call(self, request: Request) -> Response:
+        task_id = request.headers.get("X-AsyncQueue-Task-Id", "")
+        with self._lock:
+            self.calls[task_id] += 1
+            first = self.calls[task_id] == 1
+        if self.hang and first:
+            self.release.wait(60)
+        return Response('{"ok": true}', status=200, content_type="application/json")
+
+    def _hook(self, request: Request) -> Response:
+        with self._lock:
+            self.hooks[request.headers.get("X-AsyncQueue-Task-Id", "")] += 1
+        return Response("ok")
+
+    def tasks(self, team: Team, queue: str, count: int, timeout: int = 30) -> list[str]:
+        """``count`` tasks against this target on ``queue``, created in one transaction (so
+        one wake-up stands for all of them), each with an onComplete URL."""
+        spec = TaskSpec(
+            target_url=self.server.url_for("/call"),
+            queue=queue,
+            timeout=timeout,
+            max_retries=3,
+            on_complete_url=self.server.url_for("/hook"),
+        )
+        with transaction.atomic():
+            return [str(services.create_task(team, spec).task.pk) for _ in range(count)]
+
+    def close(self) -> None:
+        self.release.set()
+        self.server.clear()
+        if self.server.is_running():
+            self.server.stop()
+
+
+@pytest.fixture
+def counting_target() -> Iterator[CountingTarget]:
+    target = CountingTarget()
+    yield target
+    target.close()
+
+
+@pytest.mark.worker
+def test_a_worker_killed_with_a_full_batch_in_flight_loses_nothing(
+    team: Team, worker_factory: Callable[..., Worker]
+) -> None:
+    """One wake-up claims a full batch of 16; every call hangs; the worker is SIGKILLed. After
+    the leases expire, the recovery sweep records each lost attempt and retries it: every task
+    is completed, each target was called exactly twice (the lost attempt and the one after it:
+    a target is called again only for an attempt whose worker was lost), and each task made
+    one terminal transition with one webhook event, delivered once."""
+    import json
+
+    target = CountingTarget(hang=True)
+    queue = "batchkill"
+    env = {"ASYNCQUEUE_TEST_OVERRIDES": json.dumps({**fast_recovery(queue), "BATCH_SIZE": 16})}
+    worker = worker_factory(queues=queue, beat=False, concurrency=1, **env)
+    try:
+        ids = target.tasks(team, queue, 16, timeout=5)  # lease: 5 + 1 + 1 s
+        wait_for(lambda: len(target.calls) == 16, 60)  # the whole batch is in flight
+        held = Task.objects.filter(pk__in=ids, status="processing")
+        assert held.count() == 16
+        assert len(set(held.values_list("leased_by", flat=True))) == 1  # one worker holds all
+        worker.kill()
+        assert target.calls == dict.fromkeys(ids, 1)
+        worker = worker_factory(queues=queue, beat=False, concurrency=1, **env)
+        _sweep_until_all_terminal(ids, timeout=120, queue=queue)
+        wait_for(lambda: sum(target.hooks.values()) >= 16, 30)
+    finally:
+        worker.stop()
+        target.close()
+    assert_exactly_once(ids)
+    assert Counter(Task.objects.filter(pk__in=ids).values_list("status", flat=True)) == {
+        "completed": 16
+    }
+    assert target.calls == dict.fromkeys(ids, 2)
+    for task_id in ids:
+        outcomes = list(
+            Attempt.objects.filter(task_id=task_id)
+            .order_by("number")
+            .values_list("outcome", flat=True)
+        )
+        assert outcomes == ["worker_lost", "succeeded"], (task_id, outcomes)
+    assert target.hooks == dict.fromkeys(ids, 1)
+    assert WebhookDelivery.objects.filter(task_id__in=ids, status="delivered").count() == 16
+
+
+def test_duplicate_wake_ups_are_no_ops(team: Team, counting_target: CountingTarget) -> None:
+    """Eight copies of a wake-up for 16 due tasks, run at once: each task is called once, and
+    so is each webhook receiver; copies that come later claim nothing."""
+    queue = "unconsumed-dupwake"
+    hooks = "unconsumed-dupwake-hooks"  # no worker takes these events: the test runs them
+    with override_settings(ASYNCQUEUE={**FAST_RECOVERY, "WEBHOOK_QUEUE": hooks}):
+        ids = counting_target.tasks(team, queue, 16)
+        ran = _in_threads(8, lambda i: tasks.run_due.run("task", queue), workers=8)
+        assert sum(ran) == 16
+        assert counting_target.calls == dict.fromkeys(ids, 1)
+        hooked = _in_threads(8, lambda i: tasks.run_due.run("webhook", hooks), workers=8)
+        assert sum(hooked) == 16
+        assert counting_target.hooks == dict.fromkeys(ids, 1)
+        assert _in_threads(4, lambda i: tasks.run_due.run("task", queue), workers=4) == [0] * 4
+        assert _in_threads(4, lambda i: tasks.run_due.run("webhook", hooks), workers=4) == [0] * 4
+    assert_exactly_once(ids)
+    assert Task.objects.filter(pk__in=ids, status="completed").count() == 16
+    assert WebhookDelivery.objects.filter(task_id__in=ids, status="delivered").count() == 16
+
+
+@pytest.mark.worker
+def test_lost_wake_ups_are_covered_by_the_sweep(
+    team: Team,
+    counting_target: CountingTarget,
+    worker_factory: Callable[..., Worker],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The publisher drops every message while tasks are created and others cancelled (their
+    webhook events made due): nothing runs. The sweeps, after ``DISPATCH_GRACE``, wake the
+    queues again: every task runs once and every event is delivered once."""
+    import json
+
+    from asyncqueue_django.services import engine
+
+    queue = "lostwake"
+    env = {"ASYNCQUEUE_TEST_OVERRIDES": json.dumps(fast_recovery(queue))}
+    worker = worker_factory(queues=queue, beat=False, **env)
+    dropped: list[str] = []
+    try:
+        with monkeypatch.context() as patch:
+            patch.setattr(engine, "publisher", lambda message: dropped.append(message.task_name))
+            ids = counting_target.tasks(team, queue, 20)
+            for task_id in ids[:5]:  # cancelled before they run: their events are due now
+                services.cancel_task(team, task_id)
+            engine.wakeups.flush()
+        assert set(dropped) == {"asyncqueue.run_due"}
+        time.sleep(1.0)
+        assert counting_target.calls == {}  # the worker was never woken
+        _sweep_until_all_terminal(ids, timeout=120, queue=queue)
+    finally:
+        worker.stop()
+    assert_exactly_once(ids)
+    assert Counter(Task.objects.filter(pk__in=ids).values_list("status", flat=True)) == {
+        "completed": 15,
+        "cancelled": 5,
+    }
+    assert counting_target.calls == dict.fromkeys(ids[5:], 1)
+    assert counting_target.hooks == dict.fromkeys(ids, 1)
 
 
 # --------------------------------------------------------------------------------------------

@@ -403,6 +403,81 @@ def test_a_transaction_making_many_tasks_due_sends_one_wake_up(
     assert sent == [("asyncqueue.run_due", ("task", "bulk"), "bulk", 9)]  # the top priority
 
 
+@pytest.mark.parametrize("countdown", [0.05, 0.2, 1, 3.7, 30, 60, 3600])
+def test_a_wake_up_for_later_is_never_early_and_at_most_an_eighth_late(countdown: float) -> None:
+    from asyncqueue_django.services.engine import wake_slot
+
+    for start in (1_700_000_000.0, 1_700_000_000.123, 1_700_000_017.999):
+        slot = wake_slot(countdown, now=start)
+        assert slot is not None
+        # The grid's step: an eighth of the wait, at least 1/64 s, at most 8 s.
+        assert 0 <= slot - (start + countdown) <= max(min(countdown / 8, 8), 1 / 64)
+    assert wake_slot(0) is None
+    if countdown <= 64:  # the longest broker countdown is COUNTDOWN_MAX (60 s)
+        # Due times up to 5 % apart (a retry's jitter) share one or two slots.
+        slots = {wake_slot(countdown * (1 + i / 1000), now=1_700_000_000.0) for i in range(50)}
+        assert len(slots) <= 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_batchs_retries_and_events_share_their_wake_ups(
+    team: Team, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch of 16: 8 retried (jittered backoff), 8 completed with a webhook event each. The
+    finish wakes the queue for the retries' due slots and the webhook queue once, instead of
+    a message per retry and per event."""
+    from asyncqueue_django.services import engine
+
+    queue = "unconsumed-retries"
+    created = [
+        make_task(team, queue=queue, on_complete_url="http://127.0.0.1:9/h") for _ in range(16)
+    ]
+    claimed = services.claim_due_tasks(queue, "w1", limit=16)
+    assert {t.pk for t in claimed} == {t.pk for t in created}
+    sent: list[Message] = []
+    monkeypatch.setattr(engine, "publisher", sent.append)
+    with override_settings(
+        ASYNCQUEUE={"ALLOW_PRIVATE_TARGETS": True, "RETRY_BASE_DELAY": 1, "RETRY_JITTER": 0.1}
+    ):
+        statuses = services.finish_attempts(
+            [(t, ok(503 if i % 2 else 200)) for i, t in enumerate(claimed)], worker="w1"
+        )
+    assert sorted(map(str, statuses)) == ["completed"] * 8 + ["delayed"] * 8
+    assert {m.task_name for m in sent} == {"asyncqueue.run_due"}  # no message per row
+    # (The full batch's pass-on wake-up, countdown 0, may be published late by the sender.)
+    retries = [m for m in sent if m.args == ("task", queue) and m.countdown > 0]
+    assert 1 <= len(retries) <= 5  # 0.9 to 1.1 s on grids of 1/16 s (under 1 s) and 1/8 s
+    assert all(0.8 < m.countdown <= 1.1 + 1 / 8 for m in retries)
+    assert [(m.args, m.countdown) for m in sent if m.args[0] == "webhook"] == [
+        (("webhook", "default"), 0)
+    ]
+
+
+def test_the_sweeps_wake_each_queue_and_priority_once(
+    team: Team, monkeypatch: pytest.MonkeyPatch, django_capture_on_commit_callbacks: Any
+) -> None:
+    from asyncqueue_django.services import engine
+
+    for queue, priority in [("qa", 2), ("qb", 5), ("qa", 9)]:
+        for _ in range(10):
+            make_task(team, queue=queue, priority=priority)
+    now = timezone.now()
+    Task.objects.update(dispatched_at=None)  # as if they were delayed and came due
+    sent: list[Message] = []
+    monkeypatch.setattr(engine, "publisher", sent.append)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert services.dispatch_due(now=now) == 30
+    assert [(m.task_name, m.args, m.queue, m.priority) for m in sent] == [
+        ("asyncqueue.run_due", ("task", "qa"), "qa", 9),  # highest priority first
+        ("asyncqueue.run_due", ("task", "qb"), "qb", 5),
+        ("asyncqueue.run_due", ("task", "qa"), "qa", 2),
+    ]
+    sent.clear()
+    with django_capture_on_commit_callbacks(execute=True):  # lost: sent again, once a queue
+        assert services.redispatch_lost(now=now + timedelta(minutes=5)) == 30
+    assert len(sent) == 3
+
+
 def test_wake_ups_that_come_in_while_one_is_published_share_one_message(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -191,12 +191,12 @@ def finished() -> Iterator[list[dict[str, Any]]]:
 
 @pytest.fixture
 def no_broker(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, float]]:
-    """Record webhook messages instead of sending them."""
+    """Record webhook wake-ups (queue, countdown) instead of sending them."""
     sent: list[tuple[str, float]] = []
 
     def record(message: Message) -> None:
-        if message.task_name == "asyncqueue.deliver_webhook":
-            sent.append((message.args[0], message.countdown))
+        if message.task_name == "asyncqueue.run_due" and message.args[0] == "webhook":
+            sent.append((message.queue, message.countdown))
 
     monkeypatch.setattr(engine, "publisher", record)
     return sent
@@ -226,8 +226,8 @@ def test_every_terminal_path_creates_exactly_one_event(
     assert (delivery.status, delivery.url, delivery.attempt_count) == ("pending", HOOK, 0)
     assert delivery.next_attempt_at is not None
     assert delivery.dispatched_at is not None
-    # After commit: the delivery is enqueued and task_finished sent, once each.
-    assert no_broker == [(str(delivery.pk), 0)]
+    # After commit: a worker is woken for the event and task_finished sent, once each.
+    assert no_broker == [("default", 0)]
     task = Task.objects.get(pk=task_id)
     assert [(f["sender"], f["task_id"], f["status"]) for f in finished] == [
         (Task, task.pk, task.status)
@@ -472,7 +472,10 @@ def test_short_retries_ride_a_countdown(
     d = claim(delivery)
     with django_capture_on_commit_callbacks(execute=True):
         services.finish_webhook_attempt(d, ok(500), worker="w1", body="{}")
-    assert no_broker == [(str(d.pk), 0.2)]
+    # One wake-up with a countdown, on the grid of its slot: never early, at most 1/8 late.
+    [(queue, countdown)] = no_broker
+    assert queue == "default"
+    assert 0.15 < countdown <= 0.2 + 0.2 / 8
 
 
 def test_long_retries_wait_for_the_due_sweep(delivery: WebhookDelivery, no_broker: Any) -> None:

@@ -83,10 +83,15 @@ class Callbacks(WorkKind[Task]):
     claim_to = TaskStatus.PROCESSING
     in_flight = states.IN_FLIGHT
     message_fields = ("queue", "priority")
+    wakes = True
 
     def message(self, pk: Any, *values: Any, countdown: float = 0) -> Message:
         queue, priority = values
         return Message(self.task_name, (str(pk),), queue, priority, countdown)
+
+    def wake_target(self, *values: Any) -> tuple[str, int]:
+        queue, priority = values
+        return str(queue), int(priority)
 
     def lease_seconds(self, row: Task) -> float:
         # http.call bounds a whole attempt (all redirect hops) by timeout + connect timeout.
@@ -221,14 +226,6 @@ class Callbacks(WorkKind[Task]):
     def batch_filters(self, queue: str) -> tuple[dict[str, Any], str, list[Any], str]:
         # Higher priority first, then the longest due.
         return {"queue": queue}, "queue = %s", [queue], "priority DESC, next_attempt_at"
-
-    def publish_on_commit(self, pk: Any, row: Task | None = None, countdown: float = 0) -> None:
-        """A task due now wakes a worker for its queue (coalesced, claimed in a batch); a
-        countdown (a short delay or retry) rides its own message for this one task."""
-        if row is not None and countdown <= 0:
-            engine.wake_on_commit(self, row.queue, row.priority)
-        else:
-            super().publish_on_commit(pk, row, countdown)
 
 
 CALLBACKS = Callbacks()

@@ -29,6 +29,10 @@ from asyncqueue_django.values import CallOutcome, Message
 logger = logging.getLogger(__name__)
 
 
+#: The priority of webhook messages (the API's middle one; events have none of their own).
+WEBHOOK_PRIORITY = 5
+
+
 class Webhooks(WorkKind[WebhookDelivery]):
     """One POST of an event to its URL per attempt, retried on ``WEBHOOK_RETRY_SCHEDULE``."""
 
@@ -39,9 +43,16 @@ class Webhooks(WorkKind[WebhookDelivery]):
     claim_from = states.DELIVERY_OPEN
     claim_to = None  # a claimed event stays pending; the lease marks it in flight
     in_flight = states.DELIVERY_OPEN
+    wakes = True
 
     def message(self, pk: Any, *values: Any, countdown: float = 0) -> Message:
-        return Message(self.task_name, (str(pk),), app_settings.WEBHOOK_QUEUE, 5, countdown)
+        return Message(
+            self.task_name, (str(pk),), app_settings.WEBHOOK_QUEUE, WEBHOOK_PRIORITY, countdown
+        )
+
+    def wake_target(self, *values: Any) -> tuple[str, int]:
+        # Every event goes to one queue, at the middle priority.
+        return app_settings.WEBHOOK_QUEUE, WEBHOOK_PRIORITY
 
     def lease_seconds(self, row: WebhookDelivery) -> float:
         # http.call's deadline covers every redirect hop of one attempt; the margin absorbs a
@@ -138,8 +149,10 @@ def event_rows(
 
 
 def publish_events_on_commit(deliveries: list[WebhookDelivery]) -> None:
-    """Send the delivery message of each of ``deliveries`` once they are committed."""
-    engine.publish_on_commit([WEBHOOKS.message(d.pk) for d in deliveries])
+    """Once ``deliveries`` are committed, wake a worker for the due events: one wake-up for
+    them all (coalesced with other commits'), whose batch claims up to ``BATCH_SIZE``."""
+    if deliveries:
+        WEBHOOKS.publish_on_commit(deliveries[0].pk)
 
 
 def create_events(

@@ -15,12 +15,15 @@ change of status (its ``WHERE status IN (...)`` comes from the kind's transition
 from __future__ import annotations
 
 import atexit
+import contextlib
 import dataclasses
 import functools
 import logging
+import math
 import os
 import threading
-from collections.abc import Callable, Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
@@ -149,17 +152,39 @@ def publish_on_commit(messages: list[Message]) -> None:
         transaction.on_commit(functools.partial(_publish_all, messages), robust=True)
 
 
+def wake_slot(countdown: float, now: float | None = None) -> float | None:
+    """When (epoch seconds) to wake a worker for a row due in ``countdown`` seconds; None for a
+    row due now. The due time is rounded up to a grid whose step is a power of two no coarser
+    than an eighth of the countdown (1/64 s to 8 s): rows that fall due close together (the
+    retries of one batch, jitter and all) share one wake-up, none is woken before it is due,
+    and none more than an eighth of its wait after."""
+    if countdown <= 0:
+        return None
+    due = (time.time() if now is None else now) + countdown
+    step = 2.0 ** max(-6, min(3, math.floor(math.log2(countdown / 8))))
+    return math.ceil(due / step) * step
+
+
+#: What a wake-up is for: the kind's name, the queue, and when (None: now; else a
+#: :func:`wake_slot`).
+WakeKey = tuple[str, str, float | None]
+
+
 class WakeUps:
     """Coalesced wake-up messages. A wake-up means "due work of this kind on this queue": the
     worker it wakes claims up to ``BATCH_SIZE`` due rows at once (:func:`claim_batch`), and a
     batch that comes back full passes the wake-up on (the queue may hold more), so one message
     stands for a batch, not for one row, and a backlog fans out over the worker's threads.
 
-    Commits add to it (:func:`wake_on_commit`). When no wake-up is being published, the
-    committing thread publishes its own at once (no hand-off, so no added latency); while one
-    is, later commits only record theirs and return, and what accumulated is published as one
-    message per kind and queue by a sender thread when the publish in progress is over. So a
-    burst of commits shares a few messages, and only the first of them waits for the broker.
+    Commits add to it (:func:`wake_on_commit`): rows due now, and rows due shortly (a short
+    retry or delay), which share a wake-up sent with a countdown for their :func:`wake_slot`.
+    A wake-up carries the highest priority of what it stands for; the batch it wakes claims
+    the highest priority first. When no wake-up is being published, the committing thread
+    publishes its own at once (no hand-off, so no added latency); while one is, later commits
+    only record theirs and return, and what accumulated is published as one message per kind,
+    queue and slot by a sender thread when the publish in progress is over. So a burst of
+    commits shares a few messages, and only the first of them waits for the broker. A thread
+    that settles many rows at once adds their wake-ups :meth:`together`.
 
     A wake-up that finds nothing due (a duplicate, or its rows taken by an earlier batch)
     costs one claim statement. One that is never sent (broker down, process killed before it
@@ -175,21 +200,54 @@ class WakeUps:
         self._pid = os.getpid()
         self._lock = threading.Lock()
         self._ready = threading.Condition(self._lock)
-        self._pending: dict[tuple[str, str], tuple[WorkKind[Any], int, int]] = {}
+        self._pending: dict[WakeKey, tuple[WorkKind[Any], int, int]] = {}
         self._sending = False  # a publish is in progress (inline or on the sender thread)
         self._thread: threading.Thread | None = None
+        self._held = threading.local()  # threads inside together()
 
-    def add(self, kind: WorkKind[Any], queue: str, priority: int, count: int = 1) -> None:
-        """``count`` rows of ``kind`` became due on ``queue`` (committed)."""
+    def add(
+        self,
+        kind: WorkKind[Any],
+        queue: str,
+        priority: int,
+        count: int = 1,
+        *,
+        at: float | None = None,
+    ) -> None:
+        """``count`` rows of ``kind`` became due on ``queue`` (committed), or become due at
+        the :func:`wake_slot` ``at``."""
         if self._pid != os.getpid():  # a forked child starts with no thread and no backlog
             self._reset()
         with self._lock:
-            key = (kind.name, queue)
+            key = (kind.name, queue, at)
             entry = self._pending.get(key)
             if entry is not None:
                 count, priority = entry[1] + count, max(entry[2], priority)
             self._pending[key] = (kind, count, priority)
-            if self._sending:  # the publish in progress is followed by ours
+        if not getattr(self._held, "on", False):
+            self._kick()
+
+    @contextlib.contextmanager
+    def together(self) -> Iterator[None]:
+        """Inside the block, this thread's wake-ups are only recorded; they are published at
+        its end, one per kind, queue and slot (not one by one as each row is settled)."""
+        if self._pid != os.getpid():
+            self._reset()
+        if getattr(self._held, "on", False):
+            yield
+            return
+        self._held.on = True
+        try:
+            yield
+        finally:
+            self._held.on = False
+            self._kick()
+
+    def _kick(self) -> None:
+        """Publish what is pending from this thread, unless a publish is in progress (it is
+        followed by ours)."""
+        with self._lock:
+            if self._sending or not self._pending:
                 return
             self._sending = True
             batch = self._take()
@@ -211,7 +269,7 @@ class WakeUps:
                 self._thread.start()
             self._ready.notify()
 
-    def _take(self) -> dict[tuple[str, str], tuple[WorkKind[Any], int, int]]:
+    def _take(self) -> dict[WakeKey, tuple[WorkKind[Any], int, int]]:
         pending, self._pending = self._pending, {}
         return pending
 
@@ -229,9 +287,13 @@ class WakeUps:
                         self._sending = False
 
     @staticmethod
-    def _send(batch: dict[tuple[str, str], tuple[WorkKind[Any], int, int]]) -> None:
-        for (_, queue), (kind, _count, priority) in batch.items():
-            publish(kind.wake_message(queue, priority))
+    def _send(batch: dict[WakeKey, tuple[WorkKind[Any], int, int]]) -> None:
+        # Higher priorities first; a countdown is counted from now (the slot is a time).
+        for (_, queue, at), (kind, _count, priority) in sorted(
+            batch.items(), key=lambda item: -item[1][2]
+        ):
+            countdown = 0.0 if at is None else max(0.0, at - time.time())
+            publish(kind.wake_message(queue, priority, countdown))
 
     def flush(self) -> None:
         """Send what is pending now, from the calling thread (at exit, and in tests)."""
@@ -245,29 +307,31 @@ class WakeUps:
 wakeups = WakeUps()
 
 
-def wake_on_commit(kind: WorkKind[Any], queue: str, priority: int) -> None:
+def wake_on_commit(kind: WorkKind[Any], queue: str, priority: int, countdown: float = 0) -> None:
     """Once the current transaction commits, wake a worker for the due rows of ``kind`` on
-    ``queue`` (see :class:`WakeUps`). A transaction that makes many rows due on one queue
-    (a bulk create) registers one wake-up for them, not one each."""
+    ``queue`` (see :class:`WakeUps`), now or, for rows due in ``countdown`` seconds, then. A
+    transaction that makes many rows due on one queue (a bulk create, a sweep's retries)
+    registers one wake-up for those due at about the same time, not one each."""
+    at = wake_slot(countdown)
     connection = transaction.get_connection()
     if not connection.in_atomic_block:  # autocommit: the row is committed already
-        wakeups.add(kind, queue, priority)
+        wakeups.add(kind, queue, priority, at=at)
         return
-    # One hook per kind and queue per transaction: the hook list is replaced at every commit,
-    # rollback and savepoint rollback, so a stale mark only ever costs a second hook.
+    # One hook per kind, queue and slot per transaction: the hook list is replaced at every
+    # commit, rollback and savepoint rollback, so a stale mark only ever costs a second hook.
     hooks: Any
-    marked: dict[tuple[str, str], list[int]]
+    marked: dict[WakeKey, list[int]]
     hooks, marked = getattr(connection, "_asyncqueue_wakes", (None, {}))
     if hooks is not connection.run_on_commit:
         marked = {}
         connection._asyncqueue_wakes = (connection.run_on_commit, marked)
-    key = (kind.name, queue)
+    key = (kind.name, queue, at)
     if key in marked:
         marked[key][0] = max(marked[key][0], priority)
         return
     top = [priority]
     marked[key] = top
-    transaction.on_commit(lambda: wakeups.add(kind, queue, top[0]), robust=True)
+    transaction.on_commit(lambda: wakeups.add(kind, queue, top[0], at=at), robust=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -324,8 +388,16 @@ class WorkKind(Generic[M]):
     in_flight: frozenset[Any]
     #: Fields of a row read to build its message in a dispatch batch (after the pk).
     message_fields: tuple[str, ...] = ()
+    #: Whether wake-ups run this kind (``asyncqueue.run_due`` claims its due rows in batches,
+    #: see :class:`WakeUps`); a kind without them is sent one :meth:`message` per row.
+    wakes: bool = False
 
     def message(self, pk: Any, *values: Any, countdown: float = 0) -> Message:
+        raise NotImplementedError
+
+    def wake_target(self, *values: Any) -> tuple[str, int]:
+        """The queue and priority of the wake-up for a row whose :attr:`message_fields` hold
+        ``values``."""
         raise NotImplementedError
 
     def lease_seconds(self, row: M) -> float:
@@ -422,8 +494,14 @@ class WorkKind(Generic[M]):
         }
 
     def publish_on_commit(self, pk: Any, row: M | None = None, countdown: float = 0) -> None:
+        """Once committed, have the row ``pk`` run when it is due: now, or in ``countdown``
+        seconds (a short delay or retry). A kind run by wake-ups wakes its queue (coalesced,
+        claimed in a batch); another is sent a message for this one row."""
         values = tuple(getattr(row, f) for f in self.message_fields) if row is not None else ()
-        publish_on_commit([self.message(pk, *values, countdown=countdown)])
+        if self.wakes:
+            wake_on_commit(self, *self.wake_target(*values), countdown=countdown)
+        else:
+            publish_on_commit([self.message(pk, *values, countdown=countdown)])
 
 
 # --------------------------------------------------------------------------------------------
@@ -732,6 +810,7 @@ def _shape(settled: _Settled) -> tuple[Any, ...]:
     )
 
 
+@wakeups.together()  # the batch's retries and events share their wake-ups
 def finish_many(
     kind: WorkKind[M],
     items: Sequence[tuple[M, CallOutcome, dict[str, Any] | None]],
@@ -939,12 +1018,20 @@ def _dispatch_batch(
         if not rows:
             return 0
         kind.table.touch([r[0] for r in rows], "dispatch", dispatched_at=now)
-        publish_on_commit([kind.message(str(r[0]), *r[1:]) for r in rows])
+        if kind.wakes:
+            # One wake-up per queue and priority, highest first: its batch claims up to
+            # BATCH_SIZE rows and passes the wake-up on while batches come back full.
+            targets = sorted({kind.wake_target(*r[1:]) for r in rows}, key=lambda t: -t[1])
+            publish_on_commit([kind.wake_message(queue, priority) for queue, priority in targets])
+        else:
+            publish_on_commit([kind.message(str(r[0]), *r[1:]) for r in rows])
     return len(rows)
 
 
 def dispatch(kind: WorkKind[Any], qs: OutboundQuerySet[Any], now: datetime) -> int:
-    """Send the messages of the rows of ``qs`` in locked batches; returns how many."""
+    """Dispatch the rows of ``qs`` in locked batches: mark them sent and, once committed, wake
+    their queues (one wake-up per queue and priority; a kind without wake-ups gets a message
+    per row). Returns how many rows."""
     return batches(lambda size: _dispatch_batch(kind, qs, now, size))
 
 

@@ -28,15 +28,16 @@ def _grace() -> timedelta:
 
 
 def dispatch_due(now: datetime | None = None) -> int:
-    """Send the messages of delayed tasks that have come due and were never sent (long delays
-    and long backoffs). Returns how many were sent."""
+    """Wake the queues of delayed tasks that have come due and were never sent (long delays
+    and long backoffs): one wake-up per queue and priority. Returns how many tasks."""
     now = _now(now)
     return engine.dispatch(CALLBACKS, CALLBACKS.table.objects().never_dispatched(now), now)
 
 
 def redispatch_lost(now: datetime | None = None) -> int:
-    """Re-send tasks that have been due and unclaimed for ``DISPATCH_GRACE`` since their last
-    message (the broker was down at commit, or the message was lost)."""
+    """Wake the queues of tasks that have been due and unclaimed for ``DISPATCH_GRACE`` since
+    their last wake-up (the broker was down at commit, or the message was lost), one wake-up
+    per queue and priority. Returns how many tasks."""
     now = _now(now)
     return engine.dispatch(CALLBACKS, CALLBACKS.table.objects().lost_dispatches(now, _grace()), now)
 
@@ -48,15 +49,16 @@ def recover_stale_leases(now: datetime | None = None) -> int:
 
 
 def dispatch_due_webhooks(now: datetime | None = None) -> int:
-    """Send the messages of events whose long retry delay has passed (delays longer than
-    ``COUNTDOWN_MAX`` wait here, not in the broker). Returns how many were sent."""
+    """Wake a worker for events whose long retry delay has passed (delays longer than
+    ``COUNTDOWN_MAX`` wait here, not in the broker). Returns how many events."""
     now = _now(now)
     return engine.dispatch(WEBHOOKS, WEBHOOKS.table.objects().never_dispatched(now), now)
 
 
 def redispatch_lost_webhooks(now: datetime | None = None) -> int:
-    """Re-send events due and unclaimed for ``DISPATCH_GRACE`` since their last message (the
-    broker was down, the message was lost, or the worker restarted before running it)."""
+    """Wake a worker again for events due and unclaimed for ``DISPATCH_GRACE`` since their
+    last wake-up (the broker was down, the message was lost, or the worker restarted before
+    running it). Returns how many events."""
     now = _now(now)
     return engine.dispatch(WEBHOOKS, WEBHOOKS.table.objects().lost_dispatches(now, _grace()), now)
 

@@ -150,8 +150,9 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "queue_order_strategy": "priority",
 }
 # One message at a time per worker thread (a message wakes a batch of due tasks), acknowledged
-# after the batch ran, so a crashed worker's wake-up is redelivered at once (the recovery sweep
-# would cover it anyway). No result backend: each outcome is stored in its task row.
+# after the batch ran, so a crashed worker's wake-up is redelivered (RabbitMQ: at once; Redis:
+# after the visibility timeout; the recovery sweep covers it anyway). No result backend: each
+# outcome is stored in its task row. Run the worker with --pool threads --concurrency 8.
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_IGNORE_RESULT = True
