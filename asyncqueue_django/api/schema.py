@@ -106,8 +106,27 @@ class TaskCreatedEnvelope(serializers.Serializer[Any]):
     signalToken = serializers.RegexField(
         r"^[0-9a-f]{64}$",
         required=False,
-        help_text="Only for waitForSignal tasks, only in the answer that created the task.",
+        help_text="Only for tasks that wait or poll, only in the answer that created the "
+        "task.",
     )
+    callbackUrl = serializers.URLField(
+        required=False,
+        help_text="Only for tasks whose call carries {asyncqueue_callback_url}: the one-time "
+        "provider callback URL, only in the answer that created the task (also as "
+        "task.callbackId).",
+    )
+
+
+class ProviderSerializer(serializers.Serializer[Any]):
+    id = serializers.CharField()
+    name = serializers.CharField()
+    description = serializers.CharField()
+    docs = serializers.URLField(help_text="The provider's public API reference.")
+    pollConfig = serializers.DictField(help_text="The template's poll settings.")
+
+
+class ProviderListEnvelope(serializers.Serializer[Any]):
+    providers = ProviderSerializer(many=True)
 
 
 class BatchCreatedEnvelope(serializers.Serializer[Any]):
