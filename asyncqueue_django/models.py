@@ -472,7 +472,7 @@ class PollingTask(Task):
     (``services/polls.py``): a proxy with its own sweep queries (a polling task waits for its
     next poll at ``next_attempt_at``; one with a lease has a poll in flight)."""
 
-    objects = PollQuerySet.as_manager()  # type: ignore[misc]
+    objects = PollQuerySet.as_manager()  # type: ignore[assignment,misc]
 
     class Meta:
         proxy = True

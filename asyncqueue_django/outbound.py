@@ -24,8 +24,8 @@ __all__ = [
     "build_poll",
     "build_webhook",
     "refresh_trace_context",
-    "target_url",
     "render_webhook",
+    "target_url",
     "vault_headers",
 ]
 
@@ -44,7 +44,10 @@ def build_callback(task: Task) -> tuple[dict[str, str], bytes | None]:
     text, payload = task.body, task.payload
     if task.callback_digest:  # the task's provider callback URL in place of the placeholder
         url = services.callback_url_for(task)
-        text, payload = providers.fill_placeholder(text, url), providers.fill_placeholder(payload, url)
+        text, payload = (
+            providers.fill_placeholder(text, url),
+            providers.fill_placeholder(payload, url),
+        )
     if task.method != "GET":
         if text is not None:
             body = text.encode("utf-8")

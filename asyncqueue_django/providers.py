@@ -158,7 +158,9 @@ def sample_url(template: str) -> str:
     """``template`` with sample values, to check it makes a URL at all."""
     out = template
     for field in template_fields(template):
-        out = out.replace(field.text, "https://provider.example/x" if field.text == template else "x")
+        out = out.replace(
+            field.text, "https://provider.example/x" if field.text == template else "x"
+        )
     return out
 
 
@@ -172,12 +174,12 @@ POLL_KEYS = (*REQUIRED_KEYS, *OPTIONAL_KEYS)
 MAX_VALUES = 20
 
 
-def _int(value: Any, low: int, high: int, what: str) -> int:
+def _int(value: Any, low: int, high: int) -> int:
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise InvalidInput(f"Must be an integer number of seconds, {low}..{high}{what}.")
-    return value
+        raise InvalidInput(f"Must be an integer number of seconds, {low}..{high}.")
+    return int(value)
 
 
 def _values(value: Any, *, empty: bool) -> list[Any]:
@@ -189,9 +191,7 @@ def _values(value: Any, *, empty: bool) -> list[Any]:
     return list(value)
 
 
-def check_poll_config(
-    given: Any, provider: str | None, url_check: Any = None
-) -> dict[str, Any]:
+def check_poll_config(given: Any, provider: str | None, url_check: Any = None) -> dict[str, Any]:
     """The complete poll settings of a task: the ``provider`` template's (if any), overridden
     key by key by ``given``. Raises :class:`PollConfigError` naming the field
     (``provider``, ``pollConfig`` or ``pollConfig.<key>``). ``url_check`` (a callable that
@@ -227,9 +227,9 @@ def check_poll_config(
                     except ValueError as exc:
                         raise InvalidInput(str(exc)) from None
             elif key == "interval":
-                value = _int(value, app_settings.MIN_POLL_INTERVAL, cap, "")
+                value = _int(value, app_settings.MIN_POLL_INTERVAL, cap)
             elif key == "maxDuration":
-                value = _int(value, 1, cap, "")
+                value = _int(value, 1, cap)
             elif key in ("statusPath", "resultPath", "errorPath"):
                 value = check_path(value)
             elif key in ("doneValues", "failValues"):
@@ -287,7 +287,9 @@ def parse_body(raw: bytes, truncated: bool) -> Any:
     return value
 
 
-def read_poll(config: dict[str, Any], status_code: int | None, raw: bytes, truncated: bool) -> Reading:
+def read_poll(
+    config: dict[str, Any], status_code: int | None, raw: bytes, truncated: bool
+) -> Reading:
     """What a poll answer (``status_code``, ``raw`` body) says under ``config``.
 
     Not a 2xx, not JSON, or without ``statusPath``: an ``error`` (a failed poll, retried on the

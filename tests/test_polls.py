@@ -103,9 +103,18 @@ def _one_event(provider: FakeProvider, task_id: str, event: str) -> None:
     [
         ({"provider": "midjourney"}, "provider"),
         ({"pollConfig": {**POLL, "statusPath": None}}, "pollConfig.statusPath"),
-        ({"pollConfig": {k: v for k, v in POLL.items() if k != "doneValues"}}, "pollConfig.doneValues"),
-        ({"pollConfig": {**POLL, "urlTemplate": "https://x.example/{startResult.bdy.id}"}}, "pollConfig.urlTemplate"),
-        ({"pollConfig": {**POLL, "urlTemplate": "https://x.example/{startResult.body.id"}}, "pollConfig.urlTemplate"),
+        (
+            {"pollConfig": {k: v for k, v in POLL.items() if k != "doneValues"}},
+            "pollConfig.doneValues",
+        ),
+        (
+            {"pollConfig": {**POLL, "urlTemplate": "https://x.example/{startResult.bdy.id}"}},
+            "pollConfig.urlTemplate",
+        ),
+        (
+            {"pollConfig": {**POLL, "urlTemplate": "https://x.example/{startResult.body.id"}},
+            "pollConfig.urlTemplate",
+        ),
         ({"pollConfig": {**POLL, "resultPath": "a..b"}}, "pollConfig.resultPath"),
         ({"pollConfig": {**POLL, "interval": 0}}, "pollConfig.interval"),
         ({"pollConfig": {**POLL, "maxDuration": 10**9}}, "pollConfig.maxDuration"),
@@ -118,7 +127,9 @@ def _one_event(provider: FakeProvider, task_id: str, event: str) -> None:
 def test_bad_poll_settings_are_a_400_naming_the_field(
     client: APIClient, body: dict[str, Any], field: str
 ) -> None:
-    response = client.post("/v1/tasks", {"targetUrl": "https://api.example/submit", **body}, format="json")
+    response = client.post(
+        "/v1/tasks", {"targetUrl": "https://api.example/submit", **body}, format="json"
+    )
     assert response.status_code == 400, response.json()
     assert field in response.json()["fields"], response.json()
     assert not Task.objects.exists()
@@ -140,7 +151,11 @@ def test_interval_below_the_minimum_setting_is_refused(client: APIClient) -> Non
 def test_provider_template_is_overridden_key_by_key(client: APIClient) -> None:
     response = client.post(
         "/v1/tasks",
-        {"targetUrl": "https://queue.fal.run/fal-ai/x", "provider": "fal", "pollConfig": {"interval": 7}},
+        {
+            "targetUrl": "https://queue.fal.run/fal-ai/x",
+            "provider": "fal",
+            "pollConfig": {"interval": 7},
+        },
         format="json",
     )
     assert response.status_code == 201
@@ -157,8 +172,17 @@ def test_providers_endpoint_lists_the_templates_without_a_key(anon: APIClient) -
     response = anon.get("/v1/providers")
     assert response.status_code == 200
     listed = {p["id"]: p for p in response.json()["providers"]}
-    assert set(listed) >= {"fal", "replicate", "runwayml", "luma", "elevenlabs-dubbing", "stability-video"}
-    timing = {k: (v["pollConfig"]["interval"], v["pollConfig"]["maxDuration"]) for k, v in listed.items()}
+    assert set(listed) >= {
+        "fal",
+        "replicate",
+        "runwayml",
+        "luma",
+        "elevenlabs-dubbing",
+        "stability-video",
+    }
+    timing = {
+        k: (v["pollConfig"]["interval"], v["pollConfig"]["maxDuration"]) for k, v in listed.items()
+    }
     assert timing == {
         "fal": (3, 600),
         "replicate": (5, 600),
@@ -177,7 +201,9 @@ def test_reading_poll_answers() -> None:
     config = providers.check_poll_config(POLL, None)
     read = providers.read_poll
     assert read(config, 200, b'{"status": "succeeded", "output": [1]}', False).value == [1]
-    assert read(config, 200, b'{"status": "failed", "error": "NSFW"}', False) == providers.Reading("failed", "NSFW")
+    assert read(config, 200, b'{"status": "failed", "error": "NSFW"}', False) == providers.Reading(
+        "failed", "NSFW"
+    )
     assert read(config, 200, b'{"status": "starting"}', False).state == "running"
     assert read(config, 202, b"", False).state == "running"
     assert "not JSON" in read(config, 200, b"<html>", False).value
@@ -185,8 +211,14 @@ def test_reading_poll_answers() -> None:
     assert read(config, 503, b"", False).state == "error"
     body = {"urls": {"get": "https://p.example/j/1"}, "id": "a b"}
     assert providers.render("{startResult.body.urls.get}", body, {}) == "https://p.example/j/1"
-    assert providers.render("https://p.example/{startResult.body.id}", body, {}) == "https://p.example/a%20b"
-    assert providers.render("https://p.example/{startResult.headers.X-Job}", {}, {"x-job": "7"}) == "https://p.example/7"
+    assert (
+        providers.render("https://p.example/{startResult.body.id}", body, {})
+        == "https://p.example/a%20b"
+    )
+    assert (
+        providers.render("https://p.example/{startResult.headers.X-Job}", {}, {"x-job": "7"})
+        == "https://p.example/7"
+    )
     with pytest.raises(providers.TemplateError):
         providers.render("https://p.example/{startResult.body.nope}", body, {})
 
@@ -205,7 +237,11 @@ def test_polls_until_done_and_completes_with_the_extracted_result(
 ) -> None:
     provider = FakeProvider(
         httpserver,
-        [{"status": "starting"}, {"status": "processing"}, {"status": "succeeded", "output": {"video": "v.mp4"}}],
+        [
+            {"status": "starting"},
+            {"status": "processing"},
+            {"status": "succeeded", "output": {"video": "v.mp4"}},
+        ],
     )
     task_id = _create(client, httpserver, pollConfig=POLL)
     wait_for(lambda: Task.objects.filter(pk=task_id, status="polling").exists())
@@ -256,7 +292,9 @@ def test_provider_template_fetches_the_result_url(
 def test_provider_failure_fails_the_task_with_the_extracted_error(
     client: APIClient, celery_worker: Worker, httpserver: HTTPServer
 ) -> None:
-    provider = FakeProvider(httpserver, [{"status": "processing"}, {"status": "failed", "error": "NSFW content"}])
+    provider = FakeProvider(
+        httpserver, [{"status": "processing"}, {"status": "failed", "error": "NSFW content"}]
+    )
     task_id = _create(client, httpserver, pollConfig=POLL)
     task = _finished(task_id)
     assert task.status == "failed"
@@ -318,7 +356,9 @@ def test_callback_and_signal_resolve_a_polling_task(
     ).json()
     wait_for(lambda: Task.objects.filter(pk=second["task"]["id"], status="polling").exists())
     signalled = anon.post(
-        f"/v1/signals/{second['signalToken']}", {"status": "failed", "error": "gave up"}, format="json"
+        f"/v1/signals/{second['signalToken']}",
+        {"status": "failed", "error": "gave up"},
+        format="json",
     )
     assert signalled.status_code == 200
     assert signalled.json()["task"]["status"] == "failed"
@@ -326,7 +366,10 @@ def test_callback_and_signal_resolve_a_polling_task(
         "/v1/tasks", {"targetUrl": httpserver.url_for("/submit"), "pollConfig": POLL}, format="json"
     ).json()
     wait_for(lambda: Task.objects.filter(pk=third["task"]["id"], status="polling").exists())
-    assert client.post(f"/v1/tasks/{third['task']['id']}/cancel").json()["task"]["status"] == "cancelled"
+    assert (
+        client.post(f"/v1/tasks/{third['task']['id']}/cancel").json()["task"]["status"]
+        == "cancelled"
+    )
 
 
 @pytest.mark.worker
@@ -338,7 +381,9 @@ def test_sandbox_polling_task_completes_without_calling_anyone(
     sandbox = APIClient()
     sandbox.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
     task_id = sandbox.post(
-        "/v1/tasks", {"targetUrl": "https://api.replicate.com/v1/predictions", "provider": "replicate"}, format="json"
+        "/v1/tasks",
+        {"targetUrl": "https://api.replicate.com/v1/predictions", "provider": "replicate"},
+        format="json",
     ).json()["task"]["id"]
     task = _finished(task_id)
     assert task.status == "completed"
@@ -382,7 +427,9 @@ def test_worker_killed_mid_poll_resumes_polling(
     )
     task_id = str(created.task.pk)
     # Kill the worker while its first poll is in flight (the provider holds the answer).
-    wait_for(lambda: PollingTask.objects.filter(pk=task_id, lease_expires_at__isnull=False).exists())
+    wait_for(
+        lambda: PollingTask.objects.filter(pk=task_id, lease_expires_at__isnull=False).exists()
+    )
     worker.kill()
     release.set()
     worker = worker_factory(queues="pollcrash", beat=False, concurrency=2, **env)
@@ -407,11 +454,16 @@ def test_worker_killed_mid_poll_resumes_polling(
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("url", ["http://10.0.0.1:9/jobs/1", "http://127.0.0.2:9/jobs/1", "http://localhost:9/jobs/1"])
+@pytest.mark.parametrize(
+    "url", ["http://10.0.0.1:9/jobs/1", "http://127.0.0.2:9/jobs/1", "http://localhost:9/jobs/1"]
+)
 def test_poll_url_to_a_private_address_fails_the_task(team: Team, url: str) -> None:
     created = services.create_task(
         team,
-        TaskSpec(target_url="http://127.0.0.1:9/submit", poll_config=providers.check_poll_config(POLL, None)),
+        TaskSpec(
+            target_url="http://127.0.0.1:9/submit",
+            poll_config=providers.check_poll_config(POLL, None),
+        ),
     )
     task = services.claim_task(created.task.pk, "w")
     assert task is not None
@@ -422,7 +474,11 @@ def test_poll_url_to_a_private_address_fails_the_task(team: Team, url: str) -> N
     )
     assert services.finish_attempt(task, submitted, worker="w") == "polling"
     PollingTask.objects.filter(pk=task.pk).update(next_attempt_at=task.created_at)
-    settings = {**TEST_SETTINGS, "ALLOW_PRIVATE_TARGETS": False, "ALLOWED_NETWORKS": ["127.0.0.1/32"]}
+    settings = {
+        **TEST_SETTINGS,
+        "ALLOW_PRIVATE_TARGETS": False,
+        "ALLOWED_NETWORKS": ["127.0.0.1/32"],
+    }
     with override_settings(ASYNCQUEUE=settings):
         polled = services.claim_poll(task.pk, "w")
         assert polled is not None
@@ -438,10 +494,15 @@ def test_poll_url_to_a_private_address_fails_the_task(team: Team, url: str) -> N
 def test_submit_answer_without_the_template_field_fails_the_task(team: Team) -> None:
     created = services.create_task(
         team,
-        TaskSpec(target_url="http://127.0.0.1:9/submit", poll_config=providers.check_poll_config(POLL, None)),
+        TaskSpec(
+            target_url="http://127.0.0.1:9/submit",
+            poll_config=providers.check_poll_config(POLL, None),
+        ),
     )
     task = services.claim_task(created.task.pk, "w")
     assert task is not None
-    answer = CallResult(status_code=200, headers={"Content-Type": "application/json"}, body=b'{"id": 1}')
+    answer = CallResult(
+        status_code=200, headers={"Content-Type": "application/json"}, body=b'{"id": 1}'
+    )
     assert services.finish_attempt(task, answer, worker="w") == "failed"
     assert "no startResult.body.urls.get" in Task.objects.get(pk=task.pk).error

@@ -31,7 +31,9 @@ def _path(url: str) -> str:
 
 
 def _create(client: APIClient, **body: Any) -> Any:
-    return client.post("/v1/tasks", {"targetUrl": "http://127.0.0.1:9/submit", **body}, format="json")
+    return client.post(
+        "/v1/tasks", {"targetUrl": "http://127.0.0.1:9/submit", **body}, format="json"
+    )
 
 
 @pytest.mark.django_db
@@ -157,15 +159,15 @@ def test_text_body_is_stored_as_text(team: Team, anon: APIClient) -> None:
 @pytest.mark.django_db
 def test_unknown_or_malformed_callback_id_is_404(anon: APIClient) -> None:
     for callback_id in ("0" * 64, "nothex", "A" * 64):
-        response = anon.post(f"/v1/callbacks/{callback_id}", data="{}", content_type="application/json")
+        response = anon.post(
+            f"/v1/callbacks/{callback_id}", data="{}", content_type="application/json"
+        )
         assert response.status_code == 404
         assert response.json()["error"] == "Invalid or expired callback ID"
 
 
 @pytest.mark.django_db
-def test_callback_to_a_cancelled_task_is_409_naming_it(
-    team: Team, anon: APIClient
-) -> None:
+def test_callback_to_a_cancelled_task_is_409_naming_it(team: Team, anon: APIClient) -> None:
     task, path = _waiting_task(team)
     services.cancel_task(team, task.pk)
     response = anon.post(path, data="{}", content_type="application/json")
@@ -296,4 +298,7 @@ def test_sandbox_task_with_the_placeholder_waits_for_its_callback(
     )
     task_id, callback_url = response.json()["task"]["id"], response.json()["callbackUrl"]
     wait_for(lambda: Task.objects.filter(pk=task_id, status="waiting").exists())
-    assert anon.post(_path(callback_url), data="{}", content_type="application/json").status_code == 200
+    assert (
+        anon.post(_path(callback_url), data="{}", content_type="application/json").status_code
+        == 200
+    )

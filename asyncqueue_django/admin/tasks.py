@@ -322,9 +322,7 @@ class TaskAdmin(OperateMixin, TaskAdminBase):
         (title, {"fields": tuple(_shown(n) for n in names)}) for title, names in TASK_SECTIONS
     )
     #: Model fields the change page deliberately leaves out.
-    hidden_fields = frozenset(
-        {"signal_token_digest", "idempotency_fingerprint", "callback_digest"}
-    )
+    hidden_fields = frozenset({"signal_token_digest", "idempotency_fingerprint", "callback_digest"})
     #: Model fields shown through a display method (formatted or redacted).
     displayed_as = {
         "headers": "headers_redacted",

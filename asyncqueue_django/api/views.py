@@ -573,7 +573,7 @@ class CallbackView(AsyncQueueViewMixin, APIView):
         body = request._request.read(limit + 1)
         if len(body) > limit:
             raise PayloadTooLarge(f"Request body is larger than {limit} bytes")
-        headers = {name: value for name, value in request.headers.items()}
+        headers = dict(request.headers.items())
         outcome = services.receive_callback(callback_id, headers, body)
         code = http_status.HTTP_200_OK if outcome.applied else http_status.HTTP_202_ACCEPTED
         return Response({"task": TaskSerializer(outcome.task).data}, status=code)

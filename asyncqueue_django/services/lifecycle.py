@@ -21,8 +21,8 @@ from asyncqueue_django.exceptions import (
 from asyncqueue_django.models import ApiKey, Task, Team
 from asyncqueue_django.services import rawsql, vault
 from asyncqueue_django.services.callbacks import CALLBACKS
-from asyncqueue_django.services.provider_callbacks import callback_id_of, callback_url_of
 from asyncqueue_django.services.offsets import add_offsets
+from asyncqueue_django.services.provider_callbacks import callback_id_of, callback_url_of
 from asyncqueue_django.services.tables import TASKS, current_status, get_task
 from asyncqueue_django.services.terminal import on_terminal
 from asyncqueue_django.states import TaskStatus

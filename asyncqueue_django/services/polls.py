@@ -114,9 +114,7 @@ class Polls(WorkKind[PollingTask]):
 
     def lease_seconds(self, row: PollingTask) -> float:
         # A poll, and the result fetch after it: each bounded by timeout + connect timeout.
-        return float(
-            2 * (row.timeout + app_settings.CONNECT_TIMEOUT) + app_settings.LEASE_MARGIN
-        )
+        return float(2 * (row.timeout + app_settings.CONNECT_TIMEOUT) + app_settings.LEASE_MARGIN)
 
     def lease_sql(self) -> tuple[str, list[Any]]:
         return "(2 * (timeout + %s::double precision) + %s::double precision)", [

@@ -175,9 +175,7 @@ def _same_signal(
     return status_a == status_b and result_a == result_b and (error_a or "") == (error_b or "")
 
 
-def _resolve_open(
-    task: Task, target: TaskStatus, result: Any, error: str, now: datetime
-) -> bool:
+def _resolve_open(task: Task, target: TaskStatus, result: Any, error: str, now: datetime) -> bool:
     """``waiting``/``polling`` (deadline not yet passed) → ``target`` with ``result``/``error``,
     and its terminal event. Call inside a transaction; False when the task was no longer
     waiting or polling before its deadline (someone else won). A poll in flight finds the task
@@ -208,8 +206,8 @@ def resolve_waiting_task(
     now: datetime | None = None,
 ) -> Task:
     """An operator's signal (the admin's "complete"/"fail" actions): a ``waiting`` or
-    ``polling`` task of ``team`` → ``completed``/``failed`` with ``result``/``error``, through the same guarded
-    transition and terminal event as :func:`signal_task`, without the token.
+    ``polling`` task of ``team`` → ``completed``/``failed`` with ``result``/``error``, through
+    the same guarded transition and terminal event as :func:`signal_task`, without the token.
 
     A task past its ``waitDeadline`` but not yet swept times out now → :class:`InvalidTransition`
     naming ``timeout``. Raises :class:`TaskNotFound` (not this team's), or
