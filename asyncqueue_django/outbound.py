@@ -84,7 +84,8 @@ def build_poll(task: Task) -> tuple[str, dict[str, str], str | None]:
     if config.get("forwardAuth"):
         revealed = services.reveal_headers(task.team_id, task.headers)
         headers = {k: v for k, v in revealed.items() if k.lower() not in _NOT_FORWARDED}
-    headers.setdefault("Accept", "application/json")
+    if not any(name.lower() == "accept" for name in headers):
+        headers["Accept"] = "application/json"
     headers["X-AsyncQueue-Task-Id"] = str(task.pk)
     headers["X-AsyncQueue-Poll"] = str(task.poll_count + 1)
     add_trace_context(headers, task)
