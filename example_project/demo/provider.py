@@ -1,8 +1,9 @@
 """A fake AI provider, for the two ways a long third-party job ends (README "Third-party async
 jobs"): the service polls it, or it calls the task's one-time callback URL.
 
-- ``POST /demo/api/provider/jobs`` submits a job and answers like Replicate does: the job id
-  and ``urls.get``, its status URL. With a ``webhook`` in the body (the task's
+- ``POST /demo/api/provider/jobs`` submits a job (a JSON object with a ``prompt``, or a text
+  body that is the prompt) and answers like Replicate does: the job id and ``urls.get``, its
+  status URL. With a ``webhook`` in a JSON body (the task's
   ``{asyncqueue_callback_url}``), the provider also POSTs the finished job there a moment
   later.
 - ``GET /demo/api/provider/jobs/<id>`` answers ``starting``, then ``processing``, then
@@ -69,10 +70,10 @@ def _call_back(url: str, job: dict[str, Any]) -> None:
 def submit(request: HttpRequest) -> JsonResponse:
     try:
         data = json.loads(request.body or b"{}")
-    except ValueError:
-        return JsonResponse({"error": "the body must be JSON"}, status=400)
+    except ValueError:  # a text body is the prompt itself
+        data = {"prompt": request.body.decode("utf-8", errors="replace")}
     if not isinstance(data, dict):
-        return JsonResponse({"error": "the body must be a JSON object"}, status=400)
+        return JsonResponse({"error": "the body must be a JSON object or text"}, status=400)
     outcome = "f" if "fail" in str(data.get("prompt", "")) else "s"
     job_id = f"{int(time.time() * 1000)}-{outcome}-{secrets.token_hex(4)}"
     job = _job(job_id, request)
