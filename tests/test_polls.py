@@ -428,7 +428,9 @@ def test_worker_killed_mid_poll_resumes_polling(
     task_id = str(created.task.pk)
     # Kill the worker while its first poll is in flight (the provider holds the answer).
     wait_for(
-        lambda: PollingTask.objects.filter(pk=task_id, lease_expires_at__isnull=False).exists()
+        lambda: PollingTask.objects.filter(
+            pk=task_id, status="polling", lease_expires_at__isnull=False
+        ).exists()
     )
     worker.kill()
     release.set()
