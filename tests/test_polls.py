@@ -455,11 +455,8 @@ def test_worker_killed_mid_poll_resumes_polling(
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.django_db
-@pytest.mark.parametrize(
-    "url", ["http://10.0.0.1:9/jobs/1", "http://127.0.0.2:9/jobs/1", "http://localhost:9/jobs/1"]
-)
-def test_poll_url_to_a_private_address_fails_the_task(team: Team, url: str) -> None:
+def _submitting(team: Team) -> Task:
+    """A task that polls, claimed by worker "w" for its submit call."""
     created = services.create_task(
         team,
         TaskSpec(
@@ -469,6 +466,15 @@ def test_poll_url_to_a_private_address_fails_the_task(team: Team, url: str) -> N
     )
     task = services.claim_task(created.task.pk, "w")
     assert task is not None
+    return task
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "url", ["http://10.0.0.1:9/jobs/1", "http://127.0.0.2:9/jobs/1", "http://localhost:9/jobs/1"]
+)
+def test_poll_url_to_a_private_address_fails_the_task(team: Team, url: str) -> None:
+    task = _submitting(team)
     submitted = CallResult(
         status_code=201,
         headers={"Content-Type": "application/json"},
@@ -494,17 +500,31 @@ def test_poll_url_to_a_private_address_fails_the_task(team: Team, url: str) -> N
 
 @pytest.mark.django_db
 def test_submit_answer_without_the_template_field_fails_the_task(team: Team) -> None:
-    created = services.create_task(
-        team,
-        TaskSpec(
-            target_url="http://127.0.0.1:9/submit",
-            poll_config=providers.check_poll_config(POLL, None),
-        ),
-    )
-    task = services.claim_task(created.task.pk, "w")
-    assert task is not None
+    task = _submitting(team)
     answer = CallResult(
         status_code=200, headers={"Content-Type": "application/json"}, body=b'{"id": 1}'
     )
     assert services.finish_attempt(task, answer, worker="w") == "failed"
     assert "no startResult.body.urls.get" in Task.objects.get(pk=task.pk).error
+
+
+@pytest.mark.django_db
+def test_an_operator_completes_a_polling_task_with_one_event(team: Team) -> None:
+    task = _submitting(team)
+    Task.objects.filter(pk=task.pk).update(on_complete_url="https://example.com/done")
+    task.refresh_from_db()
+    submitted = CallResult(
+        status_code=201,
+        headers={"Content-Type": "application/json"},
+        body=b'{"urls": {"get": "https://provider.example/jobs/1"}}',
+    )
+    assert services.finish_attempt(task, submitted, worker="w") == "polling"
+    polling = Task.objects.get(pk=task.pk)
+    assert polling.poll_config["resolved"] == {"url": "https://provider.example/jobs/1"}
+    assert polling.wait_deadline is not None
+    done = services.resolve_waiting_task(team, task.pk, "completed", result={"by": "operator"})
+    assert done.status == "completed"
+    assert done.result == {"by": "operator"}
+    assert WebhookDelivery.objects.filter(task=task).count() == 1
+    # A poll claimed before the operator acted finds the task resolved: nothing is written.
+    assert services.claim_poll(task.pk, "w") is None
