@@ -18,7 +18,6 @@ from asyncqueue_django.states import (
     DELIVERY_OPEN,
     IN_FLIGHT,
     POLL_OPEN,
-    RESOLVABLE,
     RUNNABLE,
     TaskStatus,
 )
@@ -98,10 +97,6 @@ class TaskQuerySet(OutboundQuerySet["Task"]):
     def overdue(self, now: datetime) -> TaskQuerySet:
         """Waiting tasks past their deadline (uses ``aq_task_wait_deadline_idx``)."""
         return self.filter(status=TaskStatus.WAITING, wait_deadline__lte=now)
-
-    def resolvable(self) -> TaskQuerySet:
-        """Tasks a signal or a provider callback resolves at once (waiting or polling)."""
-        return self.filter(status_in(RESOLVABLE))
 
     def finished_before(self, cutoff: datetime) -> TaskQuerySet:
         return self.filter(completed_at__lt=cutoff)
