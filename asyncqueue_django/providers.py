@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -191,7 +192,9 @@ def _values(value: Any, *, empty: bool) -> list[Any]:
     return list(value)
 
 
-def check_poll_config(given: Any, provider: str | None, url_check: Any = None) -> dict[str, Any]:
+def check_poll_config(
+    given: Any, provider: str | None, url_check: Callable[[str], None] | None = None
+) -> dict[str, Any]:
     """The complete poll settings of a task: the ``provider`` template's (if any), overridden
     key by key by ``given``. Raises :class:`PollConfigError` naming the field
     (``provider``, ``pollConfig`` or ``pollConfig.<key>``). ``url_check`` (a callable that

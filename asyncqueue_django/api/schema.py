@@ -171,7 +171,8 @@ def errors(*codes: int) -> dict[int, OpenApiResponse]:
         413: "Request body too large.",
         415: "Not application/json.",
         429: "Rate limited; see Retry-After.",
-        503: "The Token Vault has no encryption key configured.",
+        503: "A server setting is missing: the Token Vault's encryption key, or PUBLIC_BASE_URL "
+        "for a task whose call carries {asyncqueue_callback_url}.",
     }
     return {code: OpenApiResponse(ErrorSerializer, description=text[code]) for code in codes}
 

@@ -173,7 +173,7 @@ class TaskViewSet(AsyncQueueViewMixin, viewsets.GenericViewSet[Task]):
         responses={
             201: TaskCreatedEnvelope,
             200: OpenApiResponse(TaskEnvelope, description="An Idempotency-Key replay."),
-            **errors(400, 401, 409, 413, 415, 429),
+            **errors(400, 401, 409, 413, 415, 429, 503),
         },
         examples=PATTERN_EXAMPLES,
     )
@@ -218,7 +218,7 @@ class TaskViewSet(AsyncQueueViewMixin, viewsets.GenericViewSet[Task]):
         "created in one transaction (each item may carry its own `idempotencyKey`) and "
         "dispatched once it commits. Counts against the rate limit as one request per item.",
         request=BatchCreateSerializer,
-        responses={201: BatchCreatedEnvelope, **errors(400, 401, 409, 413, 415, 429)},
+        responses={201: BatchCreatedEnvelope, **errors(400, 401, 409, 413, 415, 429, 503)},
     )
     @action(detail=False, methods=["post"])
     def batch(self, request: Request) -> Response:
