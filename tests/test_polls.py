@@ -528,3 +528,47 @@ def test_an_operator_completes_a_polling_task_with_one_event(team: Team) -> None
     assert WebhookDelivery.objects.filter(task=task).count() == 1
     # A poll claimed before the operator acted finds the task resolved: nothing is written.
     assert services.claim_poll(task.pk, "w") is None
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("forward", [True, False])
+def test_a_poll_is_signed_and_forwards_the_task_headers_only_when_asked(
+    team: Team, forward: bool
+) -> None:
+    from asyncqueue_django import outbound
+
+    created = services.create_task(
+        team,
+        TaskSpec(
+            target_url="http://127.0.0.1:9/submit",
+            headers={"Authorization": "Bearer provider-key", "X-Runway-Version": "2024-11-06"},
+            poll_config=providers.check_poll_config({**POLL, "forwardAuth": forward}, None),
+        ),
+    )
+    task = services.claim_task(created.task.pk, "w")
+    assert task is not None
+    submitted = CallResult(
+        status_code=200,
+        headers={"Content-Type": "application/json"},
+        body=b'{"urls": {"get": "https://provider.example/jobs/1"}, "r": "https://x.example/r"}',
+    )
+    assert services.finish_attempt(task, submitted, worker="w") == "polling"
+    url, headers, result_url = outbound.build_poll(PollingTask.objects.get(pk=task.pk))
+    assert url == "https://provider.example/jobs/1"
+    assert result_url is None
+    assert "webhook-signature" in headers
+    assert headers["X-AsyncQueue-Poll"] == "1"
+    assert ("Authorization" in headers) is forward
+    assert ("X-Runway-Version" in headers) is forward
+
+
+def test_the_placeholder_is_url_encoded_only_in_a_query() -> None:
+    hook = "https://q.example/v1/callbacks/ab"
+    fill = providers.fill_url_placeholder
+    assert fill("https://p.example/jobs?webhook={asyncqueue_callback_url}", hook) == (
+        "https://p.example/jobs?webhook=https%3A%2F%2Fq.example%2Fv1%2Fcallbacks%2Fab"
+    )
+    assert fill("{asyncqueue_callback_url}", hook) == hook
+    assert providers.fill_placeholder({"a": ["x {asyncqueue_callback_url}"]}, hook) == {
+        "a": [f"x {hook}"]
+    }
