@@ -76,6 +76,7 @@ def configure() -> None:
         # DEBUG is off: the Token Vault needs a key (system check asyncqueue.W003).
         ASYNCQUEUE={
             "ALLOW_PRIVATE_TARGETS": False,
+            "PUBLIC_BASE_URL": "http://testserver",
             "VAULT_KEYS": [Fernet.generate_key().decode()],
         },
     )

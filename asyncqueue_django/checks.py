@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
@@ -26,6 +27,17 @@ _ORDERED = [
     ("MAX_STORED_RESPONSE_BYTES", "MAX_RESPONSE_BYTES"),
     ("MAX_BODY_BYTES", "MAX_REQUEST_BYTES"),
 ]
+
+
+def public_base_url_problem(value: str) -> str | None:
+    """Why ``value`` cannot be ``PUBLIC_BASE_URL`` (an http(s) origin, optionally with a path
+    prefix, no query or fragment), or None."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return "is not an http(s) URL"
+    if parts.query or parts.fragment or value.endswith("/"):
+        return "must have no query, fragment or trailing slash"
+    return None
 
 
 def _type_name(t: type | tuple[type, ...]) -> str:
@@ -60,8 +72,12 @@ def _check_value(name: str, value: Any) -> list[CheckMessage]:
                     id="asyncqueue.E006",
                 )
             ]
+    if name == "PUBLIC_BASE_URL" and value is not None:
+        problem = public_base_url_problem(value)
+        if problem:
+            return [Error(f"{key} = {value!r} {problem}.", id="asyncqueue.E013")]
     if (
-        name in ("RATE_LIMIT", "SIGNAL_RATE_LIMIT")
+        name in ("RATE_LIMIT", "SIGNAL_RATE_LIMIT", "CALLBACK_RATE_LIMIT")
         and value is not None
         and not RATE_RE.fullmatch(value)
     ):
@@ -194,5 +210,26 @@ def check_vault_key(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage
             hint='Add a key: python -c "from cryptography.fernet import Fernet; '
             'print(Fernet.generate_key().decode())" (keep it out of version control).',
             id="asyncqueue.W003",
+        )
+    ]
+
+
+@register(Tags.compatibility)
+def check_public_base_url(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """Provider callback URLs need ``ASYNCQUEUE['PUBLIC_BASE_URL']``: without it a task that
+    uses the ``{asyncqueue_callback_url}`` placeholder is refused (503
+    ``callback_url_not_configured``), and this warning says so at start-up. A warning, not an
+    error: a deployment that does not use the placeholder keeps starting."""
+    user = getattr(settings, "ASYNCQUEUE", {})
+    if not isinstance(user, dict) or user.get("PUBLIC_BASE_URL") is not None:
+        return []
+    return [
+        Warning(
+            "ASYNCQUEUE['PUBLIC_BASE_URL'] is not set: tasks that use the "
+            "{asyncqueue_callback_url} placeholder are refused (503), because no provider "
+            "could reach their callback URL.",
+            hint="Set it to the address providers reach this service at, e.g. "
+            "'https://queue.example.com'.",
+            id="asyncqueue.W004",
         )
     ]

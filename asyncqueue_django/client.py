@@ -38,6 +38,7 @@ from asyncqueue_django.client_types import (
     CreatedTasks,
     NotFoundError,
     Pagination,
+    Provider,
     RateLimitError,
     ServerError,
     Task,
@@ -60,6 +61,7 @@ __all__ = [
     "CreatedTasks",
     "NotFoundError",
     "Pagination",
+    "Provider",
     "RateLimitError",
     "ServerError",
     "Task",
@@ -120,6 +122,7 @@ class AsyncQueueClient:
         self.tasks = Tasks(self)
         self.signals = Signals(self)
         self.tokens = Tokens(self)
+        self.providers = Providers(self)
 
     def __repr__(self) -> str:  # never shows the key
         return f"AsyncQueueClient({self.base_url!r})"
@@ -347,6 +350,18 @@ class Tokens:
         Returns ``{id, name, revokedAt}``."""
         path = f"/v1/tokens/{_segment(token_id, 'token_id')}"
         return cast(Token, self._client.request("DELETE", path)["token"])
+
+
+class Providers:
+    """``client.providers``: the provider templates a task's ``provider`` may name."""
+
+    def __init__(self, client: AsyncQueueClient) -> None:
+        self._client = client
+
+    def list(self) -> list[Provider]:
+        """``GET /v1/providers`` (no API key): ``[{id, name, description, docs, pollConfig}]``."""
+        response = self._client.request("GET", "/v1/providers", authenticated=False)
+        return cast(list[Provider], response["providers"])
 
 
 class Signals:

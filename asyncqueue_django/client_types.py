@@ -13,7 +13,15 @@ import requests
 from asyncqueue_django.backoff import parse_retry_after
 
 TaskStatus = Literal[
-    "pending", "delayed", "processing", "waiting", "completed", "failed", "timeout", "cancelled"
+    "pending",
+    "delayed",
+    "processing",
+    "waiting",
+    "polling",
+    "completed",
+    "failed",
+    "timeout",
+    "cancelled",
 ]
 
 
@@ -58,6 +66,15 @@ class Task(TypedDict, total=False):
     onCompleteUrl: str | None
     metadata: dict[str, Any]
     sandbox: bool
+    provider: str | None
+    pollConfig: dict[str, Any] | None
+    pollUrl: str | None
+    pollCount: int
+    lastPolledAt: str | None
+    lastPollStatusCode: int | None
+    lastPollError: str | None
+    nextPollAt: str | None
+    callbackId: str  # only in the answer that created a task with a callback URL
     result: Any
     error: str | None
     idempotencyKey: str | None
@@ -71,11 +88,23 @@ class Task(TypedDict, total=False):
 
 
 class CreatedTask(TypedDict):
-    """``POST /v1/tasks``: the task, and its one-time ``signalToken`` when it waits for a
-    signal (absent when an Idempotency-Key replay returned the original task)."""
+    """``POST /v1/tasks``: the task, its one-time ``signalToken`` when it waits for a signal
+    or polls, and its one-time provider ``callbackUrl`` (both absent when an Idempotency-Key
+    replay returned the original task)."""
 
     task: Task
     signalToken: NotRequired[str]
+    callbackUrl: NotRequired[str]  # a task whose call carries {asyncqueue_callback_url}
+
+
+class Provider(TypedDict):
+    """A provider template of ``GET /v1/providers``: a ``pollConfig`` a task can name."""
+
+    id: str
+    name: str
+    description: str
+    docs: str
+    pollConfig: dict[str, Any]
 
 
 class CreatedTasks(TypedDict):

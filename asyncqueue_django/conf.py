@@ -93,6 +93,25 @@ SETTINGS: dict[str, Setting] = {
         "A target's 4xx other than 408/425/429 completes the task with that answer as its "
         "`result` (the hosted service's behaviour) instead of failing it.",
     ),
+    # Provider callback URLs and provider polling.
+    "PUBLIC_BASE_URL": Setting(
+        None,
+        (str, type(None)),
+        "The address providers reach this service at (`https://queue.example.com`): "
+        "`{asyncqueue_callback_url}` becomes `<PUBLIC_BASE_URL>/v1/callbacks/<callbackId>`. "
+        "`null`: tasks using the placeholder are refused (503, warning `asyncqueue.W004`).",
+    ),
+    "CALLBACK_RATE_LIMIT": Setting(
+        "30/min",
+        (str, type(None)),
+        "Provider callback requests (`POST /v1/callbacks/…`) per client IP.",
+    ),
+    "MIN_POLL_INTERVAL": Setting(
+        1, int, "Shortest `pollConfig.interval` (s) a task may ask for.", 1, 3600
+    ),
+    "MAX_POLL_DURATION": Setting(
+        DAY, int, "Longest `pollConfig.maxDuration` (s) a task may ask for.", 1
+    ),
     # Retries and scheduling.
     "RETRY_BASE_DELAY": Setting(1.0, (int, float), "First retry delay (s) of every backoff.", 0),
     "RETRY_MAX_DELAY": Setting(3600, (int, float), "Upper bound (s) of any retry delay.", 0),

@@ -41,6 +41,7 @@ STATUS_PHRASES = {
     "delayed": "is delayed until its next attempt",
     "processing": "is running its callback",
     "waiting": "is waiting for a signal",
+    "polling": "is polling its provider",
     "completed": "has completed",
     "failed": "has failed",
     "timeout": "has timed out",
@@ -70,6 +71,26 @@ class SignalTokenNotFound(ServiceError):
     code = "not_found"
     http_status = 404
     message = "Unknown signal token"
+
+
+class CallbackNotFound(ServiceError):
+    """No task has this provider callback id (unknown, mistyped, or its task was pruned)."""
+
+    code = "not_found"
+    http_status = 404
+    message = "Invalid or expired callback ID"
+
+
+class CallbackUrlNotConfigured(ServiceError):
+    """A task uses the callback URL placeholder but ``ASYNCQUEUE['PUBLIC_BASE_URL']`` is not
+    set: no provider could reach the URL, so the task is refused."""
+
+    code = "callback_url_not_configured"
+    http_status = 503
+    message = (
+        "Provider callback URLs need ASYNCQUEUE['PUBLIC_BASE_URL'] (the address providers "
+        "reach this service at)"
+    )
 
 
 class AlreadySignalled(ServiceError):

@@ -366,6 +366,14 @@ class CallResult:
         return f"HTTP {self.status_code}"
 
 
+@dataclass
+class PollResult(CallResult):
+    """A provider poll: the poll's own answer, and the result fetched from the result URL
+    when the poll said the job is done (None when there was nothing to fetch)."""
+
+    fetched: CallResult | None = None
+
+
 def _read_capped(response: requests.Response, cap: int) -> tuple[bytes, bool]:
     """The body, at most ``cap`` bytes, and whether it is incomplete.
 

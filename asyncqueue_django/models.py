@@ -19,6 +19,7 @@ from asyncqueue_django import tokens
 from asyncqueue_django.querysets import (
     ApiKeyQuerySet,
     AttemptQuerySet,
+    PollQuerySet,
     TaskQuerySet,
     VaultTokenQuerySet,
     WebhookDeliveryQuerySet,
@@ -42,6 +43,7 @@ __all__ = [
     "DeliveryStatus",
     "KeyMode",
     "MetricOffset",
+    "PollingTask",
     "RetryBackoff",
     "SignalStatus",
     "Task",
@@ -182,6 +184,21 @@ class Task(models.Model):
     early_signal_error = models.TextField(blank=True)
     signal_received_at = models.DateTimeField(null=True, blank=True)
 
+    # Provider callback URL: the SHA-256 digest of the one-time callback id (the id itself is
+    # derived again from the task id when a request is built; see ``tokens.callback_id``).
+    callback_digest = models.CharField(
+        max_length=64, null=True, blank=True, unique=True, editable=False
+    )
+
+    # Provider polling: the poll settings (with the poll URL resolved from the submit answer
+    # once the task is polling), and the record of the polls made.
+    provider = models.CharField(max_length=64, blank=True)
+    poll_config = models.JSONField(null=True, blank=True)
+    poll_count = models.PositiveIntegerField(default=0)
+    last_polled_at = models.DateTimeField(null=True, blank=True)
+    last_poll_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    last_poll_error = models.TextField(blank=True)
+
     # Created with a test key: never calls its target (see ``services/callbacks.py``).
     sandbox = models.BooleanField(default=False)
 
@@ -230,6 +247,17 @@ class Task(models.Model):
                 name="aq_task_lease_idx",
                 condition=Q(status=TaskStatus.PROCESSING),
             ),
+            # Provider polls: polling tasks by next poll time, and polls in flight by lease.
+            models.Index(
+                fields=["next_attempt_at"],
+                name="aq_task_poll_due_idx",
+                condition=Q(status=TaskStatus.POLLING),
+            ),
+            models.Index(
+                fields=["lease_expires_at"],
+                name="aq_task_poll_lease_idx",
+                condition=Q(status=TaskStatus.POLLING, lease_expires_at__isnull=False),
+            ),
             # Retention pruning of finished tasks.
             models.Index(
                 fields=["completed_at"],
@@ -256,6 +284,11 @@ class Task(models.Model):
             models.CheckConstraint(
                 condition=~Q(status=TaskStatus.WAITING) | Q(wait_deadline__isnull=False),
                 name="aq_task_waiting_has_deadline",
+            ),
+            models.CheckConstraint(
+                condition=~Q(status=TaskStatus.POLLING)
+                | Q(wait_deadline__isnull=False, poll_config__isnull=False),
+                name="aq_task_polling_is_bounded",
             ),
             models.CheckConstraint(
                 condition=~Q(status=TaskStatus.PROCESSING) | Q(lease_expires_at__isnull=False),
@@ -432,6 +465,18 @@ class WebhookAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"attempt {self.number} of webhook {self.delivery_id}"
+
+
+class PollingTask(Task):
+    """Tasks as provider polls, the rows of the polls kind of outbound work
+    (``services/polls.py``): a proxy with its own sweep queries (a polling task waits for its
+    next poll at ``next_attempt_at``; one with a lease has a poll in flight)."""
+
+    objects = PollQuerySet.as_manager()  # type: ignore[assignment,misc]
+
+    class Meta:
+        proxy = True
+        verbose_name = "polling task"
 
 
 class DeadTask(Task):

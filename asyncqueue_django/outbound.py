@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from django.utils import timezone
 
-from asyncqueue_django import services, signing, tokens, tracing
+from asyncqueue_django import providers, services, signing, tokens, tracing
 from asyncqueue_django.representation import event_body
 
 if TYPE_CHECKING:
@@ -21,16 +21,19 @@ if TYPE_CHECKING:
 __all__ = [
     "add_trace_context",
     "build_callback",
+    "build_poll",
     "build_webhook",
     "refresh_trace_context",
     "render_webhook",
+    "target_url",
     "vault_headers",
 ]
 
 
 def build_callback(task: Task) -> tuple[dict[str, str], bytes | None]:
     """Headers and body of the call to ``task.target_url`` (attempt ``task.attempt_count``),
-    signed with the team's secrets (``webhook-id`` is ``<task id>-<attempt>``).
+    signed with the team's secrets (``webhook-id`` is ``<task id>-<attempt>``). The provider
+    callback URL placeholder in the body or payload strings is filled in here.
 
     Header values that are Token Vault ids are replaced by their secrets here, and only here:
     the result goes to ``http.call`` and is never stored. Raises
@@ -38,13 +41,20 @@ def build_callback(task: Task) -> tuple[dict[str, str], bytes | None]:
     headers = services.reveal_headers(task.team_id, task.headers)
     lower = {k.lower() for k in headers}
     body: bytes | None = None
+    text, payload = task.body, task.payload
+    if task.callback_digest:  # the task's provider callback URL in place of the placeholder
+        url = services.callback_url_for(task)
+        text, payload = (
+            providers.fill_placeholder(text, url),
+            providers.fill_placeholder(payload, url),
+        )
     if task.method != "GET":
-        if task.body is not None:
-            body = task.body.encode("utf-8")
+        if text is not None:
+            body = text.encode("utf-8")
             if "content-type" not in lower:
                 headers["Content-Type"] = "text/plain; charset=utf-8"
-        elif task.payload is not None:
-            body = json.dumps(task.payload, separators=(",", ":"), ensure_ascii=False).encode()
+        elif payload is not None:
+            body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
             if "content-type" not in lower:
                 headers["Content-Type"] = "application/json"
     headers["X-AsyncQueue-Task-Id"] = str(task.pk)
@@ -53,6 +63,43 @@ def build_callback(task: Task) -> tuple[dict[str, str], bytes | None]:
     secrets = task.team.signing_secrets(timezone.now())
     headers.update(signing.sign(secrets, f"{task.pk}-{task.attempt_count}", body or b""))
     return headers, body
+
+
+#: Headers of a task never forwarded to its provider's poll URL (they describe the submit body).
+_NOT_FORWARDED = frozenset({"content-type", "content-encoding", "content-language"})
+
+
+def build_poll(task: Task) -> tuple[str, dict[str, str], str | None]:
+    """The URL and headers of one provider poll of ``task`` (poll ``task.poll_count + 1``),
+    signed like every request (``webhook-id`` is ``<task id>-poll-<attempt>``), and the result
+    URL to fetch once the job is done (or None).
+
+    With ``forwardAuth`` the task's own headers go along (Token Vault secrets revealed here,
+    as for the submit call): provider APIs want the same key (and version headers) on their
+    status URL. Without it none of them does. Raises
+    :class:`~asyncqueue_django.exceptions.TokenRevoked` as :func:`build_callback` does."""
+    config = task.poll_config or {}
+    resolved = config.get("resolved", {})
+    headers: dict[str, str] = {}
+    if config.get("forwardAuth"):
+        revealed = services.reveal_headers(task.team_id, task.headers)
+        headers = {k: v for k, v in revealed.items() if k.lower() not in _NOT_FORWARDED}
+    if not any(name.lower() == "accept" for name in headers):
+        headers["Accept"] = "application/json"
+    headers["X-AsyncQueue-Task-Id"] = str(task.pk)
+    headers["X-AsyncQueue-Poll"] = str(task.poll_count + 1)
+    add_trace_context(headers, task)
+    secrets = task.team.signing_secrets(timezone.now())
+    headers.update(signing.sign(secrets, f"{task.pk}-poll-{task.attempt_count}", b""))
+    return str(resolved.get("url", "")), headers, resolved.get("resultUrl")
+
+
+def target_url(task: Task) -> str:
+    """The URL a callback goes to: ``task.target_url``, with the task's provider callback URL
+    in place of the placeholder (URL-encoded in the query)."""
+    if not task.callback_digest:
+        return task.target_url
+    return providers.fill_url_placeholder(task.target_url, services.callback_url_for(task))
 
 
 def vault_headers(task: Task) -> frozenset[str]:

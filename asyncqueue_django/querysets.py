@@ -17,6 +17,7 @@ from django.db.models import Q
 from asyncqueue_django.states import (
     DELIVERY_OPEN,
     IN_FLIGHT,
+    POLL_OPEN,
     RUNNABLE,
     TaskStatus,
 )
@@ -99,6 +100,18 @@ class TaskQuerySet(OutboundQuerySet["Task"]):
 
     def finished_before(self, cutoff: datetime) -> TaskQuerySet:
         return self.filter(completed_at__lt=cutoff)
+
+
+class PollQuerySet(OutboundQuerySet["Task"]):
+    """Polling tasks as provider polls: one without a lease waits for its next poll at
+    ``next_attempt_at`` (``aq_task_poll_due_idx``); one with a lease has a poll in flight
+    (``aq_task_poll_lease_idx``)."""
+
+    def waiting_to_run(self) -> Q:
+        return status_in(POLL_OPEN) & Q(lease_expires_at__isnull=True)
+
+    def in_flight(self) -> Q:
+        return status_in(POLL_OPEN) & Q(lease_expires_at__isnull=False)
 
 
 class ApiKeyQuerySet(models.QuerySet["ApiKey"]):

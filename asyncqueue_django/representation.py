@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from asyncqueue_django.jsonvalue import redact_headers
-from asyncqueue_django.states import DELIVERY_OPEN, RUNNABLE
+from asyncqueue_django.states import DELIVERY_OPEN, POLL_OPEN, RUNNABLE
 
 if TYPE_CHECKING:
     from asyncqueue_django.models import Attempt, Task, VaultToken, WebhookDelivery
@@ -61,6 +61,14 @@ def task_data(task: Task) -> dict[str, Any]:
         "onCompleteUrl": task.on_complete_url,
         "metadata": task.metadata,
         "sandbox": task.sandbox,
+        "provider": task.provider or None,
+        "pollConfig": poll_config_data(task.poll_config),
+        "pollUrl": (task.poll_config or {}).get(RESOLVED, {}).get("url"),
+        "pollCount": task.poll_count,
+        "lastPolledAt": iso_utc(task.last_polled_at),
+        "lastPollStatusCode": task.last_poll_status_code,
+        "lastPollError": task.last_poll_error or None,
+        "nextPollAt": iso_utc(task.next_attempt_at if task.status in POLL_OPEN else None),
         "result": task.result,
         "error": task.error or None,
         "idempotencyKey": task.idempotency_key,
@@ -71,6 +79,18 @@ def task_data(task: Task) -> dict[str, Any]:
         "startedAt": iso_utc(task.started_at),
         "completedAt": iso_utc(task.completed_at),
     }
+
+
+#: The key of a polling task's ``poll_config`` that holds the URLs resolved from the submit
+#: answer (``url``, ``resultUrl``); the API shows the poll URL as ``pollUrl``.
+RESOLVED = "resolved"
+
+
+def poll_config_data(config: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A task's poll settings as the API shows them (without the resolved URLs)."""
+    if config is None:
+        return None
+    return {k: v for k, v in config.items() if k != RESOLVED}
 
 
 def attempt_data(attempt: Attempt) -> dict[str, Any]:

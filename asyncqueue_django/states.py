@@ -20,8 +20,14 @@ The task lifecycle::
        waitForSignal? ─no─▶ completed      failed
                 │yes
                 ▼
-             waiting ──signal──▶ completed | failed
+             waiting ──signal / provider callback──▶ completed | failed
                 │ ──maxWaitTime passed──▶ timeout
+                └ ──cancel──▶ cancelled
+
+            processing ──success, the task polls a provider──▶ polling
+             polling ──poll: still running──▶ polling (next poll scheduled)
+                │ ──poll: done / failed, signal, provider callback──▶ completed | failed
+                │ ──maxDuration passed──▶ timeout
                 └ ──cancel──▶ cancelled
 
 A terminal task never changes again, except through an explicit ``retry`` (failed/timeout →
@@ -46,6 +52,7 @@ class TaskStatus(TextChoices):
     DELAYED = "delayed", "Delayed"
     PROCESSING = "processing", "Processing"
     WAITING = "waiting", "Waiting for signal"
+    POLLING = "polling", "Polling the provider"
     COMPLETED = "completed", "Completed"
     FAILED = "failed", "Failed"
     TIMEOUT = "timeout", "Timed out"
@@ -137,7 +144,14 @@ TERMINAL: frozenset[TaskStatus] = frozenset({S.COMPLETED, S.FAILED, S.TIMEOUT, S
 RUNNABLE: frozenset[TaskStatus] = frozenset({S.PENDING, S.DELAYED})
 
 #: Statuses a client may cancel from (the API answers 409 otherwise).
-CANCELLABLE: frozenset[TaskStatus] = frozenset({S.PENDING, S.DELAYED, S.WAITING})
+CANCELLABLE: frozenset[TaskStatus] = frozenset({S.PENDING, S.DELAYED, S.WAITING, S.POLLING})
+
+#: Statuses a signal, a provider callback or an operator's complete/fail resolves at once:
+#: a task waiting for an outside event, or polling a provider for one.
+RESOLVABLE: frozenset[TaskStatus] = frozenset({S.WAITING, S.POLLING})
+
+#: Statuses in which a provider poll is scheduled (the lease marks one in flight).
+POLL_OPEN: frozenset[TaskStatus] = frozenset({S.POLLING})
 
 #: Statuses the dead-letter ``retry`` re-runs.
 RETRYABLE: frozenset[TaskStatus] = frozenset({S.FAILED, S.TIMEOUT})
@@ -151,8 +165,10 @@ IN_FLIGHT: frozenset[TaskStatus] = frozenset({S.PROCESSING})
 TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {
     S.PENDING: frozenset({S.PROCESSING, S.DELAYED, S.CANCELLED}),
     S.DELAYED: frozenset({S.PENDING, S.PROCESSING, S.CANCELLED}),
-    S.PROCESSING: frozenset({S.COMPLETED, S.WAITING, S.FAILED, S.DELAYED}),
+    S.PROCESSING: frozenset({S.COMPLETED, S.WAITING, S.POLLING, S.FAILED, S.DELAYED}),
     S.WAITING: frozenset({S.COMPLETED, S.FAILED, S.TIMEOUT, S.CANCELLED}),
+    # polling → polling: a poll that found the job still running schedules the next one.
+    S.POLLING: frozenset({S.POLLING, S.COMPLETED, S.FAILED, S.TIMEOUT, S.CANCELLED}),
     S.COMPLETED: frozenset(),
     S.FAILED: frozenset({S.PENDING}),
     S.TIMEOUT: frozenset({S.PENDING}),
@@ -163,8 +179,10 @@ TASK = Lifecycle(
     name="task",
     transitions=TRANSITIONS,
     in_place={
-        # Handing a waiting-to-run task to the broker (dispatched_at).
-        "dispatch": RUNNABLE,
+        # Handing a waiting-to-run task (or its next provider poll) to the broker.
+        "dispatch": RUNNABLE | POLL_OPEN,
+        # A worker leasing a polling task for one provider poll (the status stays polling).
+        "claim": POLL_OPEN,
         # Recording a signal that arrived before the callback finished.
         "record_early_signal": EARLY_SIGNAL,
         # A heartbeat moving waitDeadline later.

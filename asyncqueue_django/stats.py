@@ -50,6 +50,7 @@ OPEN_STATUSES = (
     TaskStatus.DELAYED,
     TaskStatus.PROCESSING,
     TaskStatus.WAITING,
+    TaskStatus.POLLING,
 )
 
 # Offset metric names (MetricOffset.metric).
@@ -211,8 +212,8 @@ class QueueDepth:
 
 def queue_depths(now: datetime) -> list[QueueDepth]:
     """Open tasks per queue and status, and the oldest pending age per queue: three grouped
-    queries, each over one partial index (runnable by due time, in flight by lease, waiting
-    by deadline), so their cost follows the open tasks, not the table."""
+    queries, each over partial indexes (runnable by due time, in flight by lease, waiting by
+    deadline and polling by next poll), so their cost follows the open tasks, not the table."""
     counts: dict[str, dict[str, int]] = defaultdict(dict)
     oldest: dict[str, datetime] = {}
     runnable = (
@@ -225,14 +226,14 @@ def queue_depths(now: datetime) -> list[QueueDepth]:
         counts[queue][status] = n
         if status == TaskStatus.PENDING and due is not None:
             oldest[queue] = min(due, oldest.get(queue, due))
-    for status in (TaskStatus.PROCESSING, TaskStatus.WAITING):
+    for statuses in ([TaskStatus.PROCESSING], [TaskStatus.WAITING, TaskStatus.POLLING]):
         rows = (
-            Task.objects.filter(status=status)
+            Task.objects.filter(status__in=statuses)
             .order_by()
-            .values_list("queue")
+            .values_list("queue", "status")
             .annotate(n=Count("pk"))
         )
-        for queue, n in rows:
+        for queue, status, n in rows:
             counts[queue][status] = n
     return [
         QueueDepth(

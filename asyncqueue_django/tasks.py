@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from celery import shared_task
 from django.db import DatabaseError, connections
 
-from asyncqueue_django import http, outbound, services, tracing
+from asyncqueue_django import http, outbound, providers, services, tracing
 from asyncqueue_django.conf import app_settings
 from asyncqueue_django.exceptions import TokenRevoked
 
@@ -113,6 +113,7 @@ def _callback(task: Task) -> Callable[[], http.CallResult]:
         return lambda: sandboxed
     try:
         headers, body = outbound.build_callback(task)
+        url = outbound.target_url(task)
     except TokenRevoked as exc:
         # Not retried (error kind "vault"): no later attempt can have the secret back.
         revoked = http.CallResult(error=exc.message, error_kind="vault")
@@ -132,7 +133,7 @@ def _callback(task: Task) -> Callable[[], http.CallResult]:
                 outbound.refresh_trace_context(headers, task)
                 return http.call(
                     task.method,
-                    task.target_url,
+                    url,
                     headers=headers,
                     body=body,
                     timeout=task.timeout,
@@ -210,6 +211,69 @@ def execute_task(task_id: str) -> str | None:
     with tracing.span("asyncqueue.finish", *_trace(task), {"asyncqueue.task_id": task_id}):
         status = _record(services.finish_attempt, task, result, worker=me)
     _log_task(task, result, status)
+    return status
+
+
+def _poll(task: Task) -> Callable[[], http.CallResult]:
+    """One provider poll of ``task`` (never raises): GET the status URL and, when the answer
+    says the job is done and a result URL was given, GET that too. A sandbox task never gets
+    here (it completes without polling)."""
+    try:
+        url, headers, result_url = outbound.build_poll(task)
+    except TokenRevoked as exc:
+        revoked = http.CallResult(error=exc.message, error_kind="vault")
+        return lambda: revoked
+    except Exception as exc:
+        failed = _failed_to_call("Poll of task", task.pk, exc)
+        return lambda: failed
+    secret_headers = outbound.vault_headers(task) | {"authorization"}
+
+    def get(target: str) -> http.CallResult:
+        with tracing.span("asyncqueue.poll", *_trace(task), {"asyncqueue.task_id": str(task.pk)}):
+            return http.call(
+                "GET",
+                target,
+                headers=dict(headers),
+                body=None,
+                timeout=task.timeout,
+                secret_headers=secret_headers,
+            )
+
+    def run() -> http.CallResult:
+        try:
+            answer = get(url)
+            fetched = None
+            config = task.poll_config or {}
+            if result_url and not answer.error:
+                reading = providers.read_poll(
+                    config, answer.status_code, answer.body, answer.truncated
+                )
+                if reading.state == providers.DONE:
+                    fetched = get(result_url)
+            return http.PollResult(**vars(answer), fetched=fetched)
+        except Exception as exc:
+            return _failed_to_call("Poll of task", task.pk, exc)
+
+    return run
+
+
+@shared_task(name="asyncqueue.poll_task", ignore_result=True)
+def poll_task(task_id: str) -> str | None:
+    """Claim a polling task whose next poll is due, poll its provider once, and record what
+    the answer says (the job done, failed, still running). Returns the new status.
+
+    Whatever happens after the claim, the poll is recorded before this returns.
+    """
+    me = worker_id()
+    task = _db(services.claim_poll, task_id, worker=me)
+    if task is None:
+        logger.debug("Task %s has no poll due (duplicate or late message)", task_id)
+        return None
+    result = _poll(task)()
+    status = _record(services.finish_poll, task, result, worker=me)
+    logger.info(
+        "Task %s poll %s: %s -> %s", task.pk, task.poll_count + 1, result.describe(), status
+    )
     return status
 
 
@@ -341,10 +405,12 @@ def _log(kind: str, work: Any, result: http.CallResult, status: Any) -> None:
 
 @shared_task(name="asyncqueue.dispatch_due", ignore_result=True)
 def dispatch_due() -> dict[str, int]:
-    """Beat: send delayed tasks and webhook re-deliveries whose long delay has passed."""
+    """Beat: send delayed tasks, webhook re-deliveries and provider polls whose long delay has
+    passed."""
     return {
         "tasks": _db(services.dispatch_due),
         "webhooks": _db(services.dispatch_due_webhooks),
+        "polls": _db(services.dispatch_due_polls),
     }
 
 
@@ -356,11 +422,13 @@ def expire_waits() -> int:
 
 @shared_task(name="asyncqueue.recover", ignore_result=True)
 def recover() -> dict[str, int]:
-    """Beat: recover tasks and webhook events of dead workers, and re-send the ones whose
-    message was lost."""
+    """Beat: recover tasks, webhook events and provider polls of dead workers, and re-send the
+    ones whose message was lost."""
     return {
         "stale_leases": _db(services.recover_stale_leases),
         "redispatched": _db(services.redispatch_lost),
         "stale_webhooks": _db(services.recover_stale_webhooks),
         "redispatched_webhooks": _db(services.redispatch_lost_webhooks),
+        "stale_polls": _db(services.recover_stale_polls),
+        "redispatched_polls": _db(services.redispatch_lost_polls),
     }

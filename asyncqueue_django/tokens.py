@@ -7,6 +7,9 @@
   visible prefix for display, like GitHub or Stripe keys.
 - Token Vault ids: ``tok_`` + 24 url-safe characters; an id, not a secret (the value it names
   is encrypted at rest, see ``vault.py``).
+- Provider callback ids: 64 lowercase hex characters, an HMAC-SHA256 of the task id under a key
+  the caller passes (derived from ``SECRET_KEY``), so the id is never stored: the task keeps
+  only its SHA-256 digest for lookup, and the worker derives the id again to build the URL.
 - Webhook secrets: the Standard Webhooks form, ``whsec_`` + base64 of 32 random bytes; these must
   be recoverable to sign, so they are stored as they are.
 """
@@ -43,6 +46,17 @@ def new_signal_token() -> str:
 
 def is_signal_token(value: str) -> bool:
     return bool(SIGNAL_TOKEN_RE.fullmatch(value))
+
+
+#: The placeholder a task's body, payload strings or target URL may carry; each call puts the
+#: task's provider callback URL in its place.
+CALLBACK_PLACEHOLDER = "{asyncqueue_callback_url}"
+
+
+def callback_id(key: bytes, task_id: str) -> str:
+    """The one-time provider callback id of the task ``task_id``: HMAC-SHA256 under ``key``,
+    64 lowercase hex characters. Only its :func:`digest` is stored."""
+    return hmac.new(key, f"asyncqueue.callback:{task_id}".encode(), hashlib.sha256).hexdigest()
 
 
 def new_api_key(prefix: str, mode: str = "live") -> tuple[str, str]:

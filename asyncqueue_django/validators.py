@@ -14,6 +14,7 @@ from typing import Any
 from asyncqueue_django.conf import app_settings
 from asyncqueue_django.jsonvalue import MAX_JSON_DEPTH, check_json_value, json_size, loads_strict
 from asyncqueue_django.states import SignalStatus
+from asyncqueue_django.tokens import CALLBACK_PLACEHOLDER
 
 #: Queue names: what Celery, Redis and RabbitMQ all accept as a plain name.
 QUEUE_NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,100}$")
@@ -89,6 +90,27 @@ def check_signal(status: str, result: Any, error: str | None) -> None:
     check_signal_status(status)
     check_signal_result(result)
     check_signal_error(error)
+
+
+def check_placeholder_use(headers: dict[str, str], on_complete_url: str | None) -> None:
+    """The provider callback URL placeholder belongs in the call (target URL, body, payload):
+    not in a header (a credential's place) nor in ``onCompleteUrl`` (the service's own
+    webhook). :class:`PlaceholderMisplaced` names the field."""
+    for name, value in headers.items():
+        if CALLBACK_PLACEHOLDER in value:
+            raise PlaceholderMisplaced(f"headers.{name}")
+    if on_complete_url and CALLBACK_PLACEHOLDER in on_complete_url:
+        raise PlaceholderMisplaced("onCompleteUrl")
+
+
+class PlaceholderMisplaced(InvalidInput):
+    """The callback URL placeholder in a field that may not carry it (``field``)."""
+
+    def __init__(self, field: str) -> None:
+        super().__init__(
+            f"{CALLBACK_PLACEHOLDER} may only be used in targetUrl, body or payload strings."
+        )
+        self.field = field
 
 
 def check_queue_name(name: str) -> str:

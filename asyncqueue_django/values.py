@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+from asyncqueue_django.providers import has_placeholder
+
 
 @dataclass
 class TaskSpec:
@@ -34,6 +36,31 @@ class TaskSpec:
     # W3C Trace Context of the create request (already validated; "" for none).
     traceparent: str = ""
     tracestate: str = ""
+    # Provider polling: the template id (or None) and the complete, validated poll settings.
+    provider: str | None = None
+    poll_config: dict[str, Any] | None = None
+
+    @property
+    def uses_callback_url(self) -> bool:
+        """Whether the call carries the provider callback URL placeholder (in the target URL,
+        the body or a string of the payload)."""
+        return (
+            has_placeholder(self.target_url)
+            or has_placeholder(self.body)
+            or has_placeholder(self.payload)
+        )
+
+    @property
+    def waits_for_signal(self) -> bool:
+        """Whether the task waits after a successful call: asked for, or implied by the
+        callback URL placeholder (a polling task polls instead)."""
+        return self.poll_config is None and (self.wait_for_signal or self.uses_callback_url)
+
+    @property
+    def has_signal_token(self) -> bool:
+        """Whether the task gets a signal token: it waits, or polls (a signal may resolve a
+        polling task too)."""
+        return self.waits_for_signal or self.poll_config is not None
 
     def fingerprint(self) -> str:
         """A digest of the request, to tell a replay from a different request with the same key.

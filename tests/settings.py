@@ -110,6 +110,8 @@ ASYNCQUEUE = {
     "RETRY_JITTER": 0,
     # The same for webhook re-deliveries (the worker subprocess reads this file too).
     "WEBHOOK_RETRY_SCHEDULE": [0.2, 0.2, 0.2],
+    # Provider callback URLs: what the test client's requests come to.
+    "PUBLIC_BASE_URL": "http://testserver",
     # DEBUG is off, so the Token Vault needs a real key (asyncqueue.W003). Tests only.
     "VAULT_KEYS": ["FC0cMiX2-wBCZOZpPUPg5mby7sqAlpI-p-0hX21NVC8="],
 }

@@ -506,7 +506,7 @@ def test_fail_action_requires_an_error(admin_client: Client, team: Team) -> None
 def test_resolve_actions_need_a_waiting_task(admin_client: Client, team: Team) -> None:
     p = pending(team)
     response = act(admin_client, TASKS, "complete_waiting_tasks", [p])
-    assert "None of the selected tasks is waiting for a signal." in followed_messages(
+    assert "None of the selected tasks is waiting for a signal or polling." in followed_messages(
         admin_client, response
     )
     assert status(p) == "pending"

@@ -318,3 +318,28 @@ def test_docs_without_the_sidecar_app_is_w002(monkeypatch: pytest.MonkeyPatch) -
         found = check_settings()
     assert [m.id for m in found] == ["asyncqueue.W002"]
     assert not isinstance(found[0], Error)
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["queue.example.com", "ftp://queue.example.com", "https://q.example/", "https://q.example?x=1"],
+)
+def test_public_base_url_must_be_an_http_origin_without_query_or_trailing_slash(value: str) -> None:
+    assert ids(PUBLIC_BASE_URL=value) == ["asyncqueue.E013"]
+
+
+def test_public_base_url_may_have_a_path_prefix() -> None:
+    assert ids(PUBLIC_BASE_URL="https://example.com/queue") == []
+
+
+def test_missing_public_base_url_is_a_warning_of_its_own() -> None:
+    from asyncqueue_django.checks import check_public_base_url
+
+    with override_settings(ASYNCQUEUE={}):
+        assert [m.id for m in check_public_base_url()] == ["asyncqueue.W004"]
+    with override_settings(ASYNCQUEUE={"PUBLIC_BASE_URL": "https://q.example"}):
+        assert check_public_base_url() == []
+
+
+def test_callback_rate_limit_is_checked_like_the_others() -> None:
+    assert ids(CALLBACK_RATE_LIMIT="lots") == ["asyncqueue.E008"]

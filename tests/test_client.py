@@ -653,3 +653,16 @@ def test_tokens(aq: AsyncQueueClient) -> None:
     with pytest.raises(ValidationError) as caught:
         aq.tokens.create("bad", secret + "\n")
     assert secret not in str(caught.value)
+
+
+def test_providers_lists_the_templates_without_a_key(base_url: str) -> None:
+    with AsyncQueueClient(base_url) as anonymous:
+        listed = {p["id"]: p for p in anonymous.providers.list()}
+    assert listed["replicate"]["pollConfig"]["statusPath"] == "status"
+
+
+def test_create_with_the_placeholder_returns_the_callback_url(aq: AsyncQueueClient) -> None:
+    created = aq.tasks.create(
+        {"targetUrl": "https://example.com/submit", "body": "{asyncqueue_callback_url}"}
+    )
+    assert created["callbackUrl"].endswith("/v1/callbacks/" + created["task"]["callbackId"])

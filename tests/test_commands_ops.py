@@ -476,6 +476,7 @@ def test_stats_counts_by_status_and_queue(team: Team) -> None:
         "delayed": 1,
         "processing": 0,
         "waiting": 0,
+        "polling": 0,
         "completed": 1,
         "failed": 1,
         "timeout": 0,

@@ -429,3 +429,35 @@ def test_demo_page_explains_a_missing_api_key(demo: Demo, settings: Any) -> None
     response = demo.form("/demo/client/start-review", {"documentId": "doc_1"})
     assert "DEMO_API_KEY is not set" in response.text
     assert not Task.objects.exists()
+
+
+@pytest.mark.worker
+@pytest.mark.parametrize(
+    ("prompt", "status"), [("a cat on a skateboard", "completed"), ("please fail", "failed")]
+)
+def test_fake_provider_is_polled_until_its_job_ends(
+    demo: Demo, celery_worker: Worker, prompt: str, status: str
+) -> None:
+    created = demo.api(
+        "POST",
+        "/v1/tasks",
+        {
+            "targetUrl": f"{demo.base}/demo/api/provider/jobs",
+            "payload": {"prompt": prompt},
+            "provider": "replicate",
+            "pollConfig": {"interval": 1},
+        },
+    )
+    assert created.status_code == 201, created.text
+    task = demo.poll(created.json()["task"]["id"], *TERMINAL)
+    assert task["status"] == status
+    assert task["pollCount"] >= 2  # "starting", then "processing" before the job ends
+    if status == "completed":
+        assert task["result"]["video"].endswith(".mp4")
+    else:
+        assert task["error"] == "the prompt was refused by the safety filter"
+
+
+def test_fake_provider_refuses_an_unknown_job(demo: Demo) -> None:
+    answer = requests.get(f"{demo.base}/demo/api/provider/jobs/nope", timeout=30)
+    assert answer.status_code == 404

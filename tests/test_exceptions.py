@@ -18,6 +18,8 @@ EXPECTED = {
     exceptions.WebhookInFlight: (409, "webhook_in_flight"),
     exceptions.TokenNotFound: (404, "not_found"),
     exceptions.VaultNotConfigured: (503, "vault_not_configured"),
+    exceptions.CallbackNotFound: (404, "not_found"),
+    exceptions.CallbackUrlNotConfigured: (503, "callback_url_not_configured"),
 }
 
 

@@ -21,11 +21,15 @@ TASK_INDEXES = {
     "aq_task_lease_idx",
     "aq_task_completed_idx",
 }
+#: Added after the initial migration: provider polls (0006).
+POLL_INDEXES = {"aq_task_poll_due_idx", "aq_task_poll_lease_idx"}
+POLL_CONSTRAINTS = {"aq_task_polling_is_bounded"}
 PARTIAL_TASK_INDEXES = {
     "aq_task_due_idx": {"status__in": ["pending", "delayed"]},
     "aq_task_wait_deadline_idx": {"status": "waiting"},
     "aq_task_lease_idx": {"status": "processing"},
     "aq_task_completed_idx": {"completed_at__isnull": False},
+    "aq_task_poll_due_idx": {"status": "polling"},
 }
 TASK_CONSTRAINTS = {
     "aq_task_idempotency_uniq",
@@ -69,7 +73,7 @@ def test_host_settings_never_change_the_migrations(overrides: dict[str, Any]) ->
 
 def test_task_meta_has_the_named_indexes() -> None:
     names = {index.name for index in Task._meta.indexes}
-    assert names == TASK_INDEXES
+    assert names == TASK_INDEXES | POLL_INDEXES
 
 
 @pytest.mark.parametrize(("name", "condition"), sorted(PARTIAL_TASK_INDEXES.items()))
@@ -86,7 +90,7 @@ def test_list_indexes_lead_with_team() -> None:
 
 
 def test_task_meta_has_the_named_constraints() -> None:
-    assert {c.name for c in Task._meta.constraints} == TASK_CONSTRAINTS
+    assert {c.name for c in Task._meta.constraints} == TASK_CONSTRAINTS | POLL_CONSTRAINTS
     assert {c.name for c in Attempt._meta.constraints} == {"aq_attempt_number_uniq"}
 
 

@@ -297,7 +297,9 @@ def test_every_curl_block_ends_as_the_readme_says(block: Block, stack: Stack) ->
         command = step.command
         for name, value in values.items():
             command = command.replace(f"<{name}>", value)
-        assert not re.search(r"<(id|signalToken|tokenId)>", command), f"no value yet: {command}"
+        assert not re.search(r"<(id|signalToken|tokenId|callbackUrl)>", command), (
+            f"no value yet: {command}"
+        )
         lookup = " -X " not in command
         deadline = time.monotonic() + (LOOKUP_TIMEOUT if lookup else 0)
         while True:
@@ -316,6 +318,8 @@ def test_every_curl_block_ends_as_the_readme_says(block: Block, stack: Stack) ->
                 values["id"] = task_id
             if isinstance(answer.get("signalToken"), str):
                 values["signalToken"] = answer["signalToken"]
+            if isinstance(answer.get("callbackUrl"), str):
+                values["callbackUrl"] = answer["callbackUrl"]
             token = answer.get("token")
             if isinstance(token, dict) and isinstance(token.get("id"), str):
                 values["tokenId"] = token["id"]

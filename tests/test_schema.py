@@ -31,6 +31,8 @@ EXPECTED_PATHS = {
     "/v1/tasks/{task_id}/retry": {"post"},
     "/v1/signals/{token}": {"post"},
     "/v1/signals/{token}/heartbeat": {"post"},
+    "/v1/callbacks/{callback_id}": {"post"},
+    "/v1/providers": {"get"},
 }
 
 

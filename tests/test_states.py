@@ -12,9 +12,10 @@ from asyncqueue_django import states
 from asyncqueue_django.states import TaskStatus
 
 PENDING, DELAYED, PROCESSING, WAITING = "pending", "delayed", "processing", "waiting"
+POLLING = "polling"
 COMPLETED, FAILED, TIMEOUT, CANCELLED = "completed", "failed", "timeout", "cancelled"
 
-ALL = [PENDING, DELAYED, PROCESSING, WAITING, COMPLETED, FAILED, TIMEOUT, CANCELLED]
+ALL = [PENDING, DELAYED, PROCESSING, WAITING, POLLING, COMPLETED, FAILED, TIMEOUT, CANCELLED]
 
 # The lifecycle, edge by edge:
 #   create ─▶ pending ◀─▶ delayed; pending/delayed ─cancel─▶ cancelled
@@ -23,6 +24,9 @@ ALL = [PENDING, DELAYED, PROCESSING, WAITING, COMPLETED, FAILED, TIMEOUT, CANCEL
 #   processing ─retryable failure, retries left─▶ delayed; ─success─▶ completed | waiting;
 #   ─fatal / exhausted─▶ failed
 #   waiting ─signal─▶ completed | failed; ─maxWaitTime─▶ timeout; ─cancel─▶ cancelled
+#   processing ─success, the task polls a provider─▶ polling; polling ─still running─▶ polling;
+#   polling ─done / failed / signal / callback─▶ completed | failed; ─maxDuration─▶ timeout;
+#   ─cancel─▶ cancelled
 #   failed | timeout ─explicit retry─▶ pending (a new cycle); completed, cancelled: never again
 ALLOWED = {
     (PENDING, PROCESSING),
@@ -39,6 +43,12 @@ ALLOWED = {
     (WAITING, FAILED),
     (WAITING, TIMEOUT),
     (WAITING, CANCELLED),
+    (PROCESSING, POLLING),
+    (POLLING, POLLING),
+    (POLLING, COMPLETED),
+    (POLLING, FAILED),
+    (POLLING, TIMEOUT),
+    (POLLING, CANCELLED),
     (FAILED, PENDING),
     (TIMEOUT, PENDING),
 }
@@ -56,8 +66,9 @@ def test_every_pair_of_the_transition_table(source: str, target: str) -> None:
     assert (TaskStatus(target) in states.TRANSITIONS[TaskStatus(source)]) is expected
 
 
-def test_no_status_moves_to_itself() -> None:
-    assert all(not states.can_transition(s, s) for s in ALL)
+def test_no_status_moves_to_itself_but_polling() -> None:
+    """Only a poll that found the job still running keeps its status (the next poll)."""
+    assert [s for s in ALL if states.can_transition(s, s)] == [POLLING]
 
 
 def test_terminal_statuses() -> None:
@@ -73,7 +84,9 @@ def test_terminal_only_leaves_through_retry(source: str) -> None:
 
 def test_named_subsets() -> None:
     assert {PENDING, DELAYED} == states.RUNNABLE
-    assert {PENDING, DELAYED, WAITING} == states.CANCELLABLE
+    assert {PENDING, DELAYED, WAITING, POLLING} == states.CANCELLABLE
+    assert {WAITING, POLLING} == states.RESOLVABLE
+    assert {POLLING} == states.POLL_OPEN
     assert {FAILED, TIMEOUT} == states.RETRYABLE
     assert {PENDING, DELAYED, PROCESSING} == states.EARLY_SIGNAL
     assert states.EVENT_NAMES == {
@@ -91,15 +104,20 @@ def test_sources_for_every_target(target: str) -> None:
 
 
 def test_sources_for_known_values() -> None:
-    assert states.sources_for(CANCELLED) == [DELAYED, PENDING, WAITING]
+    assert states.sources_for(CANCELLED) == [DELAYED, PENDING, POLLING, WAITING]
     assert states.sources_for(PENDING) == [DELAYED, FAILED, TIMEOUT]
     assert states.sources_for(PROCESSING) == [DELAYED, PENDING]
-    assert states.sources_for(TIMEOUT) == [WAITING]
+    assert states.sources_for(TIMEOUT) == [POLLING, WAITING]
 
 
 def test_sources_for_restricted_to_among() -> None:
     assert states.sources_for(PENDING, among=states.RETRYABLE) == [FAILED, TIMEOUT]
-    assert states.sources_for(CANCELLED, among=states.CANCELLABLE) == [DELAYED, PENDING, WAITING]
+    assert states.sources_for(CANCELLED, among=states.CANCELLABLE) == [
+        DELAYED,
+        PENDING,
+        POLLING,
+        WAITING,
+    ]
     assert states.sources_for(PROCESSING, among=states.RUNNABLE) == [DELAYED, PENDING]
     assert states.sources_for(COMPLETED, among=frozenset({TaskStatus.WAITING})) == [WAITING]
 
@@ -164,8 +182,10 @@ def test_delivery_statuses_and_writes_in_place() -> None:
 
 
 def test_task_writes_in_place_name_their_statuses() -> None:
-    assert states.TASK.guard("dispatch") == [DELAYED, PENDING]
+    assert states.TASK.guard("dispatch") == [DELAYED, PENDING, POLLING]
     assert states.TASK.guard("record_early_signal") == [DELAYED, PENDING, PROCESSING]
     assert states.TASK.guard("extend_wait") == [WAITING]
-    with pytest.raises(ValueError, match="no in-place write 'claim'"):
-        states.TASK.guard("claim")
+    # A provider poll is claimed in place: the task stays polling under a lease.
+    assert states.TASK.guard("claim") == [POLLING]
+    with pytest.raises(ValueError, match="no in-place write 'lease'"):
+        states.TASK.guard("lease")

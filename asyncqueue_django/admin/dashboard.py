@@ -54,6 +54,7 @@ COLORS = {
     TaskStatus.DELAYED: "#8fb8de",
     TaskStatus.PROCESSING: "#ef6c00",
     TaskStatus.WAITING: "#7b3fa0",
+    TaskStatus.POLLING: "#00838f",
     "p50": "#1f6fb5",
     "p95": "#7b3fa0",
     "p99": "#c62828",

@@ -198,6 +198,17 @@ TASK_SECTIONS: tuple[tuple[str | None, tuple[str, ...]], ...] = (
             "early_signal_error",
         ),
     ),
+    (
+        "Provider polling",
+        (
+            "provider",
+            "poll_config_json",
+            "poll_count",
+            "last_polled_at",
+            "last_poll_status_code",
+            "last_poll_error",
+        ),
+    ),
     ("Outcome", ("result_json", "error", "on_complete_url")),
     (
         "Bookkeeping",
@@ -226,14 +237,15 @@ TIMESTAMP_FIELDS = (
     "wait_deadline",
     "signal_received_at",
     "idempotency_expires_at",
+    "last_polled_at",
 )
 
 #: The actions the task page offers as buttons: (action name, label, statuses it applies to).
 PAGE_ACTIONS: tuple[tuple[str, str, frozenset[str]], ...] = (
     ("cancel_tasks", "Cancel", frozenset(states.CANCELLABLE)),
     ("retry_tasks", "Retry now", frozenset(states.RETRYABLE)),
-    ("complete_waiting_tasks", "Complete…", frozenset({TaskStatus.WAITING})),
-    ("fail_waiting_tasks", "Fail…", frozenset({TaskStatus.WAITING})),
+    ("complete_waiting_tasks", "Complete…", frozenset(states.RESOLVABLE)),
+    ("fail_waiting_tasks", "Fail…", frozenset(states.RESOLVABLE)),
     ("resend_webhooks", "Re-send webhook", frozenset(states.TERMINAL)),
 )
 
@@ -310,12 +322,13 @@ class TaskAdmin(OperateMixin, TaskAdminBase):
         (title, {"fields": tuple(_shown(n) for n in names)}) for title, names in TASK_SECTIONS
     )
     #: Model fields the change page deliberately leaves out.
-    hidden_fields = frozenset({"signal_token_digest", "idempotency_fingerprint"})
+    hidden_fields = frozenset({"signal_token_digest", "idempotency_fingerprint", "callback_digest"})
     #: Model fields shown through a display method (formatted or redacted).
     displayed_as = {
         "headers": "headers_redacted",
         "payload": "payload_json",
         "result": "result_json",
+        "poll_config": "poll_config_json",
         "early_signal_result": "early_signal_result_json",
         "metadata": "metadata_json",
         **{name: _shown(name) for name in TIMESTAMP_FIELDS},
@@ -470,6 +483,10 @@ class TaskAdmin(OperateMixin, TaskAdminBase):
     def result_json(self, obj: Task) -> str:
         return pretty_json(obj.result)
 
+    @admin.display(description="poll config")
+    def poll_config_json(self, obj: Task) -> str:
+        return pretty_json(obj.poll_config)
+
     @admin.display(description="early signal result")
     def early_signal_result_json(self, obj: Task) -> str:
         return pretty_json(obj.early_signal_result)
@@ -532,9 +549,11 @@ class TaskAdmin(OperateMixin, TaskAdminBase):
         fail), then ``services.resolve_waiting_task`` applies it to each selected task: the
         same guarded transition and terminal event as a signal sent with the token."""
         tasks = list(_selected(queryset))
-        if not any(task.status == TaskStatus.WAITING for task in tasks):
+        if not any(task.status in states.RESOLVABLE for task in tasks):
             self.message_user(
-                request, "None of the selected tasks is waiting for a signal.", messages.WARNING
+                request,
+                "None of the selected tasks is waiting for a signal or polling.",
+                messages.WARNING,
             )
             return None
         if "apply" in request.POST:
@@ -562,8 +581,8 @@ class TaskAdmin(OperateMixin, TaskAdminBase):
             "opts": self.opts,
             "form": form,
             "tasks": tasks,
-            "waiting": [t for t in tasks if t.status == TaskStatus.WAITING],
-            "not_waiting": [t for t in tasks if t.status != TaskStatus.WAITING],
+            "waiting": [t for t in tasks if t.status in states.RESOLVABLE],
+            "not_waiting": [t for t in tasks if t.status not in states.RESOLVABLE],
             "action": request.POST.get("action", ""),
             "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
             "media": self.media,

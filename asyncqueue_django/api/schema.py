@@ -22,7 +22,7 @@ from drf_spectacular.views import SpectacularAPIView
 from rest_framework import serializers
 from rest_framework.renderers import JSONRenderer
 
-from asyncqueue_django import __version__, http
+from asyncqueue_django import __version__, http, providers
 from asyncqueue_django.api.serializers import (
     HEADER_NAME_RE,
     MAX_BATCH,
@@ -106,8 +106,26 @@ class TaskCreatedEnvelope(serializers.Serializer[Any]):
     signalToken = serializers.RegexField(
         r"^[0-9a-f]{64}$",
         required=False,
-        help_text="Only for waitForSignal tasks, only in the answer that created the task.",
+        help_text="Only for tasks that wait or poll, only in the answer that created the task.",
     )
+    callbackUrl = serializers.URLField(
+        required=False,
+        help_text="Only for tasks whose call carries {asyncqueue_callback_url}: the one-time "
+        "provider callback URL, only in the answer that created the task (also as "
+        "task.callbackId).",
+    )
+
+
+class ProviderSerializer(serializers.Serializer[Any]):
+    id = serializers.CharField()
+    name = serializers.CharField()
+    description = serializers.CharField()
+    docs = serializers.URLField(help_text="The provider's public API reference.")
+    pollConfig = serializers.DictField(help_text="The template's poll settings.")
+
+
+class ProviderListEnvelope(serializers.Serializer[Any]):
+    providers = ProviderSerializer(many=True)
 
 
 class BatchCreatedEnvelope(serializers.Serializer[Any]):
@@ -153,7 +171,8 @@ def errors(*codes: int) -> dict[int, OpenApiResponse]:
         413: "Request body too large.",
         415: "Not application/json.",
         429: "Rate limited; see Retry-After.",
-        503: "The Token Vault has no encryption key configured.",
+        503: "A server setting is missing: the Token Vault's encryption key, or PUBLIC_BASE_URL "
+        "for a task whose call carries {asyncqueue_callback_url}.",
     }
     return {code: OpenApiResponse(ErrorSerializer, description=text[code]) for code in codes}
 
@@ -224,6 +243,52 @@ def _both(a: str, a_schema: dict[str, Any], b: str, b_schema: dict[str, Any]) ->
     return {"required": [a, b], "properties": {a: a_schema, b: b_schema}}
 
 
+def _poll_config_schema() -> dict[str, Any]:
+    """``pollConfig`` as the server validates it (``providers.check_poll_config``); the keys a
+    ``provider`` template does not supply are required."""
+    cap = app_settings.MAX_POLL_DURATION
+    template = {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 2048,
+        "description": "A URL; {startResult.body.<dot.path>} and {startResult.headers.<name>} "
+        "are filled in from the submit call's answer.",
+    }
+    path = {"type": "string", "pattern": providers.PATH_RE.pattern, "maxLength": 500}
+    values = {
+        "type": "array",
+        "maxItems": providers.MAX_VALUES,
+        "items": {"type": ["string", "number"]},
+    }
+    return {
+        "type": ["object", "null"],
+        "additionalProperties": False,
+        "properties": {
+            "urlTemplate": template,
+            "interval": {
+                "type": "integer",
+                "minimum": app_settings.MIN_POLL_INTERVAL,
+                "maximum": cap,
+                "description": "Seconds between polls.",
+            },
+            "statusPath": path,
+            "doneValues": {**values, "minItems": 1},
+            "failValues": values,
+            "resultPath": path,
+            "resultUrlTemplate": template,
+            "errorPath": path,
+            "forwardAuth": {
+                "type": "boolean",
+                "description": "Send the task's own headers (its API key) with each poll.",
+            },
+            "maxDuration": {"type": "integer", "minimum": 1, "maximum": cap},
+        },
+        "description": "How to poll the provider after a successful submit call; overrides "
+        "the provider template key by key. Without a provider, urlTemplate, interval, "
+        "statusPath, doneValues and maxDuration are required.",
+    }
+
+
 def _declare_limits(result: dict[str, Any]) -> None:
     """Every constraint the server enforces that OpenAPI can state, with the limits read from
     the settings when the document is generated (so a host's ``ASYNCQUEUE`` shows)."""
@@ -291,6 +356,8 @@ def _declare_limits(result: dict[str, Any]) -> None:
             "maxLength": 255,
             "pattern": "^[^\\x00-\\x1f\\x7f]*$",
         },
+        "provider": {"type": ["string", "null"], "enum": [*providers.PROVIDERS, None]},
+        "pollConfig": _poll_config_schema(),
     }
     for name, schema in limits.items():
         if name in create:

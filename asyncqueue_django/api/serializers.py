@@ -20,7 +20,7 @@ from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from asyncqueue_django import representation, services, urlpolicy, validators
+from asyncqueue_django import providers, representation, services, urlpolicy, validators
 from asyncqueue_django.api.exceptions import flatten_errors
 from asyncqueue_django.conf import app_settings
 from asyncqueue_django.models import Task
@@ -142,10 +142,15 @@ class TargetURLField(StrictCharField):
     def to_internal_value(self, data: Any) -> str:
         value = super().to_internal_value(data)
         try:
-            urlpolicy.check_url(value)
+            # The callback URL placeholder is checked as the URL it becomes.
+            urlpolicy.check_url(providers.fill_url_placeholder(value, SAMPLE_CALLBACK_URL))
         except urlpolicy.UnsafeURL as exc:
             raise serializers.ValidationError(str(exc)) from None
         return value
+
+
+#: What the placeholder becomes when a target URL is checked at create time.
+SAMPLE_CALLBACK_URL = "https://callbacks.example/v1/callbacks/" + "0" * 64
 
 
 class AnyJSONField(serializers.JSONField):
@@ -204,6 +209,18 @@ class TaskCreateSerializer(InputSerializer):
     onCompleteUrl = TargetURLField(required=False, allow_null=True)
     metadata = serializers.DictField(required=False)
     idempotencyKey = StrictCharField(required=False, max_length=255, min_length=1)
+    provider = StrictCharField(
+        required=False,
+        allow_null=True,
+        help_text="A provider template id (GET /v1/providers): after a successful submit call "
+        "the task polls the provider with the template's pollConfig.",
+    )
+    pollConfig = AnyJSONField(
+        required=False,
+        allow_null=True,
+        help_text="How to poll the provider after a successful submit call; overrides the "
+        "provider template key by key.",
+    )
 
     def to_internal_value(self, data: Any) -> Any:
         if not isinstance(data, dict):
@@ -290,6 +307,20 @@ class TaskCreateSerializer(InputSerializer):
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         now = timezone.now()
+        try:
+            validators.check_placeholder_use(attrs.get("headers") or {}, attrs.get("onCompleteUrl"))
+        except validators.PlaceholderMisplaced as exc:
+            raise serializers.ValidationError({exc.field: exc.message}) from None
+        provider, poll = attrs.get("provider"), attrs.get("pollConfig")
+        if provider is not None or poll is not None:
+            if attrs.get("waitForSignal"):
+                raise serializers.ValidationError(
+                    {"waitForSignal": "A polling task polls instead of waiting; give one."}
+                )
+            try:
+                attrs["pollConfig"] = providers.check_poll_config(poll, provider, _check_url)
+            except providers.PollConfigError as exc:
+                raise serializers.ValidationError({exc.field: exc.message}) from None
         payload, body = attrs.get("payload"), attrs.get("body")
         if payload is not None and body is not None:
             raise serializers.ValidationError({"body": "Give either payload or body, not both."})
@@ -319,6 +350,10 @@ class TaskCreateSerializer(InputSerializer):
         return spec_of(self.validated_data)
 
 
+def _check_url(url: str) -> None:
+    urlpolicy.check_url(url, resolve_host=False)
+
+
 def spec_of(data: Any) -> TaskSpec:
     """The ``TaskSpec`` of validated create data."""
     return TaskSpec(
@@ -337,6 +372,8 @@ def spec_of(data: Any) -> TaskSpec:
         max_wait_time=data.get("maxWaitTime"),
         on_complete_url=data.get("onCompleteUrl"),
         metadata=data.get("metadata") or {},
+        provider=data.get("provider"),
+        poll_config=data.get("pollConfig"),
     )
 
 
@@ -401,6 +438,20 @@ class TaskSerializer(serializers.Serializer[Task]):
     sandbox = serializers.BooleanField(
         help_text="Created with a test key: the target is never called."
     )
+    provider = serializers.CharField(allow_null=True, help_text="The provider template used.")
+    pollConfig = serializers.JSONField(
+        allow_null=True, help_text="How the task polls its provider (null: it does not)."
+    )
+    pollUrl = serializers.CharField(
+        allow_null=True, help_text="The poll URL resolved from the submit answer."
+    )
+    pollCount = serializers.IntegerField(help_text="Provider polls made.")
+    lastPolledAt = UTCDateTimeField(allow_null=True)
+    lastPollStatusCode = serializers.IntegerField(allow_null=True)
+    lastPollError = serializers.CharField(
+        allow_null=True, help_text="Why the last poll could not be read (it is retried)."
+    )
+    nextPollAt = UTCDateTimeField(allow_null=True, help_text="Only while polling.")
     result = serializers.JSONField()
     error = serializers.SerializerMethodField()
     idempotencyKey = serializers.CharField(source="idempotency_key", allow_null=True)

@@ -153,6 +153,14 @@ class SignalIPThrottle(FixedWindowThrottle):
         return client_bucket(client_address(request))
 
 
+class CallbackIPThrottle(SignalIPThrottle):
+    """Provider callbacks carry no API key either: limited per client IP
+    (``CALLBACK_RATE_LIMIT``), so callback ids cannot be guessed at speed."""
+
+    scope = "callback-ip"
+    setting = "CALLBACK_RATE_LIMIT"
+
+
 def rate_limit_headers(request: Any) -> dict[str, str]:
     info = getattr(request, RATE_ATTR, None)
     if info is None:

@@ -9,8 +9,10 @@ from rest_framework.routers import SimpleRouter
 
 from asyncqueue_django.api.schema import SchemaView, docs_view
 from asyncqueue_django.api.views import (
+    CallbackView,
     HeartbeatView,
     NotFoundView,
+    ProvidersView,
     SignalView,
     TaskViewSet,
     TokenViewSet,
@@ -33,5 +35,7 @@ urlpatterns: list[Any] = [
     re_path(r"^docs/?$", docs_view, name="docs"),
     re_path(r"^signals/(?P<token>[^/]+)/heartbeat/?$", HeartbeatView.as_view(), name="heartbeat"),
     re_path(r"^signals/(?P<token>[^/]+)/?$", SignalView.as_view(), name="signal"),
+    re_path(r"^callbacks/(?P<callback_id>[^/]+)/?$", CallbackView.as_view(), name="callback"),
+    re_path(r"^providers/?$", ProvidersView.as_view(), name="providers"),
     re_path(r"^.*$", NotFoundView.as_view(), name="not-found"),
 ]

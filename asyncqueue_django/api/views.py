@@ -30,7 +30,7 @@ from rest_framework.throttling import BaseThrottle
 from rest_framework.versioning import BaseVersioning
 from rest_framework.views import APIView
 
-from asyncqueue_django import services, states, tracing
+from asyncqueue_django import providers, services, states, tracing
 from asyncqueue_django.api.authentication import ApiKeyAuthentication, TeamPrincipal
 from asyncqueue_django.api.exceptions import PayloadTooLarge, error_response, exception_handler
 from asyncqueue_django.api.longpoll import watcher
@@ -40,6 +40,7 @@ from asyncqueue_django.api.schema import (
     PATTERN_EXAMPLES,
     AsyncQueueSchema,
     BatchCreatedEnvelope,
+    ProviderListEnvelope,
     RevokedTokenEnvelope,
     TaskCreatedEnvelope,
     TaskDetailEnvelope,
@@ -64,7 +65,12 @@ from asyncqueue_django.api.serializers import (
     TokenSerializer,
     check_idempotency_key,
 )
-from asyncqueue_django.api.throttles import SignalIPThrottle, TeamRateThrottle, rate_limit_headers
+from asyncqueue_django.api.throttles import (
+    CallbackIPThrottle,
+    SignalIPThrottle,
+    TeamRateThrottle,
+    rate_limit_headers,
+)
 from asyncqueue_django.conf import app_settings
 from asyncqueue_django.exceptions import TaskNotFound
 from asyncqueue_django.models import ApiKey, Task, Team, VaultToken
@@ -177,7 +183,7 @@ class TaskViewSet(AsyncQueueViewMixin, viewsets.GenericViewSet[Task]):
         responses={
             201: TaskCreatedEnvelope,
             200: OpenApiResponse(TaskEnvelope, description="An Idempotency-Key replay."),
-            **errors(400, 401, 409, 413, 415, 429),
+            **errors(400, 401, 409, 413, 415, 429, 503),
         },
         examples=PATTERN_EXAMPLES,
     )
@@ -222,7 +228,7 @@ class TaskViewSet(AsyncQueueViewMixin, viewsets.GenericViewSet[Task]):
         "created in one transaction (each item may carry its own `idempotencyKey`) and "
         "dispatched once it commits. Counts against the rate limit as one request per item.",
         request=BatchCreateSerializer,
-        responses={201: BatchCreatedEnvelope, **errors(400, 401, 409, 413, 415, 429)},
+        responses={201: BatchCreatedEnvelope, **errors(400, 401, 409, 413, 415, 429, 503)},
     )
     @action(detail=False, methods=["post"])
     def batch(self, request: Request) -> Response:
@@ -421,6 +427,10 @@ def _created_body(created: services.CreatedTask) -> dict[str, Any]:
     body: dict[str, Any] = {"task": TaskSerializer(created.task).data}
     if created.signal_token:
         body["signalToken"] = created.signal_token
+    if created.callback_url:
+        # Shown once, like the signal token: only the id's digest is stored.
+        body["task"]["callbackId"] = created.callback_id
+        body["callbackUrl"] = created.callback_url
     return body
 
 
@@ -543,3 +553,62 @@ class HeartbeatView(SignalView):
         serializer.is_valid(raise_exception=True)
         task = services.heartbeat(token, serializer.validated_data["extendBy"])
         return Response({"task": TaskSerializer(task).data})
+
+
+class CallbackView(AsyncQueueViewMixin, APIView):
+    """``POST /v1/callbacks/{callbackId}``: a provider calling a task's one-time callback URL.
+    No API key (the id is the credential), any body up to ``MAX_REQUEST_BYTES``, limited per
+    client IP (``CALLBACK_RATE_LIMIT``)."""
+
+    authentication_classes: Sequence[type[BaseAuthentication]] = []
+    permission_classes: Sequence[Any] = []
+    parser_classes: Sequence[type[BaseParser]] = []  # the body is read raw, never parsed here
+    throttle_classes: Sequence[type[BaseThrottle]] = [CallbackIPThrottle]
+
+    @extend_schema(
+        operation_id="providerCallback",
+        summary="A provider reports a task's job done (the callback id is the credential)",
+        description="Any body (JSON or not) up to the request size limit. The task becomes "
+        "`completed` with `result = {statusCode: 200, headers, body, duration: 0}` (the "
+        "request's headers, secrets redacted; the body parsed when it is JSON). A call that "
+        "arrives while the task's own call is still running is recorded (202) and applied "
+        "when that call succeeds.",
+        request={"*/*": OpenApiTypes.BINARY},
+        auth=[],
+        responses={
+            200: OpenApiResponse(TaskEnvelope, description="Applied (or an exact replay)."),
+            202: OpenApiResponse(
+                TaskEnvelope, description="Recorded early; applied when the call succeeds."
+            ),
+            **errors(404, 409, 413, 429),
+        },
+    )
+    def post(self, request: Request, callback_id: str) -> Response:
+        limit = app_settings.MAX_REQUEST_BYTES
+        body = request._request.read(limit + 1)
+        if len(body) > limit:
+            raise PayloadTooLarge(f"Request body is larger than {limit} bytes")
+        headers = dict(request.headers.items())
+        outcome = services.receive_callback(callback_id, headers, body)
+        code = http_status.HTTP_200_OK if outcome.applied else http_status.HTTP_202_ACCEPTED
+        return Response({"task": TaskSerializer(outcome.task).data}, status=code)
+
+
+class ProvidersView(AsyncQueueViewMixin, APIView):
+    """``GET /v1/providers``: the provider templates a task can name (no API key; limited per
+    client IP like signals)."""
+
+    authentication_classes: Sequence[type[BaseAuthentication]] = []
+    permission_classes: Sequence[Any] = []
+    throttle_classes: Sequence[type[BaseThrottle]] = [SignalIPThrottle]
+
+    @extend_schema(
+        operation_id="listProviders",
+        summary="The provider templates a task's `provider` may name",
+        auth=[],
+        responses={200: ProviderListEnvelope, **errors(429)},
+    )
+    def get(self, request: Request) -> Response:
+        return Response(
+            {"providers": [providers.provider_data(p) for p in providers.PROVIDERS.values()]}
+        )

@@ -8,6 +8,8 @@ engine (``engine.py``: claim, lease, finish, retry decision, dispatch on commit,
 - ``deliveries``: webhook events as a kind of outbound work (claim, finish, re-send);
 - ``terminal``: the one place every terminal transition passes through (its event);
 - ``waits``: signals, early signals, heartbeats, expiry;
+- ``provider_callbacks``: provider callback URLs (a signal by another credential);
+- ``polls``: provider polls as a kind of outbound work (claim, finish);
 - ``sweeps``: due, lost and stale-lease sweeps of every kind;
 - ``retention``: pruning finished tasks.
 
@@ -26,6 +28,8 @@ from __future__ import annotations
 from asyncqueue_django.exceptions import (
     AlreadySignalled,
     ApiKeyRevoked,
+    CallbackNotFound,
+    CallbackUrlNotConfigured,
     IdempotencyConflict,
     InvalidTokenReference,
     InvalidTransition,
@@ -61,14 +65,19 @@ from asyncqueue_django.services.lifecycle import (
     create_tasks,
     retry_task,
 )
+from asyncqueue_django.services.polls import claim_poll, finish_poll
+from asyncqueue_django.services.provider_callbacks import callback_url_for, receive_callback
 from asyncqueue_django.services.retention import prunable_tasks, prune_finished
 from asyncqueue_django.services.sweeps import (
     dispatch_due,
+    dispatch_due_polls,
     dispatch_due_webhooks,
     pending_sweeps,
     recover_stale_leases,
+    recover_stale_polls,
     recover_stale_webhooks,
     redispatch_lost,
+    redispatch_lost_polls,
     redispatch_lost_webhooks,
 )
 from asyncqueue_django.services.tables import get_task
@@ -103,6 +112,8 @@ __all__ = [
     "AlreadySignalled",
     "ApiKeyRevoked",
     "BatchItem",
+    "CallbackNotFound",
+    "CallbackUrlNotConfigured",
     "CreatedTask",
     "IdempotencyConflict",
     "InvalidTokenReference",
@@ -118,9 +129,11 @@ __all__ = [
     "WebhookInFlight",
     "WebhookNotFound",
     "authenticate_api_key",
+    "callback_url_for",
     "cancel_task",
     "claim_due_tasks",
     "claim_due_webhooks",
+    "claim_poll",
     "claim_task",
     "claim_webhook",
     "create_api_key",
@@ -128,6 +141,7 @@ __all__ = [
     "create_tasks",
     "create_token",
     "dispatch_due",
+    "dispatch_due_polls",
     "dispatch_due_webhooks",
     "enqueue",
     "enqueue_webhook",
@@ -135,6 +149,7 @@ __all__ = [
     "fingerprint_of",
     "finish_attempt",
     "finish_attempts",
+    "finish_poll",
     "finish_webhook_attempt",
     "finish_webhook_attempts",
     "get_or_create_team",
@@ -144,9 +159,12 @@ __all__ = [
     "pending_sweeps",
     "prunable_tasks",
     "prune_finished",
+    "receive_callback",
     "recover_stale_leases",
+    "recover_stale_polls",
     "recover_stale_webhooks",
     "redispatch_lost",
+    "redispatch_lost_polls",
     "redispatch_lost_webhooks",
     "resend_latest_webhook",
     "resend_webhook",

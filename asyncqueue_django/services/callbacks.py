@@ -7,6 +7,7 @@ is the adapter that says what a callback's outcome means.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -20,7 +21,7 @@ from asyncqueue_django.backoff import retry_delay
 from asyncqueue_django.conf import app_settings
 from asyncqueue_django.jsonvalue import check_json_value, redact_headers, storable_text
 from asyncqueue_django.models import Attempt, Task
-from asyncqueue_django.services import engine
+from asyncqueue_django.services import engine, polls
 from asyncqueue_django.services.engine import AttemptRecord, Outcome, WorkKind
 from asyncqueue_django.services.tables import TASKS
 from asyncqueue_django.services.terminal import on_terminal, terminal_rows
@@ -51,16 +52,22 @@ def delivered(call: CallOutcome) -> bool:
 
 def _result_body(call: CallOutcome, limit: int) -> Any:
     """The response body for ``result.body``: parsed JSON when it is complete JSON, else text."""
-    text = _clean_text(call.body, limit)
     content_type = call.headers.get("Content-Type", call.headers.get("content-type", ""))
-    if "json" in content_type.lower() and not call.truncated and len(call.body) <= limit:
+    return result_body(call.body, content_type, call.truncated, limit)
+
+
+def result_body(raw: bytes, content_type: str, truncated: bool, limit: int) -> Any:
+    """A body as a result stores it (a callback's answer, a provider's call to a callback
+    URL): parsed JSON when it says it is JSON and is complete, else text (at most ``limit``
+    bytes)."""
+    if "json" in content_type.lower() and not truncated and len(raw) <= limit:
         try:
-            value = json.loads(call.body.decode("utf-8"), parse_constant=_reject_constant)
+            value = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
             check_json_value(value)
             return value
         except (ValueError, RecursionError):
             pass
-    return text
+    return _clean_text(raw, limit)
 
 
 #: The result of a sandbox task's callback (a task created with a test key never calls its
@@ -162,6 +169,9 @@ class Callbacks(WorkKind[Task]):
                 "duration": call.duration_ms,
             }
         )
+        if task.poll_config is not None and not task.sandbox:
+            # The submit call of a provider job: poll the provider from now on.
+            return polls.start_polling(task, call, result, now)
         if task.wait_for_signal:
             fields = {
                 "result": result,
@@ -203,10 +213,14 @@ class Callbacks(WorkKind[Task]):
     def after_move(self, row: Task, to: str, now: datetime) -> None:
         if states.is_terminal(to):
             on_terminal(row.pk, TaskStatus(to), row.on_complete_url, now)
+        elif to == TaskStatus.POLLING:
+            polls.publish_first_poll(row)
 
     def terminal_rows(
         self, row: Task, to: str, now: datetime
     ) -> tuple[list[models.Model], Callable[[], None] | None]:
+        if to == TaskStatus.POLLING:
+            return [], functools.partial(polls.publish_first_poll, row)
         if not states.is_terminal(to):
             return [], None
         events, announce = terminal_rows(row.pk, TaskStatus(to), row.on_complete_url, now)

@@ -13,6 +13,7 @@ from asyncqueue_django import states, stats, tokens, validators
 from asyncqueue_django.conf import app_settings
 from asyncqueue_django.exceptions import (
     ApiKeyRevoked,
+    CallbackUrlNotConfigured,
     IdempotencyConflict,
     InvalidTokenReference,
     InvalidTransition,
@@ -21,6 +22,7 @@ from asyncqueue_django.models import ApiKey, Task, Team
 from asyncqueue_django.services import rawsql, vault
 from asyncqueue_django.services.callbacks import CALLBACKS
 from asyncqueue_django.services.offsets import add_offsets
+from asyncqueue_django.services.provider_callbacks import callback_id_of, callback_url_of
 from asyncqueue_django.services.tables import TASKS, current_status, get_task
 from asyncqueue_django.services.terminal import on_terminal
 from asyncqueue_django.states import TaskStatus
@@ -32,6 +34,9 @@ class CreatedTask:
     task: Task
     signal_token: str | None  # only on the response that created the task
     created: bool  # False when an Idempotency-Key replay returned the original task
+    # The provider callback URL and its id (a task using the placeholder), shown once.
+    callback_url: str | None = None
+    callback_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,11 @@ def create_task(
     naming a vault token that is not a live token of the team raises
     :class:`~asyncqueue_django.exceptions.InvalidTokenReference`. A ``sandbox`` task (created
     with a test key) never calls its target.
+
+    A spec whose call carries the ``{asyncqueue_callback_url}`` placeholder gets a one-time
+    provider callback URL (``callback_url``; only its id's digest is stored) and waits after a
+    successful call; :class:`CallbackUrlNotConfigured` if ``PUBLIC_BASE_URL`` is not set. A
+    spec with ``poll_config`` polls its provider after a successful call.
 
     With ``api_key`` (the key the request came with, perhaps from the short authentication
     cache), the INSERT itself requires the key to be still active — in the same statement on
@@ -155,8 +165,11 @@ def _create(
             return _replay(existing, fingerprint)
     if check_refs:
         vault.check_references(team, spec.headers)
+    validators.check_placeholder_use(spec.headers, spec.on_complete_url)
+    if spec.uses_callback_url and not app_settings.PUBLIC_BASE_URL:
+        raise CallbackUrlNotConfigured()
 
-    token = tokens.new_signal_token() if spec.wait_for_signal else None
+    token = tokens.new_signal_token() if spec.has_signal_token else None
     due = spec.delay_until if spec.delay_until and spec.delay_until > now else now
     delayed = due > now
     countdown = (due - now).total_seconds()
@@ -180,7 +193,9 @@ def _create(
         next_attempt_at=due,
         # Optimistic: if the broker is down at commit, the recovery sweep re-sends it later.
         dispatched_at=now if sent_now else None,
-        wait_for_signal=spec.wait_for_signal,
+        wait_for_signal=spec.waits_for_signal,
+        provider=spec.provider or "",
+        poll_config=spec.poll_config,
         max_wait_time=spec.max_wait_time or app_settings.DEFAULT_MAX_WAIT_TIME,
         signal_token_digest=tokens.digest(token) if token else None,
         on_complete_url=spec.on_complete_url,
@@ -194,6 +209,10 @@ def _create(
             now + timedelta(seconds=app_settings.IDEMPOTENCY_TTL) if idempotency_key else None
         ),
     )
+    callback_id = None
+    if spec.uses_callback_url:
+        callback_id = callback_id_of(task.pk)
+        task.callback_digest = tokens.digest(callback_id)
     try:
         if unsaved is not None and not idempotency_key:
             unsaved.append(task)  # a batch inserts these together (one bulk INSERT)
@@ -215,7 +234,13 @@ def _create(
         return _replay(existing, fingerprint)
     if sent_now:
         CALLBACKS.publish_on_commit(task.pk, task, countdown=countdown if delayed else 0)
-    return CreatedTask(task=task, signal_token=token, created=True)
+    return CreatedTask(
+        task=task,
+        signal_token=token,
+        created=True,
+        callback_url=callback_url_of(callback_id) if callback_id else None,
+        callback_id=callback_id,
+    )
 
 
 def _insert(task: Task, api_key: ApiKey | None) -> None:

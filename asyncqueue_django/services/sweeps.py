@@ -14,9 +14,10 @@ from asyncqueue_django.services import engine
 from asyncqueue_django.services.callbacks import CALLBACKS
 from asyncqueue_django.services.deliveries import WEBHOOKS
 from asyncqueue_django.services.engine import WorkKind
+from asyncqueue_django.services.polls import POLLS
 
 #: Every kind of outbound work, in the order the sweeps take them.
-KINDS: tuple[WorkKind, ...] = (CALLBACKS, WEBHOOKS)  # type: ignore[type-arg]
+KINDS: tuple[WorkKind, ...] = (CALLBACKS, WEBHOOKS, POLLS)  # type: ignore[type-arg]
 
 
 def _now(now: datetime | None) -> datetime:
@@ -69,8 +70,28 @@ def recover_stale_webhooks(now: datetime | None = None) -> int:
     return engine.recover(WEBHOOKS, _now(now))
 
 
+def dispatch_due_polls(now: datetime | None = None) -> int:
+    """Send the messages of provider polls whose long interval has passed. Returns how many."""
+    now = _now(now)
+    return engine.dispatch(POLLS, POLLS.table.objects().never_dispatched(now), now)
+
+
+def redispatch_lost_polls(now: datetime | None = None) -> int:
+    """Re-send provider polls due and unclaimed for ``DISPATCH_GRACE`` since their last
+    message (the broker was down, or the message was lost)."""
+    now = _now(now)
+    return engine.dispatch(POLLS, POLLS.table.objects().lost_dispatches(now, _grace()), now)
+
+
+def recover_stale_polls(now: datetime | None = None) -> int:
+    """Polling tasks whose polling worker died (lease expired) → polled again at once, the
+    lost poll counted. Returns how many."""
+    return engine.recover(POLLS, _now(now))
+
+
 def pending_sweeps(now: datetime | None = None) -> dict[str, dict[str, int]]:
-    """What the sweeps would handle at ``now``, per kind (``"task"``, ``"webhook"``): stale
+    """What the sweeps would handle at ``now``, per kind (``"task"``, ``"webhook"``,
+    ``"poll"``): stale
     leases, lost messages, and due rows never sent. Changes nothing."""
     now = _now(now)
     return {

@@ -1,8 +1,13 @@
-"""Wait for signal: signals (by token, or an operator's), early signals, heartbeats, exact
-timeouts and the expiry sweep."""
+"""Wait for signal: signals (by token, by provider callback, or an operator's), early signals,
+heartbeats, exact timeouts and the expiry sweep.
+
+A signal and a provider callback are the same thing with different credentials: each resolves
+a ``waiting`` or ``polling`` task at once, and is recorded early (and applied when the call
+succeeds) while the task's call has not finished yet. :func:`resolve` is that one rule."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -20,6 +25,7 @@ from asyncqueue_django.services.terminal import on_terminal, on_terminal_many
 from asyncqueue_django.states import TaskStatus
 
 WAITING = frozenset({TaskStatus.WAITING})
+RESOLVABLE = states.RESOLVABLE
 
 
 @dataclass(frozen=True)
@@ -41,16 +47,28 @@ def _timeout_error(max_wait_time: int) -> str:
     return f"No signal within maxWaitTime ({max_wait_time}s)"
 
 
+def poll_timeout_error(max_duration: Any) -> str:
+    """The error of a polling task whose provider did not finish within ``maxDuration``."""
+    return f"The provider did not finish within maxDuration ({max_duration}s)"
+
+
+def _expire_error(task: Task) -> str:
+    if task.status == TaskStatus.POLLING:
+        return poll_timeout_error((task.poll_config or {}).get("maxDuration"))
+    return _timeout_error(task.max_wait_time)
+
+
 def _expire_one(task: Task, now: datetime) -> bool:
-    """``waiting`` (past its deadline) → ``timeout``, with its terminal event."""
+    """``waiting``/``polling`` (past its deadline) → ``timeout``, with its terminal event."""
     moved = TASKS.move(
         task.pk,
         TaskStatus.TIMEOUT,
         now=now,
-        among=WAITING,
+        among=frozenset({TaskStatus(task.status)}),
         filters={"wait_deadline__lte": now},
-        error=_timeout_error(task.max_wait_time),
+        error=_expire_error(task),
         completed_at=now,
+        lease_expires_at=None,
     )
     if moved:
         on_terminal(task.pk, TaskStatus.TIMEOUT, task.on_complete_url, now)
@@ -64,40 +82,56 @@ def signal_task(
     error: str | None = None,
     now: datetime | None = None,
 ) -> SignalResult:
-    """Resolve the task behind a one-time signal token.
+    """Resolve the task behind a one-time signal token (see :func:`resolve`).
 
-    - ``waiting`` → ``completed``/``failed`` with ``result``/``error`` (``applied=True``);
+    Raises :class:`SignalTokenNotFound` for an unknown token, and
+    :class:`~asyncqueue_django.validators.InvalidInput` for a signal that breaks an input rule.
+    """
+    validators.check_signal(status, result, error)
+    return resolve(lambda: _task_for_token(token), status, result, error, "signal", now)
+
+
+def resolve(
+    find: Callable[[], Task],
+    status: str,
+    result: Any,
+    error: str | None,
+    operation: str,
+    now: datetime | None = None,
+) -> SignalResult:
+    """Resolve the task ``find`` returns (it is read again after a lost race) with a signal:
+
+    - ``waiting``/``polling`` → ``completed``/``failed`` with ``result``/``error``
+      (``applied=True``);
     - ``pending``/``delayed``/``processing``: the signal is recorded and applied the moment the
-      callback succeeds (``applied=False``);
-    - past ``waitDeadline`` but not yet swept: the task times out now → :class:`InvalidTransition`
+      call succeeds (``applied=False``);
+    - past its deadline but not yet swept: the task times out now → :class:`InvalidTransition`
       naming ``timeout``;
     - terminal: :class:`InvalidTransition` naming the status, except that replaying exactly the
       signal that won returns the task (safe client retries).
 
-    Raises :class:`SignalTokenNotFound` for an unknown token, :class:`AlreadySignalled` when a
-    different early signal is already recorded, and
-    :class:`~asyncqueue_django.validators.InvalidInput` for a signal that breaks an input rule.
+    Raises :class:`AlreadySignalled` when a different early signal is already recorded.
     """
-    validators.check_signal(status, result, error)
     now = now or timezone.now()
     target = TaskStatus(status)
     error = error or ""
+    task = find()
     for _ in range(3):  # a lost race re-reads the task and decides again
-        task = _task_for_token(token)
         if (
-            task.status == TaskStatus.WAITING
+            task.status in RESOLVABLE
             and task.wait_deadline is not None
             and task.wait_deadline <= now
         ):
             # Exact timeouts: the sweep has not run yet, but the deadline has passed.
             with transaction.atomic():
                 _expire_one(task, now)
-            raise InvalidTransition("signal", TaskStatus.TIMEOUT)
+            raise InvalidTransition(operation, TaskStatus.TIMEOUT)
         with transaction.atomic():  # the transition and its terminal event commit together
-            if task.status == TaskStatus.WAITING:
-                if _resolve_waiting(task, target, result, error, now):
+            if task.status in RESOLVABLE:
+                if _resolve_open(task, target, result, error, now):
                     task.refresh_from_db()
                     return SignalResult(task, applied=True)
+                task = find()
                 continue
             if task.status in states.EARLY_SIGNAL:
                 if task.early_signal_status:
@@ -124,14 +158,15 @@ def signal_task(
                 if recorded:
                     task.refresh_from_db()
                     return SignalResult(task, applied=False)
+                task = find()
                 continue
         # Terminal: only an exact replay of the signal that decided the task is answered 200.
         if task.signal_received_at is not None and _same_signal(
             task.status, task.result, task.error, target, result, error
         ):
             return SignalResult(task, applied=True)
-        raise InvalidTransition("signal", task.status)
-    raise InvalidTransition("signal", current_status(task.pk))
+        raise InvalidTransition(operation, task.status)
+    raise InvalidTransition(operation, current_status(task.pk))
 
 
 def _same_signal(
@@ -140,22 +175,22 @@ def _same_signal(
     return status_a == status_b and result_a == result_b and (error_a or "") == (error_b or "")
 
 
-def _resolve_waiting(
-    task: Task, target: TaskStatus, result: Any, error: str, now: datetime
-) -> bool:
-    """``waiting`` (deadline not yet passed) → ``target`` with ``result``/``error``, and its
-    terminal event. Call inside a transaction; False when the task was no longer waiting
-    before its deadline (someone else won)."""
+def _resolve_open(task: Task, target: TaskStatus, result: Any, error: str, now: datetime) -> bool:
+    """``waiting``/``polling`` (deadline not yet passed) → ``target`` with ``result``/``error``,
+    and its terminal event. Call inside a transaction; False when the task was no longer
+    waiting or polling before its deadline (someone else won). A poll in flight finds the task
+    resolved when it reports, and its answer is discarded."""
     moved = TASKS.move(
         task.pk,
         target,
         now=now,
-        among=WAITING,
+        among=RESOLVABLE,
         filters={"wait_deadline__gt": now},
         result=result,
         error=error,
         completed_at=now,
         signal_received_at=now,
+        lease_expires_at=None,
     )
     if moved:
         on_terminal(task.pk, target, task.on_complete_url, now)
@@ -170,9 +205,9 @@ def resolve_waiting_task(
     error: str | None = None,
     now: datetime | None = None,
 ) -> Task:
-    """An operator's signal (the admin's "complete"/"fail" actions): a ``waiting`` task of
-    ``team`` → ``completed``/``failed`` with ``result``/``error``, through the same guarded
-    transition and terminal event as :func:`signal_task`, without the token.
+    """An operator's signal (the admin's "complete"/"fail" actions): a ``waiting`` or
+    ``polling`` task of ``team`` → ``completed``/``failed`` with ``result``/``error``, through
+    the same guarded transition and terminal event as :func:`signal_task`, without the token.
 
     A task past its ``waitDeadline`` but not yet swept times out now → :class:`InvalidTransition`
     naming ``timeout``. Raises :class:`TaskNotFound` (not this team's), or
@@ -186,14 +221,14 @@ def resolve_waiting_task(
     operation = "complete" if target == TaskStatus.COMPLETED else "fail"
     for _ in range(3):  # a lost race re-reads the task and decides again
         task = get_task(team, task_id)
-        if task.status != TaskStatus.WAITING or task.wait_deadline is None:
+        if task.status not in RESOLVABLE or task.wait_deadline is None:
             break
         if task.wait_deadline <= now:
             with transaction.atomic():  # commit the timeout before refusing
                 _expire_one(task, now)
             raise InvalidTransition(operation, TaskStatus.TIMEOUT)
         with transaction.atomic():  # the transition and its terminal event commit together
-            if _resolve_waiting(task, target, result, error or "", now):
+            if _resolve_open(task, target, result, error or "", now):
                 task.refresh_from_db()
                 return task
     raise InvalidTransition(operation, current_status(task_id, team))

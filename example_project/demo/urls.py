@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from demo import views
+from demo import provider, views
 
 app_name = "demo"
 
@@ -26,6 +26,9 @@ urlpatterns = [
     path("reviews/", views.reviews, name="reviews"),
     path("reviews/<int:pk>/decision", views.review_decision, name="review-decision"),
     path("api/stripe-webhook", views.stripe_webhook, name="stripe-webhook"),
+    # A fake AI provider: polled by the service, or calling a task's callback URL.
+    path("api/provider/jobs", provider.submit, name="provider-submit"),
+    path("api/provider/jobs/<str:job_id>", provider.job, name="provider-job"),
     # The onComplete webhook receiver and what it received.
     path("api/order-webhook", views.order_webhook, name="order-webhook"),
     path("events/", views.events, name="events"),

@@ -164,6 +164,10 @@ ASYNCQUEUE = {
     # Token Vault keys, newest first (comma-separated in the environment). Empty while DEBUG
     # is on: a development key derived from SECRET_KEY is used. Required with DEBUG off.
     "VAULT_KEYS": env_list("ASYNCQUEUE_VAULT_KEYS", []),
+    # Where providers reach this service: its own address (./dev up serves on PORT), unless
+    # ASYNCQUEUE_PUBLIC_BASE_URL says otherwise (a tunnel, a public host name).
+    "PUBLIC_BASE_URL": os.environ.get("ASYNCQUEUE_PUBLIC_BASE_URL")
+    or f"http://127.0.0.1:{os.environ.get('PORT') or 8000}",
 }
 
 # The demo app (/demo/). Its client creates tasks with DEMO_API_KEY (./dev up passes the key
