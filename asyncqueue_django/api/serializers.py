@@ -452,8 +452,9 @@ class ScheduleTaskSerializer(TaskCreateSerializer):
     one, without what makes no sense for a task created again at every tick."""
 
     def to_internal_value(self, data: Any) -> Any:
-        if isinstance(data, dict):
-            _refuse_in_template(data)
+        if not isinstance(data, dict):
+            raise serializers.ValidationError(["Must be a create body (a JSON object)."])
+        _refuse_in_template(data)
         return super().to_internal_value(data)
 
 
