@@ -398,6 +398,7 @@ def _declare_limits(result: dict[str, Any]) -> None:
 #: OpenAPI links: where each operation's inputs come from, so a client generator (and stateful
 #: fuzzing) can follow a created task to every operation on it.
 TASK_ID = "$response.body#/task/id"
+SCHEDULE_ID = "$response.body#/schedule/id"
 LINKS: dict[tuple[str, str], dict[str, dict[str, Any]]] = {
     ("createTask", "201"): {
         "GetTask": {"operationId": "getTask", "parameters": {"task_id": TASK_ID}},
@@ -441,6 +442,16 @@ LINKS: dict[tuple[str, str], dict[str, dict[str, Any]]] = {
     },
     ("heartbeat", "200"): {
         "GetTask": {"operationId": "getTask", "parameters": {"task_id": TASK_ID}},
+    },
+    ("createSchedule", "201"): {
+        name: {"operationId": operation, "parameters": {"schedule_id": SCHEDULE_ID}}
+        for name, operation in [
+            ("GetSchedule", "getSchedule"),
+            ("UpdateSchedule", "updateSchedule"),
+            ("PauseSchedule", "pauseSchedule"),
+            ("ResumeSchedule", "resumeSchedule"),
+            ("DeleteSchedule", "deleteSchedule"),
+        ]
     },
 }
 
