@@ -537,3 +537,44 @@ def test_two_beats_at_the_same_instant_make_one_task() -> None:
             thread.join()
         assert len([r for r in results if r is not None]) == 1, results
     assert Task.objects.filter(team=team).count() == 10
+
+
+# --------------------------------------------------------------------------- admin
+
+ADMIN = "/admin/asyncqueue/schedule/"
+
+
+def test_admin_lists_schedules_and_links_their_beat_entry(admin_client: Any, team: Team) -> None:
+    schedule = services.create_schedule(
+        team,
+        "0 9 * * 1-5",
+        "Europe/Paris",
+        {**TEMPLATE, "headers": {"Authorization": "Bearer s3cret"}},
+    )
+    page = admin_client.get(ADMIN).content.decode()
+    assert "0 9 * * 1-5" in page
+    assert "Europe/Paris" in page
+    detail = admin_client.get(f"{ADMIN}{schedule.pk}/change/").content.decode()
+    beat_url = f"/admin/django_celery_beat/periodictask/{schedule.periodic_task_id}/change/"
+    assert beat_url in detail
+    assert "s3cret" not in detail
+    assert admin_client.get(beat_url).status_code == 200  # edited where beat reads it
+    assert admin_client.get(f"{ADMIN}add/").status_code == 403
+
+
+def test_admin_actions_pause_resume_and_delete(admin_client: Any, team: Team) -> None:
+    one, two = make(team), make(team, "0 9 * * *")
+
+    def act(action: str) -> Any:
+        data = {"action": action, "_selected_action": [str(one.pk), str(two.pk)]}
+        return admin_client.post(ADMIN, data, follow=True)
+
+    response = act("pause_schedules")
+    assert "Paused 2 schedule(s)." in [str(m) for m in response.context["messages"]]
+    assert not PeriodicTask.objects.filter(enabled=True).exists()
+    act("resume_schedules")
+    assert PeriodicTask.objects.filter(enabled=True).count() == 2
+    act("delete_schedules")
+    assert not Schedule.objects.exists()
+    assert not PeriodicTask.objects.exists()
+    assert not CrontabSchedule.objects.exists()
