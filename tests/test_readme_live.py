@@ -4,11 +4,11 @@ The stack is ``example_project/serve.py`` itself (what ``./dev up`` execs) on a 
 embedded defaults (SQLite + the SQLite broker) in a temporary ``var/`` directory: the web server,
 a Celery worker with embedded beat, the demo app. Each README command runs in bash with ``AQ``
 and ``KEY`` set as the quick start sets them; ``<id>``, ``<signalToken>``, ``<tokenId>`` (a
-Token Vault id) and ``<scheduleId>`` are replaced by the values from the answers before them, as a reader would. Each
-``# → CODE {...}`` line after a command is checked: the HTTP status, and every
-``"name": value`` pair it shows (strings without an ellipsis, numbers, booleans) must occur in
-the answer. A lookup (a command without ``-X``)
-is repeated until its answer matches, as the README says ("until it is waiting").
+Token Vault id) and ``<scheduleId>`` are replaced by the values from the answers before them,
+as a reader would. Each ``# → CODE {...}`` line after a command is checked: the HTTP status,
+and every ``"name": value`` pair it shows (strings without an ellipsis, numbers, booleans) must
+occur in the answer. A lookup (a command without ``-X``) is repeated until its answer matches,
+as the README says ("until it is waiting").
 """
 
 from __future__ import annotations

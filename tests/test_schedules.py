@@ -578,3 +578,29 @@ def test_admin_actions_pause_resume_and_delete(admin_client: Any, team: Team) ->
     assert not Schedule.objects.exists()
     assert not PeriodicTask.objects.exists()
     assert not CrontabSchedule.objects.exists()
+
+
+def test_a_beat_entry_given_another_kind_of_schedule_in_the_admin(
+    client: APIClient, team: Team
+) -> None:
+    """An operator gives the PeriodicTask an interval instead of its crontab: nothing breaks,
+    no tick runs, and a PATCH with a cron puts a crontab back."""
+    from django_celery_beat.models import IntervalSchedule
+
+    schedule = make(team, since=utc(2026, 6, 1))
+    beat = PeriodicTask.objects.get(pk=schedule.periodic_task_id)
+    beat.crontab = None
+    beat.interval = IntervalSchedule.objects.create(every=10, period=IntervalSchedule.SECONDS)
+    beat.save()
+    body = client.get(f"/v1/schedules/{schedule.pk}").json()["schedule"]
+    assert (body["cron"], body["nextRunAt"]) == (None, None)
+    assert services.run_schedule(schedule.pk, now=utc(2026, 6, 1, 0, 1)) is None
+    refused = client.patch(f"/v1/schedules/{schedule.pk}", {"timezone": "UTC"}, format="json")
+    assert refused.status_code == 400
+    assert "cron" in refused.json()["fields"]
+    fixed = client.patch(f"/v1/schedules/{schedule.pk}", {"cron": "0 9 * * *"}, format="json")
+    assert fixed.status_code == 200, fixed.json()
+    assert fixed.json()["schedule"]["cron"] == "0 9 * * *"
+    beat.refresh_from_db()
+    assert beat.crontab is not None
+    assert beat.interval is None

@@ -162,11 +162,11 @@ def update_schedule(
     now = now or timezone.now()
     current = get_schedule(team, schedule_id)
     crontab = current.periodic_task.crontab
-    assert crontab is not None
-    timing_changed = expression is not None or zone_name is not None
     parsed = None
-    if timing_changed:
-        zone_name = str(crontab.timezone) if zone_name is None else zone_name
+    if expression is not None or zone_name is not None:
+        if crontab is None and expression is None:  # given another kind of schedule in the admin
+            raise InvalidScheduleInput({"cron": "This schedule has no cron now: give one."})
+        zone_name = zone_name or (str(crontab.timezone) if crontab is not None else "UTC")
         parsed = check_cron(expression or cron_text(crontab), zone_name)
     if template is not None:
         _check_template(team, template, "task.")
@@ -177,10 +177,15 @@ def update_schedule(
         task = PeriodicTask.objects.select_for_update().get(pk=schedule.periodic_task_id)
         fields: dict[str, Any] = {}
         if parsed is not None:
+            if crontab is None:
+                crontab = CrontabSchedule(timezone=zone_name)
+                task.crontab, task.interval, task.solar, task.clocked = crontab, None, None, None
             for name, value in _crontab_fields(parsed).items():
                 setattr(crontab, name, value)
             crontab.timezone = zone_name
             crontab.save()
+            task.crontab = crontab
+            task.save()  # its signal tells beat to reload
             fields["active_since"] = now
         if template is not None:
             fields["task_template"] = template
