@@ -4,7 +4,6 @@ target exactly once. Takes up to a minute: the schedule is every minute, on the 
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -14,13 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.conf import settings
 from django.db import connection
 from pytest_httpserver import HTTPServer
 from rest_framework.test import APIClient
 
 from asyncqueue_django.models import Schedule, Task
-from tests.worker import ROOT, Worker, wait_for
+from tests.worker import ROOT, Worker, child_env, wait_for
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
@@ -28,12 +26,7 @@ pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 @contextmanager
 def beats(count: int, logs: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
     """``count`` beat processes on the test database, reading schedules from its rows."""
-    env = {
-        **os.environ,
-        "ASYNCQUEUE_TEST_DB_NAME": str(connection.settings_dict["NAME"]),
-        "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
-        "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
-    }
+    env = child_env(str(connection.settings_dict["NAME"]))
     procs: list[subprocess.Popen[bytes]] = []
     try:
         for n in range(count):

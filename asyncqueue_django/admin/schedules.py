@@ -110,37 +110,24 @@ class ScheduleAdmin(OperateMixin, ScheduleAdminBase):
         url = reverse("admin:asyncqueue_task_change", args=[obj.last_task_id])
         return format_html('<a href="{}">{}</a>', url, obj.last_task_id)
 
+    def _each(
+        self, request: HttpRequest, queryset: QuerySet[Schedule], call: Any, verb: str
+    ) -> None:
+        schedules = list(queryset.select_related("team"))
+        run_action(
+            self, request, schedules, lambda s: call(s.team, s.pk), verb=verb, noun="schedule"
+        )
+
     @admin.action(description="Pause selected schedules", permissions=["operate"])
     def pause_schedules(self, request: HttpRequest, queryset: QuerySet[Schedule]) -> None:
-        run_action(
-            self,
-            request,
-            queryset.select_related("team"),
-            lambda s: services.pause_schedule(s.team, s.pk),
-            verb="Paused",
-            noun="schedule",
-        )
+        self._each(request, queryset, services.pause_schedule, "Paused")
 
     @admin.action(description="Resume selected schedules", permissions=["operate"])
     def resume_schedules(self, request: HttpRequest, queryset: QuerySet[Schedule]) -> None:
-        run_action(
-            self,
-            request,
-            queryset.select_related("team"),
-            lambda s: services.resume_schedule(s.team, s.pk),
-            verb="Resumed",
-            noun="schedule",
-        )
+        self._each(request, queryset, services.resume_schedule, "Resumed")
 
     @admin.action(
         description="Delete selected schedules and their beat entries", permissions=["operate"]
     )
     def delete_schedules(self, request: HttpRequest, queryset: QuerySet[Schedule]) -> None:
-        run_action(
-            self,
-            request,
-            list(queryset.select_related("team")),
-            lambda s: services.delete_schedule(s.team, s.pk),
-            verb="Deleted",
-            noun="schedule",
-        )
+        self._each(request, queryset, services.delete_schedule, "Deleted")

@@ -87,6 +87,19 @@ def _refuse_unknown(data: dict[str, Any], fields: list[str]) -> dict[str, list[s
     return {name: [unknown_field(name, known)] for name in sorted(set(data) - set(fields))}
 
 
+class ObjectBodySerializer(serializers.Serializer[Any]):
+    """A request body that must be a JSON object of the declared fields only (an unknown one is
+    named, with the closest known name)."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if not isinstance(data, dict):
+            raise serializers.ValidationError({"body": ["Request body must be a JSON object."]})
+        unknown = _refuse_unknown(data, list(self.fields))
+        if unknown:
+            raise serializers.ValidationError(unknown)
+        return super().to_internal_value(data)
+
+
 # --------------------------------------------------------------------------------------------
 # Strict fields
 # --------------------------------------------------------------------------------------------
@@ -519,21 +532,13 @@ class ScheduledTaskCreateSerializer(TaskCreateSerializer):
         return check_timezone_field(value)
 
 
-class ScheduleCreateSerializer(serializers.Serializer[Any]):
+class ScheduleCreateSerializer(ObjectBodySerializer):
     """``POST /v1/schedules`` body."""
 
     cron = _cron_field()
     timezone = _timezone_field(required=False, default="UTC")
     task = ScheduleTaskSerializer(help_text="A create body, as for POST /v1/tasks.")
     paused = StrictBooleanField(required=False, default=False)
-
-    def to_internal_value(self, data: Any) -> Any:
-        if not isinstance(data, dict):
-            raise serializers.ValidationError({"body": ["Request body must be a JSON object."]})
-        unknown = _refuse_unknown(data, list(self.fields))
-        if unknown:
-            raise serializers.ValidationError(unknown)
-        return super().to_internal_value(data)
 
     def validate_cron(self, value: str) -> str:
         return check_cron_field(value)
@@ -668,7 +673,7 @@ class RevokedTokenSerializer(serializers.Serializer[Any]):
         return representation.revoked_token_data(instance)
 
 
-class SignalSerializer(serializers.Serializer[Any]):
+class SignalSerializer(ObjectBodySerializer):
     """``POST /v1/signals/{token}`` body."""
 
     status = StrictChoiceField(choices=SignalStatus.choices)
@@ -680,14 +685,6 @@ class SignalSerializer(serializers.Serializer[Any]):
         max_length=validators.MAX_ERROR_LENGTH,
     )
 
-    def to_internal_value(self, data: Any) -> Any:
-        if not isinstance(data, dict):
-            raise serializers.ValidationError({"body": ["Request body must be a JSON object."]})
-        unknown = _refuse_unknown(data, list(self.fields))
-        if unknown:
-            raise serializers.ValidationError(unknown)
-        return super().to_internal_value(data)
-
     def validate_result(self, value: Any) -> Any:
         return check(validators.check_signal_result, value)
 
@@ -695,18 +692,10 @@ class SignalSerializer(serializers.Serializer[Any]):
         return check(validators.check_signal_error, value)  # type: ignore[no-any-return]
 
 
-class HeartbeatSerializer(serializers.Serializer[Any]):
+class HeartbeatSerializer(ObjectBodySerializer):
     """``POST /v1/signals/{token}/heartbeat`` body."""
 
     extendBy = StrictIntegerField(min_value=1)
-
-    def to_internal_value(self, data: Any) -> Any:
-        if not isinstance(data, dict):
-            raise serializers.ValidationError({"body": ["Request body must be a JSON object."]})
-        unknown = _refuse_unknown(data, list(self.fields))
-        if unknown:
-            raise serializers.ValidationError(unknown)
-        return super().to_internal_value(data)
 
     def validate_extendBy(self, value: int) -> int:
         if value > app_settings.MAX_WAIT_TIME:
