@@ -28,7 +28,7 @@ from django.db.models import Q
 from django.utils import timezone
 from django_celery_beat.models import CrontabSchedule, PeriodicTask
 
-from asyncqueue_django import cron, validators
+from asyncqueue_django import cron, tracing, validators
 from asyncqueue_django.exceptions import InvalidFields, InvalidScheduleInput, ScheduleNotFound
 from asyncqueue_django.models import Schedule, Task, Team
 from asyncqueue_django.services import lifecycle, vault
@@ -270,9 +270,13 @@ def run_schedule(schedule_id: Any, now: datetime | None = None) -> Task | None:
         with transaction.atomic():  # the tick is taken only together with its task
             if not _take_tick(schedule, tick, now):
                 return None
-            created = lifecycle.create_task(
-                schedule.team, spec_of_body(schedule.task_template), sandbox=schedule.sandbox
+            spec = spec_of_body(schedule.task_template)
+            trace = tracing.current_headers()  # the tick's span, when OpenTelemetry records one
+            spec.traceparent, spec.tracestate = (
+                trace.get("traceparent", ""),
+                trace.get("tracestate", ""),
             )
+            created = lifecycle.create_task(schedule.team, spec, sandbox=schedule.sandbox)
             Schedule.objects.filter(pk=schedule.pk).update(last_task_id=created.task.pk)
     except (InvalidFields, validators.InvalidInput) as exc:
         message = getattr(exc, "message", str(exc))
