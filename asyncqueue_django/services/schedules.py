@@ -200,8 +200,9 @@ def update_schedule(
 
 
 def pause_schedule(team: Team, schedule_id: Any, now: datetime | None = None) -> Schedule:
-    """→ paused (its ``PeriodicTask`` disabled): no tick runs until it is resumed. Pausing a
-    paused schedule changes nothing. Raises :class:`ScheduleNotFound`."""
+    """→ paused (its ``PeriodicTask`` disabled): no tick that starts after this commits runs
+    until it is resumed (one already creating its task finishes). Pausing a paused schedule
+    changes nothing. Raises :class:`ScheduleNotFound`."""
     return update_schedule(team, schedule_id, paused=True, now=now)
 
 
