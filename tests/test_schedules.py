@@ -604,3 +604,14 @@ def test_a_beat_entry_given_another_kind_of_schedule_in_the_admin(
     beat.refresh_from_db()
     assert beat.crontab is not None
     assert beat.interval is None
+
+
+def test_a_deleted_teams_schedules_leave_beat_on_their_next_firing(team: Team) -> None:
+    schedule = make(team, since=utc(2026, 6, 1))
+    team.delete()  # cascades to the schedule; beat's rows are another app's
+    assert not Schedule.objects.exists()
+    assert PeriodicTask.objects.filter(pk=schedule.periodic_task_id).exists()
+    assert services.run_schedule(schedule.pk, now=utc(2026, 6, 1, 0, 1)) is None
+    assert not PeriodicTask.objects.exists()
+    assert not CrontabSchedule.objects.exists()
+    assert services.run_schedule("not-a-uuid") is None

@@ -217,15 +217,20 @@ def delete_schedule(team: Team, schedule_id: Any) -> Schedule:
     Returns the schedule as it was. Raises :class:`ScheduleNotFound`."""
     schedule = get_schedule(team, schedule_id)
     with transaction.atomic():  # the PeriodicTask's delete cascades to the schedule
-        task = PeriodicTask.objects.filter(pk=schedule.periodic_task_id).first()
-        crontab_id = task.crontab_id if task is not None else None
-        if task is not None:
-            task.delete()  # delete(), not a queryset delete: its signal tells beat to reload
+        _delete_beat_rows(PeriodicTask.objects.filter(pk=schedule.periodic_task_id).first())
         Schedule.objects.filter(pk=schedule.pk).delete()
-        if crontab_id is not None and not PeriodicTask.objects.filter(crontab_id=crontab_id):
-            CrontabSchedule.objects.filter(pk=crontab_id).delete()
     logger.info("Schedule %s of team %s deleted", schedule.pk, team.pk)
     return schedule
+
+
+def _delete_beat_rows(task: PeriodicTask | None) -> None:
+    """Delete a schedule's ``PeriodicTask`` and its own crontab."""
+    if task is None:
+        return
+    crontab_id = task.crontab_id
+    task.delete()  # delete(), not a queryset delete: its signal tells beat to reload
+    if crontab_id is not None and not PeriodicTask.objects.filter(crontab_id=crontab_id):
+        CrontabSchedule.objects.filter(pk=crontab_id).delete()
 
 
 def cron_text(crontab: CrontabSchedule) -> str:
@@ -245,15 +250,25 @@ def cron_text(crontab: CrontabSchedule) -> str:
 def run_schedule(schedule_id: Any, now: datetime | None = None) -> Task | None:
     """One firing of a schedule by beat: the task created for the tick it stands for, or None.
 
-    None when the schedule is gone or paused, when there is no tick since it became active,
+    None when the schedule is gone (its beat entry is then deleted too: a deleted team's
+    schedules go with the team, their beat rows on their next firing) or paused, when there is
+    no tick since it became active,
     or when the tick already ran (a second beat, a duplicated message: the guarded UPDATE of
     ``last_tick_at`` matched nothing). A template that no longer makes a task (a vault token
     revoked since) records the tick with ``last_error`` and creates nothing; it is not
     retried, the next tick tries again.
     """
     now = now or timezone.now()
-    schedule = Schedule.objects.with_beat().filter(pk=schedule_id).first()
-    if schedule is None or not schedule.periodic_task.enabled:
+    try:
+        schedule = Schedule.objects.with_beat().filter(pk=UUID(str(schedule_id))).first()
+    except ValueError:
+        return None  # not an id: a PeriodicTask made by hand
+    if schedule is None:
+        # Gone with its team (a cascade that cannot reach beat's rows): its entry goes too.
+        with transaction.atomic():
+            _delete_beat_rows(PeriodicTask.objects.filter(name=beat_name(schedule_id)).first())
+        return None
+    if not schedule.periodic_task.enabled:
         return None
     crontab = schedule.periodic_task.crontab
     if crontab is None:
