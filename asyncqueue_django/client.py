@@ -40,6 +40,7 @@ from asyncqueue_django.client_types import (
     Pagination,
     Provider,
     RateLimitError,
+    Schedule,
     ServerError,
     Task,
     TaskPage,
@@ -63,6 +64,7 @@ __all__ = [
     "Pagination",
     "Provider",
     "RateLimitError",
+    "Schedule",
     "ServerError",
     "Task",
     "TaskPage",
@@ -123,6 +125,7 @@ class AsyncQueueClient:
         self.signals = Signals(self)
         self.tokens = Tokens(self)
         self.providers = Providers(self)
+        self.schedules = Schedules(self)
 
     def __repr__(self) -> str:  # never shows the key
         return f"AsyncQueueClient({self.base_url!r})"
@@ -220,7 +223,8 @@ class Tasks:
     ) -> CreatedTask:
         """``POST /v1/tasks``. Fields are the API's, in camelCase (``targetUrl``, ``payload``,
         ``delay``, ``waitForSignal`` …), as keywords and/or one mapping. ``idempotency_key``
-        is sent as the ``Idempotency-Key`` header: a replay returns the original task."""
+        is sent as the ``Idempotency-Key`` header: a replay returns the original task. (With a
+        ``schedule`` field the answer is ``{"schedule"}``: see :meth:`Schedules.create`.)"""
         body = {**(fields or {}), **more_fields}
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key is not None else None
         return cast(
@@ -362,6 +366,63 @@ class Providers:
         """``GET /v1/providers`` (no API key): ``[{id, name, description, docs, pollConfig}]``."""
         response = self._client.request("GET", "/v1/providers", authenticated=False)
         return cast(list[Provider], response["providers"])
+
+
+class Schedules:
+    """``client.schedules``: ``/v1/schedules``, a task created at every tick of a cron
+    expression. The ``task`` template is a create body, as :meth:`Tasks.create` takes it."""
+
+    def __init__(self, client: AsyncQueueClient) -> None:
+        self._client = client
+
+    def _path(self, schedule_id: object, action: str = "") -> str:
+        return f"/v1/schedules/{_segment(schedule_id, 'schedule_id')}{action}"
+
+    def create(
+        self,
+        cron: str,
+        task: Mapping[str, Any],
+        *,
+        timezone: str | None = None,
+        paused: bool | None = None,
+    ) -> Schedule:
+        """``POST /v1/schedules``: ``cron`` (five fields) read in ``timezone`` (an IANA name,
+        default UTC). A :class:`ValidationError` names ``cron``, ``timezone`` or
+        ``task.<field>``."""
+        body: dict[str, Any] = {"cron": cron, "task": dict(task)}
+        if timezone is not None:
+            body["timezone"] = timezone
+        if paused is not None:
+            body["paused"] = paused
+        return cast(Schedule, self._client.request("POST", "/v1/schedules", body=body)["schedule"])
+
+    def list(self) -> list[Schedule]:
+        """``GET /v1/schedules``: the team's schedules, newest first."""
+        return cast(list[Schedule], self._client.request("GET", "/v1/schedules")["schedules"])
+
+    def get(self, schedule_id: object) -> Schedule:
+        """``GET /v1/schedules/{id}``."""
+        return cast(Schedule, self._client.request("GET", self._path(schedule_id))["schedule"])
+
+    def update(self, schedule_id: object, **fields: Any) -> Schedule:
+        """``PATCH /v1/schedules/{id}`` with any of ``cron``, ``timezone``, ``task`` (replaces
+        the template as a whole) and ``paused``."""
+        response = self._client.request("PATCH", self._path(schedule_id), body=fields)
+        return cast(Schedule, response["schedule"])
+
+    def delete(self, schedule_id: object) -> Schedule:
+        """``DELETE /v1/schedules/{id}``: no more ticks; the tasks it created stay."""
+        return cast(Schedule, self._client.request("DELETE", self._path(schedule_id))["schedule"])
+
+    def pause(self, schedule_id: object) -> Schedule:
+        """``POST /v1/schedules/{id}/pause``: no tick runs until :meth:`resume`."""
+        path = self._path(schedule_id, "/pause")
+        return cast(Schedule, self._client.request("POST", path)["schedule"])
+
+    def resume(self, schedule_id: object) -> Schedule:
+        """``POST /v1/schedules/{id}/resume``: from the next tick on (missed ticks do not run)."""
+        path = self._path(schedule_id, "/resume")
+        return cast(Schedule, self._client.request("POST", path)["schedule"])
 
 
 class Signals:

@@ -122,6 +122,22 @@ class Token(TypedDict, total=False):
     revokedAt: str
 
 
+class Schedule(TypedDict, total=False):
+    """A schedule: a task ``template`` created at every tick of ``cron`` in ``timezone``."""
+
+    id: str
+    cron: str
+    timezone: str
+    task: dict[str, Any]
+    paused: bool
+    sandbox: bool
+    nextRunAt: str | None
+    lastRunAt: str | None
+    lastTaskId: str | None
+    lastError: str | None
+    createdAt: str
+
+
 class Pagination(TypedDict):
     total: int
     limit: int

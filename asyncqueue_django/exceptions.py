@@ -121,8 +121,8 @@ class TokenNotFound(ServiceError):
     message = "Token not found"
 
 
-class InvalidTokenReference(ServiceError):
-    """A task header names a Token Vault id that is not a live token of the team."""
+class InvalidFields(ServiceError):
+    """Input the services refuse, with ``fields`` naming each problem (``{"cron": "…"}``)."""
 
     code = "validation_error"
     http_status = 400
@@ -130,6 +130,11 @@ class InvalidTokenReference(ServiceError):
     def __init__(self, fields: dict[str, str]) -> None:
         summary = "; ".join(f"{name}: {text}" for name, text in fields.items())
         super().__init__(f"Invalid request: {summary}", fields=fields)
+        self.fields = fields
+
+
+class InvalidTokenReference(InvalidFields):
+    """A task header names a Token Vault id that is not a live token of the team."""
 
 
 class TokenRevoked(ServiceError):
@@ -149,3 +154,13 @@ class VaultNotConfigured(ServiceError):
     code = "vault_not_configured"
     http_status = 503
     message = "The Token Vault has no encryption key (set ASYNCQUEUE['VAULT_KEYS'])"
+
+
+class ScheduleNotFound(ServiceError):
+    code = "not_found"
+    http_status = 404
+    message = "Schedule not found"
+
+
+class InvalidScheduleInput(InvalidFields):
+    """A schedule's cron expression, time zone or task template cannot be used."""

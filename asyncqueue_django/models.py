@@ -20,6 +20,7 @@ from asyncqueue_django.querysets import (
     ApiKeyQuerySet,
     AttemptQuerySet,
     PollQuerySet,
+    ScheduleQuerySet,
     TaskQuerySet,
     VaultTokenQuerySet,
     WebhookDeliveryQuerySet,
@@ -45,6 +46,7 @@ __all__ = [
     "MetricOffset",
     "PollingTask",
     "RetryBackoff",
+    "Schedule",
     "SignalStatus",
     "Task",
     "TaskStatus",
@@ -342,6 +344,52 @@ class VaultToken(models.Model):
     @property
     def is_active(self) -> bool:
         return self.revoked_at is None
+
+
+class Schedule(models.Model):
+    """A team's cron schedule: a task template created again at every tick.
+
+    When it runs lives in django-celery-beat's rows (a ``CrontabSchedule`` of its own, with its
+    time zone, and a ``PeriodicTask`` that beat fires; ``enabled`` off is "paused"), so the admin
+    shows and edits it and the beat a project already runs fires it. Deleting the
+    ``PeriodicTask`` deletes the schedule. ``last_tick_at`` is the tick key: the services move
+    it forward with a guarded UPDATE, so each tick creates at most one task.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="schedules")
+    periodic_task = models.OneToOneField(
+        "django_celery_beat.PeriodicTask",
+        on_delete=models.CASCADE,
+        related_name="asyncqueue_schedule",
+        editable=False,
+    )
+    task_template = models.JSONField(
+        help_text="The validated create body (camelCase) each tick creates a task from."
+    )
+    sandbox = models.BooleanField(
+        default=False, help_text="Created with a test key: its tasks never call their target."
+    )
+    active_since = models.DateTimeField(
+        help_text="Ticks before this moment (creation, last resume or cron change) never run."
+    )
+    last_tick_at = models.DateTimeField(null=True, blank=True, editable=False)
+    last_run_at = models.DateTimeField(null=True, blank=True, editable=False)
+    last_task_id = models.UUIDField(null=True, blank=True, editable=False)
+    last_error = models.TextField(blank=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = ScheduleQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "id"]
+        indexes = [
+            # GET /v1/schedules: a team's schedules, newest first.
+            models.Index(fields=["team", "-created_at"], name="aq_schedule_team_created_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"schedule {self.id}"
 
 
 class Attempt(models.Model):

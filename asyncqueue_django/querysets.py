@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from asyncqueue_django.models import (  # noqa: F401
         ApiKey,
         Attempt,
+        Schedule,
         Task,
         Team,
         VaultToken,
@@ -125,6 +126,15 @@ class VaultTokenQuerySet(models.QuerySet["VaultToken"]):
 
     def for_team(self, team: Team) -> VaultTokenQuerySet:
         return self.filter(team=team)
+
+
+class ScheduleQuerySet(models.QuerySet["Schedule"]):
+    def for_team(self, team: Team) -> ScheduleQuerySet:
+        return self.filter(team=team)
+
+    def with_beat(self) -> ScheduleQuerySet:
+        """With the beat rows the representation reads (cron, time zone, enabled)."""
+        return self.select_related("periodic_task", "periodic_task__crontab")
 
 
 class AttemptQuerySet(models.QuerySet["Attempt"]):

@@ -16,7 +16,7 @@ from asyncqueue_django.jsonvalue import redact_headers
 from asyncqueue_django.states import DELIVERY_OPEN, POLL_OPEN, RUNNABLE
 
 if TYPE_CHECKING:
-    from asyncqueue_django.models import Attempt, Task, VaultToken, WebhookDelivery
+    from asyncqueue_django.models import Attempt, Schedule, Task, VaultToken, WebhookDelivery
 
 
 def iso_utc(value: datetime | None) -> str | None:
@@ -151,3 +151,31 @@ def token_data(token: VaultToken) -> dict[str, Any]:
 def revoked_token_data(token: VaultToken) -> dict[str, Any]:
     """A revoked Token Vault entry (the answer to ``DELETE /v1/tokens/{id}``)."""
     return {"id": token.pk, "name": token.name, "revokedAt": iso_utc(token.revoked_at)}
+
+
+def schedule_data(schedule: Schedule, now: datetime | None = None) -> dict[str, Any]:
+    """A schedule as the API shows it (its beat rows read with it: ``with_beat()``).
+
+    ``cron``, ``timezone`` and ``paused`` are read from the django-celery-beat rows, so an edit
+    in the admin shows here; ``task`` is the stored template, its secret-looking headers
+    redacted as a task's are; ``nextRunAt`` is the next tick (None while paused)."""
+    from asyncqueue_django.services.schedules import cron_text, next_run
+
+    periodic = schedule.periodic_task
+    crontab = periodic.crontab
+    template = dict(schedule.task_template)
+    if "headers" in template:
+        template["headers"] = redact_headers(template["headers"])
+    return {
+        "id": schedule.pk,
+        "cron": cron_text(crontab) if crontab is not None else None,
+        "timezone": str(crontab.timezone) if crontab is not None else None,
+        "task": template,
+        "paused": not periodic.enabled,
+        "sandbox": schedule.sandbox,
+        "nextRunAt": iso_utc(next_run(schedule, now or datetime.now(UTC))),
+        "lastRunAt": iso_utc(schedule.last_run_at),
+        "lastTaskId": schedule.last_task_id,
+        "lastError": schedule.last_error or None,
+        "createdAt": iso_utc(schedule.created_at),
+    }

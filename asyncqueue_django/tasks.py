@@ -432,3 +432,14 @@ def recover() -> dict[str, int]:
         "stale_polls": _db(services.recover_stale_polls),
         "redispatched_polls": _db(services.redispatch_lost_polls),
     }
+
+
+@shared_task(name="asyncqueue.run_schedule", ignore_result=True)
+def run_schedule(schedule_id: str) -> str | None:
+    """Beat, once per tick of a schedule (its ``PeriodicTask``): create the tick's task.
+
+    A second beat or a duplicated message for the same tick creates nothing (the services
+    take each tick once). Returns the new task's id, or None."""
+    with tracing.span("asyncqueue.schedule", attributes={"asyncqueue.schedule_id": schedule_id}):
+        task = _db(services.run_schedule, schedule_id)
+    return str(task.pk) if task is not None else None

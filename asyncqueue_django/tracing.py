@@ -25,6 +25,7 @@ from typing import Any
 
 __all__ = [
     "TraceContext",
+    "current_headers",
     "now_ns",
     "outbound_headers",
     "parse",
@@ -203,3 +204,19 @@ def outbound_headers(traceparent: str, tracestate: str) -> dict[str, str]:
             if parse_traceparent(carrier.get(TRACEPARENT)):
                 return _carrier(carrier[TRACEPARENT], carrier.get(TRACESTATE, ""))
     return _carrier(traceparent, tracestate)
+
+
+def current_headers() -> dict[str, str]:
+    """The trace headers of the current span (OpenTelemetry installed and a span open), else
+    none: what work started inside a span (a schedule's tick) stores as its trace context."""
+    otel = _otel()
+    if otel is None:
+        return {}
+    trace, propagate = otel
+    if not trace.get_current_span().get_span_context().is_valid:
+        return {}
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    if not parse_traceparent(carrier.get(TRACEPARENT)):
+        return {}
+    return _carrier(carrier[TRACEPARENT], carrier.get(TRACESTATE, ""))

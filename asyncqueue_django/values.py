@@ -74,6 +74,31 @@ class TaskSpec:
         return fingerprint_of(data)
 
 
+def spec_of_body(data: Any) -> TaskSpec:
+    """The ``TaskSpec`` of a validated create body (camelCase keys, as ``POST /v1/tasks``
+    takes them once aliases are resolved): what the API creates, and what a schedule's stored
+    template creates at each tick."""
+    return TaskSpec(
+        target_url=data["targetUrl"],
+        method=data.get("method", "POST"),
+        headers=data.get("headers") or {},
+        payload=data.get("payload"),
+        body=data.get("body"),
+        timeout=data.get("timeout"),
+        delay_until=data.get("delayUntil"),
+        priority=data.get("priority", 5),
+        queue=data.get("queue", "default"),
+        max_retries=data.get("maxRetries"),
+        retry_backoff=data.get("retryBackoff", "exponential"),
+        wait_for_signal=data.get("waitForSignal", False),
+        max_wait_time=data.get("maxWaitTime"),
+        on_complete_url=data.get("onCompleteUrl"),
+        metadata=data.get("metadata") or {},
+        provider=data.get("provider"),
+        poll_config=data.get("pollConfig"),
+    )
+
+
 def fingerprint_of(data: Any) -> str:
     """SHA-256 of ``data`` as canonical JSON (sorted keys, no spaces)."""
     canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)

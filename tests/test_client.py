@@ -666,3 +666,27 @@ def test_create_with_the_placeholder_returns_the_callback_url(aq: AsyncQueueClie
         {"targetUrl": "https://example.com/submit", "body": "{asyncqueue_callback_url}"}
     )
     assert created["callbackUrl"].endswith("/v1/callbacks/" + created["task"]["callbackId"])
+
+
+def test_schedules(aq: AsyncQueueClient) -> None:
+    schedule = aq.schedules.create(
+        "0 9 * * mon-fri", {"targetUrl": TARGET, "payload": {"r": 1}}, timezone="Europe/Paris"
+    )
+    assert schedule["cron"] == "0 9 * * 1-5"
+    assert schedule["timezone"] == "Europe/Paris"
+    assert schedule["nextRunAt"]
+    assert aq.schedules.list() == [schedule]
+    assert aq.schedules.get(schedule["id"]) == schedule
+    assert aq.schedules.pause(schedule["id"])["paused"] is True
+    assert aq.schedules.resume(schedule["id"])["paused"] is False
+    changed = aq.schedules.update(schedule["id"], cron="30 8 * * *", paused=True)
+    assert (changed["cron"], changed["paused"]) == ("30 8 * * *", True)
+    assert aq.schedules.delete(schedule["id"])["id"] == schedule["id"]
+    assert aq.schedules.list() == []
+    with pytest.raises(NotFoundError):
+        aq.schedules.get(schedule["id"])
+    with pytest.raises(ValidationError) as caught:
+        aq.schedules.create("61 * * * *", {"targetUrl": TARGET}, timezone="Nowhere/Land")
+    assert set(caught.value.fields) == {"cron", "timezone"}
+    via_tasks = aq.tasks.create(targetUrl=TARGET, schedule="*/5 * * * *")
+    assert via_tasks["schedule"]["cron"] == "*/5 * * * *"  # type: ignore[typeddict-item]

@@ -20,6 +20,7 @@ EXPECTED = {
     exceptions.VaultNotConfigured: (503, "vault_not_configured"),
     exceptions.CallbackNotFound: (404, "not_found"),
     exceptions.CallbackUrlNotConfigured: (503, "callback_url_not_configured"),
+    exceptions.ScheduleNotFound: (404, "not_found"),
 }
 
 
@@ -33,7 +34,9 @@ def all_subclasses(cls: type) -> set[type]:
 def test_every_domain_error_is_listed_here() -> None:
     listed = set(EXPECTED) | {
         exceptions.InvalidTransition,
+        exceptions.InvalidFields,
         exceptions.InvalidTokenReference,
+        exceptions.InvalidScheduleInput,
         exceptions.TokenRevoked,
     }
     assert all_subclasses(exceptions.ServiceError) == listed
@@ -66,6 +69,14 @@ def test_an_invalid_token_reference_is_400_naming_the_header() -> None:
     assert response.data["code"] == "validation_error"
     assert response.data["fields"] == {"headers.X-Key": "Refers to vault token tok_a…"}
     assert "headers.X-Key" in response.data["error"]
+
+
+def test_an_invalid_schedule_is_400_naming_the_fields() -> None:
+    error = exceptions.InvalidScheduleInput({"cron": "Minute 61 is out of range 0-59."})
+    response = exception_handler(error, {})
+    assert response is not None
+    assert (response.status_code, response.data["code"]) == (400, "validation_error")
+    assert response.data["fields"] == {"cron": "Minute 61 is out of range 0-59."}
 
 
 def test_a_revoked_token_names_the_header_and_the_token() -> None:

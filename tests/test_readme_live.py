@@ -3,12 +3,12 @@
 The stack is ``example_project/serve.py`` itself (what ``./dev up`` execs) on a free port, on its
 embedded defaults (SQLite + the SQLite broker) in a temporary ``var/`` directory: the web server,
 a Celery worker with embedded beat, the demo app. Each README command runs in bash with ``AQ``
-and ``KEY`` set as the quick start sets them; ``<id>``, ``<signalToken>`` and ``<tokenId>`` (a
-Token Vault id) are replaced by the values from the answers before them, as a reader would. Each
-``# → CODE {...}`` line after a command is checked: the HTTP status, and every
-``"name": value`` pair it shows (strings without an ellipsis, numbers, booleans) must occur in
-the answer. A lookup (a command without ``-X``)
-is repeated until its answer matches, as the README says ("until it is waiting").
+and ``KEY`` set as the quick start sets them; ``<id>``, ``<signalToken>``, ``<tokenId>`` (a
+Token Vault id) and ``<scheduleId>`` are replaced by the values from the answers before them,
+as a reader would. Each ``# → CODE {...}`` line after a command is checked: the HTTP status,
+and every ``"name": value`` pair it shows (strings without an ellipsis, numbers, booleans) must
+occur in the answer. A lookup (a command without ``-X``) is repeated until its answer matches,
+as the README says ("until it is waiting").
 """
 
 from __future__ import annotations
@@ -297,7 +297,7 @@ def test_every_curl_block_ends_as_the_readme_says(block: Block, stack: Stack) ->
         command = step.command
         for name, value in values.items():
             command = command.replace(f"<{name}>", value)
-        assert not re.search(r"<(id|signalToken|tokenId|callbackUrl)>", command), (
+        assert not re.search(r"<(id|signalToken|tokenId|callbackUrl|scheduleId)>", command), (
             f"no value yet: {command}"
         )
         lookup = " -X " not in command
@@ -323,3 +323,6 @@ def test_every_curl_block_ends_as_the_readme_says(block: Block, stack: Stack) ->
             token = answer.get("token")
             if isinstance(token, dict) and isinstance(token.get("id"), str):
                 values["tokenId"] = token["id"]
+            schedule = answer.get("schedule")
+            if isinstance(schedule, dict) and isinstance(schedule.get("id"), str):
+                values["scheduleId"] = schedule["id"]

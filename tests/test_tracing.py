@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.utils import timezone
 from pytest_httpserver import HTTPServer
 from rest_framework.test import APIClient
 
 from asyncqueue_django import outbound, services, tasks, tracing
-from asyncqueue_django.models import Task, Team, WebhookDelivery
+from asyncqueue_django.models import Schedule, Task, Team, WebhookDelivery
 from asyncqueue_django.values import TaskSpec
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -290,3 +292,23 @@ def test_without_opentelemetry_spans_do_nothing(monkeypatch: pytest.MonkeyPatch)
         "traceparent": TRACEPARENT,
         "tracestate": TRACESTATE,
     }
+
+
+def test_a_schedule_tick_is_a_span_and_its_task_carries_it(team: Team, spans: Any) -> None:
+    schedule = services.create_schedule(team, "* * * * *", "UTC", {"targetUrl": "http://x.test/"})
+    Schedule.objects.filter(pk=schedule.pk).update(active_since=timezone.now() - timedelta(hours=1))
+    task_id = tasks.run_schedule(str(schedule.pk))
+    assert task_id is not None
+    (tick,) = [s for s in spans.get_finished_spans() if s.name == "asyncqueue.schedule"]
+    task = Task.objects.get(pk=task_id)
+    # The tick's span is the parent of what the task does (the flags are the SDK's).
+    assert task.traceparent[:52] == f"00-{tick.context.trace_id:032x}-{tick.context.span_id:016x}"
+
+
+def test_without_a_span_a_tick_stores_no_trace_context(team: Team) -> None:
+    assert tracing.current_headers() == {}
+    schedule = services.create_schedule(team, "* * * * *", "UTC", {"targetUrl": "http://x.test/"})
+    Schedule.objects.filter(pk=schedule.pk).update(active_since=timezone.now() - timedelta(hours=1))
+    task = services.run_schedule(schedule.pk)
+    assert task is not None
+    assert task.traceparent == ""

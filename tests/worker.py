@@ -25,6 +25,18 @@ ROOT = Path(__file__).resolve().parent.parent
 QUEUES = "default,high,low"
 
 
+def child_env(db_name: str, **extra: str) -> dict[str, str]:
+    """The environment of a Celery process the tests start: the test database, the run's
+    broker, this checkout's code."""
+    return {
+        **os.environ,
+        "ASYNCQUEUE_TEST_DB_NAME": db_name,
+        "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+        "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        **extra,
+    }
+
+
 class Worker:
     def __init__(
         self,
@@ -47,13 +59,7 @@ class Worker:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 60) -> None:
-        env = {
-            **os.environ,
-            "ASYNCQUEUE_TEST_DB_NAME": self.db_name,
-            "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
-            "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
-            **self.extra_env,
-        }
+        env = child_env(self.db_name, **self.extra_env)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         cmd = [
             sys.executable,

@@ -16,7 +16,7 @@ from django.shortcuts import render
 from django.urls import reverse
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.openapi import AutoSchema
-from drf_spectacular.utils import OpenApiExample, OpenApiResponse
+from drf_spectacular.utils import OpenApiExample, OpenApiResponse, PolymorphicProxySerializer
 from drf_spectacular.utils import extend_schema as spectacular_extend_schema
 from drf_spectacular.views import SpectacularAPIView
 from rest_framework import serializers
@@ -27,7 +27,9 @@ from asyncqueue_django.api.serializers import (
     HEADER_NAME_RE,
     MAX_BATCH,
     METHODS,
+    NOT_IN_TEMPLATES,
     RevokedTokenSerializer,
+    ScheduleSerializer,
     TaskDetailSerializer,
     TaskSerializer,
     TokenSerializer,
@@ -137,6 +139,22 @@ class BatchCreatedEnvelope(serializers.Serializer[Any]):
     )
 
 
+class ScheduleEnvelope(serializers.Serializer[Any]):
+    schedule = ScheduleSerializer()
+
+
+class ScheduleListEnvelope(serializers.Serializer[Any]):
+    schedules = ScheduleSerializer(many=True)
+
+
+#: ``POST /v1/tasks`` answers a task, or with ``schedule`` in the body, a schedule.
+TaskCreatedOrScheduledEnvelope = PolymorphicProxySerializer(
+    component_name="TaskCreatedOrScheduled",
+    serializers=[TaskCreatedEnvelope, ScheduleEnvelope],
+    resource_type_field_name=None,
+)
+
+
 class TokenEnvelope(serializers.Serializer[Any]):
     token = TokenSerializer()
 
@@ -208,6 +226,26 @@ PATTERN_EXAMPLES = [
         request_only=True,
     ),
 ]
+
+
+SCHEDULE_EXAMPLES = [
+    OpenApiExample(
+        "Every weekday at 9 in Paris",
+        value={
+            "cron": "0 9 * * 1-5",
+            "timezone": "Europe/Paris",
+            "task": {
+                "targetUrl": "https://your-app.example/api/daily-report",
+                "payload": {"report": "sales"},
+            },
+        },
+        request_only=True,
+    ),
+]
+
+#: Create bodies whose fields carry the task limits: a task, a task with ``schedule``, and a
+#: schedule's task template.
+CREATE_BODIES = ("TaskCreateRequest", "ScheduledTaskCreateRequest", "ScheduleTaskRequest")
 
 
 #: A JSON string the server stores: no NUL character (PostgreSQL cannot store one).
@@ -301,7 +339,6 @@ def _declare_limits(result: dict[str, Any]) -> None:
     url = {"type": "string", "pattern": URL_PATTERN, "maxLength": http.MAX_URL_LENGTH}
     maybe = ["integer", "null"]
 
-    create = schemas.get("TaskCreateRequest", {}).get("properties", {})
     limits: dict[str, dict[str, Any]] = {
         "targetUrl": {**url, "format": "uri"},
         "onCompleteUrl": {**url, "type": ["string", "null"], "format": "uri"},
@@ -359,17 +396,24 @@ def _declare_limits(result: dict[str, Any]) -> None:
         "provider": {"type": ["string", "null"], "enum": [*providers.PROVIDERS, None]},
         "pollConfig": _poll_config_schema(),
     }
-    for name, schema in limits.items():
-        if name in create:
-            keep = {k: v for k, v in create[name].items() if k in ("description", "default")}
-            create[name] = {**schema, **keep}
-
-    if "TaskCreateRequest" in schemas:
+    for body in CREATE_BODIES:
+        if body not in schemas:
+            continue
+        create = schemas[body].get("properties", {})
+        for name, schema in limits.items():
+            if name in create:
+                keep = {k: v for k, v in create[name].items() if k in ("description", "default")}
+                create[name] = {**schema, **keep}
         # Either payload or body, either delay or delayUntil (null counts as not given).
-        schemas["TaskCreateRequest"]["allOf"] = [
+        schemas[body]["allOf"] = [
             {"not": _both("payload", {"not": {"type": "null"}}, "body", {"type": "string"})},
             {"not": _both("delay", {"type": "integer"}, "delayUntil", {"type": "string"})},
         ]
+    template = schemas.get("ScheduleTaskRequest", {}).get("properties", {})
+    for name in NOT_IN_TEMPLATES:  # refused in a template (unknown properties are refused)
+        template.pop(name, None)
+    if "waitForSignal" in template:
+        template["waitForSignal"] = {"type": "boolean", "enum": [False]}
 
     for name in ("Task", "TaskDetail"):
         deadline = schemas.get(name, {}).get("properties", {}).get("waitDeadline")
@@ -421,6 +465,7 @@ def _declare_limits(result: dict[str, Any]) -> None:
 #: OpenAPI links: where each operation's inputs come from, so a client generator (and stateful
 #: fuzzing) can follow a created task to every operation on it.
 TASK_ID = "$response.body#/task/id"
+SCHEDULE_ID = "$response.body#/schedule/id"
 LINKS: dict[tuple[str, str], dict[str, dict[str, Any]]] = {
     ("createTask", "201"): {
         "GetTask": {"operationId": "getTask", "parameters": {"task_id": TASK_ID}},
@@ -464,6 +509,16 @@ LINKS: dict[tuple[str, str], dict[str, dict[str, Any]]] = {
     },
     ("heartbeat", "200"): {
         "GetTask": {"operationId": "getTask", "parameters": {"task_id": TASK_ID}},
+    },
+    ("createSchedule", "201"): {
+        name: {"operationId": operation, "parameters": {"schedule_id": SCHEDULE_ID}}
+        for name, operation in [
+            ("GetSchedule", "getSchedule"),
+            ("UpdateSchedule", "updateSchedule"),
+            ("PauseSchedule", "pauseSchedule"),
+            ("ResumeSchedule", "resumeSchedule"),
+            ("DeleteSchedule", "deleteSchedule"),
+        ]
     },
 }
 

@@ -20,13 +20,13 @@ from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from asyncqueue_django import providers, representation, services, urlpolicy, validators
+from asyncqueue_django import cron, providers, representation, services, urlpolicy, validators
 from asyncqueue_django.api.exceptions import flatten_errors
 from asyncqueue_django.conf import app_settings
 from asyncqueue_django.models import Task
 from asyncqueue_django.states import AttemptOutcome, RetryBackoff, SignalStatus, TaskStatus
 from asyncqueue_django.validators import InvalidInput
-from asyncqueue_django.values import TaskSpec, fingerprint_of
+from asyncqueue_django.values import TaskSpec, fingerprint_of, spec_of_body
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 
@@ -86,6 +86,19 @@ def unknown_field(name: str, known: list[str]) -> str:
 def _refuse_unknown(data: dict[str, Any], fields: list[str]) -> dict[str, list[str]]:
     known = [*fields, *(alias for alias, canonical in ALIASES.items() if canonical in fields)]
     return {name: [unknown_field(name, known)] for name in sorted(set(data) - set(fields))}
+
+
+class ObjectBodySerializer(serializers.Serializer[Any]):
+    """A request body that must be a JSON object of the declared fields only (an unknown one is
+    named, with the closest known name)."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if not isinstance(data, dict):
+            raise serializers.ValidationError({"body": ["Request body must be a JSON object."]})
+        unknown = _refuse_unknown(data, list(self.fields))
+        if unknown:
+            raise serializers.ValidationError(unknown)
+        return super().to_internal_value(data)
 
 
 # --------------------------------------------------------------------------------------------
@@ -356,25 +369,7 @@ def _check_url(url: str) -> None:
 
 def spec_of(data: Any) -> TaskSpec:
     """The ``TaskSpec`` of validated create data."""
-    return TaskSpec(
-        target_url=data["targetUrl"],
-        method=data.get("method", "POST"),
-        headers=data.get("headers") or {},
-        payload=data.get("payload"),
-        body=data.get("body"),
-        timeout=data.get("timeout"),
-        delay_until=data.get("delayUntil"),
-        priority=data.get("priority", 5),
-        queue=data.get("queue", "default"),
-        max_retries=data.get("maxRetries"),
-        retry_backoff=data.get("retryBackoff", RetryBackoff.EXPONENTIAL),
-        wait_for_signal=data.get("waitForSignal", False),
-        max_wait_time=data.get("maxWaitTime"),
-        on_complete_url=data.get("onCompleteUrl"),
-        metadata=data.get("metadata") or {},
-        provider=data.get("provider"),
-        poll_config=data.get("pollConfig"),
-    )
+    return spec_of_body(data)
 
 
 # --------------------------------------------------------------------------------------------
@@ -520,6 +515,146 @@ class TaskDetailSerializer(TaskSerializer):
         return representation.task_detail_data(instance)
 
 
+# --------------------------------------------------------------------------------------------
+# Schedules
+# --------------------------------------------------------------------------------------------
+
+#: Create fields a schedule's task template refuses, and why.
+NOT_IN_TEMPLATES = {
+    "delay": "A scheduled task runs at its tick; schedule it later instead.",
+    "delayUntil": "A scheduled task runs at its tick; schedule it later instead.",
+    "idempotencyKey": "Each tick creates its own task; the tick is its key.",
+}
+
+
+def _refuse_in_template(data: dict[str, Any]) -> None:
+    refused = {k: [m] for k, m in NOT_IN_TEMPLATES.items() if data.get(k) is not None}
+    if data.get("waitForSignal") is True:
+        refused["waitForSignal"] = [
+            "The signal token of a scheduled task would be shown to no one."
+        ]
+    if refused:
+        raise serializers.ValidationError(refused)
+
+
+class ScheduleTaskSerializer(TaskCreateSerializer):
+    """A schedule's task template: a create body, validated as ``POST /v1/tasks`` validates
+    one, without what makes no sense for a task created again at every tick."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if not isinstance(data, dict):
+            raise serializers.ValidationError(["Must be a create body (a JSON object)."])
+        _refuse_in_template(data)
+        return super().to_internal_value(data)
+
+
+def template_of(validated: dict[str, Any]) -> dict[str, Any]:
+    """The template a schedule stores: the validated create body, JSON values only."""
+    return {
+        name: value
+        for name, value in validated.items()
+        if value is not None and name not in (*NOT_IN_TEMPLATES, "schedule", "timezone")
+    }
+
+
+def check_cron_field(value: str) -> str:
+    """A cron expression, canonical (names as numbers, Sunday as 0)."""
+    try:
+        return cron.parse(value).expression
+    except cron.InvalidCron as exc:
+        raise serializers.ValidationError(exc.message) from None
+
+
+def check_timezone_field(value: str) -> str:
+    try:
+        return str(cron.zone(value))
+    except cron.InvalidCron as exc:
+        raise serializers.ValidationError(exc.message) from None
+
+
+def _cron_field(**kwargs: Any) -> StrictCharField:
+    return StrictCharField(
+        max_length=cron.MAX_CRON_LENGTH,
+        help_text="Five fields: minute hour day-of-month month day-of-week (`0 9 * * 1-5`). "
+        "Names (`jan`, `mon`) are read as numbers; restrict the day of month or the day of "
+        "week, not both.",
+        **kwargs,
+    )
+
+
+def _timezone_field(**kwargs: Any) -> StrictCharField:
+    return StrictCharField(
+        max_length=100, help_text="An IANA time zone; the cron is read in it.", **kwargs
+    )
+
+
+class ScheduledTaskCreateSerializer(TaskCreateSerializer):
+    """``POST /v1/tasks`` body: a task, or with ``schedule`` (a cron expression) a schedule
+    that creates this task at every tick."""
+
+    schedule = _cron_field(required=False)
+    timezone = _timezone_field(required=False)
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("schedule") is not None:
+            _refuse_in_template(data)
+        elif isinstance(data, dict) and "timezone" in data:
+            raise serializers.ValidationError({"timezone": ["Only with schedule."]})
+        return super().to_internal_value(data)
+
+    def validate_schedule(self, value: str) -> str:
+        return check_cron_field(value)
+
+    def validate_timezone(self, value: str) -> str:
+        return check_timezone_field(value)
+
+
+class ScheduleCreateSerializer(ObjectBodySerializer):
+    """``POST /v1/schedules`` body."""
+
+    cron = _cron_field()
+    timezone = _timezone_field(required=False, default="UTC")
+    task = ScheduleTaskSerializer(help_text="A create body, as for POST /v1/tasks.")
+    paused = StrictBooleanField(required=False, default=False)
+
+    def validate_cron(self, value: str) -> str:
+        return check_cron_field(value)
+
+    def validate_timezone(self, value: str) -> str:
+        return check_timezone_field(value)
+
+
+class ScheduleUpdateSerializer(ScheduleCreateSerializer):
+    """``PATCH /v1/schedules/{id}`` body: any of the create fields; ``task`` replaces the
+    template as a whole."""
+
+    cron = _cron_field(required=False)
+    timezone = _timezone_field(required=False)
+    task = ScheduleTaskSerializer(required=False, help_text="Replaces the template.")
+    paused = StrictBooleanField(required=False)
+
+
+class ScheduleSerializer(serializers.Serializer[Any]):
+    """The public schedule object."""
+
+    id = serializers.UUIDField()
+    cron = serializers.CharField()
+    timezone = serializers.CharField()
+    task = serializers.DictField(help_text="The task template (secret-looking headers redacted).")
+    paused = serializers.BooleanField()
+    sandbox = serializers.BooleanField(help_text="Created with a test key.")
+    nextRunAt = UTCDateTimeField(allow_null=True, help_text="The next tick; null while paused.")
+    lastRunAt = UTCDateTimeField(allow_null=True)
+    lastTaskId = serializers.UUIDField(allow_null=True, help_text="The task the last tick made.")
+    lastError = serializers.CharField(
+        allow_null=True, help_text="Why the last tick made no task (a vault token revoked)."
+    )
+    createdAt = UTCDateTimeField()
+
+    def to_representation(self, instance: Any) -> dict[str, Any]:
+        return representation.schedule_data(instance)
+
+
 #: Most tasks one ``POST /v1/tasks/batch`` may create.
 MAX_BATCH = 100
 
@@ -615,7 +750,7 @@ class RevokedTokenSerializer(serializers.Serializer[Any]):
         return representation.revoked_token_data(instance)
 
 
-class SignalSerializer(serializers.Serializer[Any]):
+class SignalSerializer(ObjectBodySerializer):
     """``POST /v1/signals/{token}`` body."""
 
     status = StrictChoiceField(choices=SignalStatus.choices)
@@ -627,14 +762,6 @@ class SignalSerializer(serializers.Serializer[Any]):
         max_length=validators.MAX_ERROR_LENGTH,
     )
 
-    def to_internal_value(self, data: Any) -> Any:
-        if not isinstance(data, dict):
-            raise serializers.ValidationError({"body": ["Request body must be a JSON object."]})
-        unknown = _refuse_unknown(data, list(self.fields))
-        if unknown:
-            raise serializers.ValidationError(unknown)
-        return super().to_internal_value(data)
-
     def validate_result(self, value: Any) -> Any:
         return check(validators.check_signal_result, value)
 
@@ -642,18 +769,10 @@ class SignalSerializer(serializers.Serializer[Any]):
         return check(validators.check_signal_error, value)  # type: ignore[no-any-return]
 
 
-class HeartbeatSerializer(serializers.Serializer[Any]):
+class HeartbeatSerializer(ObjectBodySerializer):
     """``POST /v1/signals/{token}/heartbeat`` body."""
 
     extendBy = StrictIntegerField(min_value=1)
-
-    def to_internal_value(self, data: Any) -> Any:
-        if not isinstance(data, dict):
-            raise serializers.ValidationError({"body": ["Request body must be a JSON object."]})
-        unknown = _refuse_unknown(data, list(self.fields))
-        if unknown:
-            raise serializers.ValidationError(unknown)
-        return super().to_internal_value(data)
 
     def validate_extendBy(self, value: int) -> int:
         if value > app_settings.MAX_WAIT_TIME:

@@ -13,6 +13,7 @@ from asyncqueue_django.api.views import (
     HeartbeatView,
     NotFoundView,
     ProvidersView,
+    ScheduleViewSet,
     SignalView,
     TaskViewSet,
     TokenViewSet,
@@ -28,6 +29,7 @@ class OptionalSlashRouter(SimpleRouter):
 router = OptionalSlashRouter()
 router.register("tasks", TaskViewSet, basename="task")
 router.register("tokens", TokenViewSet, basename="token")
+router.register("schedules", ScheduleViewSet, basename="schedule")
 
 urlpatterns: list[Any] = [
     *router.urls,

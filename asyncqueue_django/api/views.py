@@ -38,11 +38,14 @@ from asyncqueue_django.api.parsers import StrictJSONParser
 from asyncqueue_django.api.permissions import HasApiKey
 from asyncqueue_django.api.schema import (
     PATTERN_EXAMPLES,
+    SCHEDULE_EXAMPLES,
     AsyncQueueSchema,
     BatchCreatedEnvelope,
     ProviderListEnvelope,
     RevokedTokenEnvelope,
-    TaskCreatedEnvelope,
+    ScheduleEnvelope,
+    ScheduleListEnvelope,
+    TaskCreatedOrScheduledEnvelope,
     TaskDetailEnvelope,
     TaskEnvelope,
     TaskListEnvelope,
@@ -57,13 +60,17 @@ from asyncqueue_django.api.serializers import (
     BatchCreateSerializer,
     HeartbeatSerializer,
     RevokedTokenSerializer,
+    ScheduleCreateSerializer,
+    ScheduledTaskCreateSerializer,
+    ScheduleSerializer,
+    ScheduleUpdateSerializer,
     SignalSerializer,
-    TaskCreateSerializer,
     TaskDetailSerializer,
     TaskSerializer,
     TokenCreateSerializer,
     TokenSerializer,
     check_idempotency_key,
+    template_of,
 )
 from asyncqueue_django.api.throttles import (
     CallbackIPThrottle,
@@ -73,7 +80,7 @@ from asyncqueue_django.api.throttles import (
 )
 from asyncqueue_django.conf import app_settings
 from asyncqueue_django.exceptions import TaskNotFound
-from asyncqueue_django.models import ApiKey, Task, Team, VaultToken
+from asyncqueue_django.models import ApiKey, Schedule, Task, Team, VaultToken
 from asyncqueue_django.states import KeyMode, TaskStatus
 from asyncqueue_django.validators import QUEUE_NAME_RE
 from asyncqueue_django.values import TaskSpec
@@ -170,7 +177,7 @@ class TaskViewSet(AsyncQueueViewMixin, viewsets.GenericViewSet[Task]):
     @extend_schema(
         operation_id="createTask",
         summary="Create a task",
-        request=TaskCreateSerializer,
+        request=ScheduledTaskCreateSerializer,
         parameters=[
             OpenApiParameter(
                 "Idempotency-Key",
@@ -181,15 +188,20 @@ class TaskViewSet(AsyncQueueViewMixin, viewsets.GenericViewSet[Task]):
             )
         ],
         responses={
-            201: TaskCreatedEnvelope,
+            201: OpenApiResponse(
+                TaskCreatedOrScheduledEnvelope,
+                description='The task; with `schedule`, the schedule (`{"schedule"}`).',
+            ),
             200: OpenApiResponse(TaskEnvelope, description="An Idempotency-Key replay."),
             **errors(400, 401, 409, 413, 415, 429, 503),
         },
         examples=PATTERN_EXAMPLES,
     )
     def create(self, request: Request) -> Response:
-        serializer = TaskCreateSerializer(data=request.data)
+        serializer = ScheduledTaskCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
+        if serializer.validated_data.get("schedule") is not None:
+            return self._create_schedule(request, serializer.validated_data)
         key = self._idempotency_key(request, serializer.validated_data.get("idempotencyKey"))
         spec = serializer.to_spec()
         trace = tracing.parse(request.headers)
@@ -206,11 +218,27 @@ class TaskViewSet(AsyncQueueViewMixin, viewsets.GenericViewSet[Task]):
         code = http_status.HTTP_201_CREATED if created.created else http_status.HTTP_200_OK
         return Response(_created_body(created), status=code)
 
+    def _create_schedule(self, request: Request, data: dict[str, Any]) -> Response:
+        """``POST /v1/tasks`` with ``schedule``: the body (less ``schedule`` and ``timezone``)
+        becomes the template of a new schedule → 201 ``{"schedule"}``."""
+        if request.headers.get("Idempotency-Key") is not None:
+            raise ValidationError(
+                {"Idempotency-Key": "Not taken with schedule: each tick is a task of its own."}
+            )
+        schedule = services.create_schedule(
+            self.team,
+            data["schedule"],
+            data.get("timezone") or "UTC",
+            template_of(data),
+            sandbox=self.sandbox,
+            field_prefix="",
+        )
+        body = {"schedule": ScheduleSerializer(schedule).data}
+        return Response(body, status=http_status.HTTP_201_CREATED)
+
     @property
     def sandbox(self) -> bool:
-        """Tasks created with a test key are sandbox tasks."""
-        key = self.request.auth
-        return isinstance(key, ApiKey) and key.mode == KeyMode.TEST
+        return _is_sandbox(self.request)
 
     def throttle_cost(self, request: Request) -> int:
         """A batch counts against the rate limit as one request per item."""
@@ -410,6 +438,12 @@ class TaskViewSet(AsyncQueueViewMixin, viewsets.GenericViewSet[Task]):
         return Response({"task": TaskSerializer(task).data})
 
 
+def _is_sandbox(request: Request) -> bool:
+    """Tasks (and schedules) created with a test key are sandbox tasks."""
+    key = request.auth
+    return isinstance(key, ApiKey) and key.mode == KeyMode.TEST
+
+
 def _carry_trace(trace: tracing.TraceContext | None, specs: list[TaskSpec]) -> None:
     """Store the request's W3C trace context on every task it creates, so each of their
     outbound calls carries it. An invalid ``traceparent``/``tracestate`` was already dropped by
@@ -480,6 +514,122 @@ class TokenViewSet(AsyncQueueViewMixin, viewsets.GenericViewSet[VaultToken]):
     def destroy(self, request: Request, token_id: str) -> Response:
         token = services.revoke_token(self.team, str(token_id))
         return Response({"token": RevokedTokenSerializer(token).data})
+
+
+SCHEDULE_ID = [OpenApiParameter("schedule_id", OpenApiTypes.UUID, OpenApiParameter.PATH)]
+
+
+@extend_schema_view(
+    **{
+        name: spectacular_extend_schema(parameters=SCHEDULE_ID)
+        for name in ("retrieve", "partial_update", "destroy", "pause", "resume")
+    }
+)
+class ScheduleViewSet(AsyncQueueViewMixin, viewsets.GenericViewSet[Schedule]):
+    """``/v1/schedules``: cron schedules (create, list, get, change, delete, pause, resume).
+    Each tick of a schedule creates a task from its template, as ``POST /v1/tasks`` would."""
+
+    serializer_class = ScheduleSerializer
+    lookup_url_kwarg = "schedule_id"
+
+    def get_queryset(self) -> QuerySet[Schedule]:
+        return cast(QuerySet[Schedule], services.list_schedules(self.team))
+
+    @staticmethod
+    def _answer(schedule: Schedule, code: int = http_status.HTTP_200_OK) -> Response:
+        return Response({"schedule": ScheduleSerializer(schedule).data}, status=code)
+
+    @extend_schema(
+        operation_id="createSchedule",
+        summary="Create a schedule: a task created at every tick of a cron expression",
+        description="The task template is validated as `POST /v1/tasks` validates a body "
+        "(errors named `task.<field>`); `delay`, `delayUntil`, `idempotencyKey` and "
+        "`waitForSignal: true` are refused in it. Ticks are read in `timezone` (default UTC).",
+        request=ScheduleCreateSerializer,
+        responses={201: ScheduleEnvelope, **errors(400, 401, 413, 415, 429)},
+        examples=SCHEDULE_EXAMPLES,
+    )
+    def create(self, request: Request) -> Response:
+        serializer = ScheduleCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        schedule = services.create_schedule(
+            self.team,
+            data["cron"],
+            data["timezone"],
+            template_of(data["task"]),
+            paused=data["paused"],
+            sandbox=_is_sandbox(request),
+        )
+        return self._answer(schedule, http_status.HTTP_201_CREATED)
+
+    @extend_schema(
+        operation_id="listSchedules",
+        summary="List the team's schedules, newest first",
+        responses={200: ScheduleListEnvelope, **errors(401, 429)},
+    )
+    def list(self, request: Request) -> Response:
+        schedules = list(self.get_queryset())
+        return Response({"schedules": ScheduleSerializer(cast(Any, schedules), many=True).data})
+
+    @extend_schema(
+        operation_id="getSchedule",
+        summary="Get a schedule",
+        responses={200: ScheduleEnvelope, **errors(401, 404, 429)},
+    )
+    def retrieve(self, request: Request, schedule_id: str) -> Response:
+        return self._answer(services.get_schedule(self.team, schedule_id))
+
+    @extend_schema(
+        operation_id="updateSchedule",
+        summary="Change a schedule's cron, time zone, template or paused",
+        description="A new cron or time zone counts ticks from now on. `task` replaces the "
+        "template as a whole.",
+        request=ScheduleUpdateSerializer,
+        responses={200: ScheduleEnvelope, **errors(400, 401, 404, 413, 415, 429)},
+    )
+    def partial_update(self, request: Request, schedule_id: str) -> Response:
+        serializer = ScheduleUpdateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        schedule = services.update_schedule(
+            self.team,
+            schedule_id,
+            expression=data.get("cron"),
+            zone_name=data.get("timezone"),
+            template=template_of(data["task"]) if "task" in data else None,
+            paused=data.get("paused"),
+        )
+        return self._answer(schedule)
+
+    @extend_schema(
+        operation_id="deleteSchedule",
+        summary="Delete a schedule and its beat entry (the tasks it created stay)",
+        responses={200: ScheduleEnvelope, **errors(401, 404, 429)},
+    )
+    def destroy(self, request: Request, schedule_id: str) -> Response:
+        schedule = services.delete_schedule(self.team, schedule_id)
+        return Response({"schedule": {**ScheduleSerializer(schedule).data, "nextRunAt": None}})
+
+    @extend_schema(
+        operation_id="pauseSchedule",
+        summary="Pause a schedule: no tick runs until it is resumed",
+        request=None,
+        responses={200: ScheduleEnvelope, **errors(401, 404, 429)},
+    )
+    @action(detail=True, methods=["post"])
+    def pause(self, request: Request, schedule_id: str) -> Response:
+        return self._answer(services.pause_schedule(self.team, schedule_id))
+
+    @extend_schema(
+        operation_id="resumeSchedule",
+        summary="Resume a schedule from its next tick (ticks missed while paused do not run)",
+        request=None,
+        responses={200: ScheduleEnvelope, **errors(401, 404, 429)},
+    )
+    @action(detail=True, methods=["post"])
+    def resume(self, request: Request, schedule_id: str) -> Response:
+        return self._answer(services.resume_schedule(self.team, schedule_id))
 
 
 class NotFoundView(AsyncQueueViewMixin, APIView):

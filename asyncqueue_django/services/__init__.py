@@ -11,7 +11,8 @@ engine (``engine.py``: claim, lease, finish, retry decision, dispatch on commit,
 - ``provider_callbacks``: provider callback URLs (a signal by another credential);
 - ``polls``: provider polls as a kind of outbound work (claim, finish);
 - ``sweeps``: due, lost and stale-lease sweeps of every kind;
-- ``retention``: pruning finished tasks.
+- ``retention``: pruning finished tasks;
+- ``schedules``: cron schedules on django-celery-beat, each tick creating one task.
 
 Every status change is a guarded conditional UPDATE through the kind's lifecycle
 (``states.py``): of two concurrent actors exactly one updates the row and the other sees 0
@@ -31,8 +32,10 @@ from asyncqueue_django.exceptions import (
     CallbackNotFound,
     CallbackUrlNotConfigured,
     IdempotencyConflict,
+    InvalidScheduleInput,
     InvalidTokenReference,
     InvalidTransition,
+    ScheduleNotFound,
     SignalTokenNotFound,
     TaskNotFound,
     TokenNotFound,
@@ -68,6 +71,16 @@ from asyncqueue_django.services.lifecycle import (
 from asyncqueue_django.services.polls import claim_poll, finish_poll
 from asyncqueue_django.services.provider_callbacks import callback_url_for, receive_callback
 from asyncqueue_django.services.retention import prunable_tasks, prune_finished
+from asyncqueue_django.services.schedules import (
+    create_schedule,
+    delete_schedule,
+    get_schedule,
+    list_schedules,
+    pause_schedule,
+    resume_schedule,
+    run_schedule,
+    update_schedule,
+)
 from asyncqueue_django.services.sweeps import (
     dispatch_due,
     dispatch_due_polls,
@@ -116,9 +129,11 @@ __all__ = [
     "CallbackUrlNotConfigured",
     "CreatedTask",
     "IdempotencyConflict",
+    "InvalidScheduleInput",
     "InvalidTokenReference",
     "InvalidTransition",
     "IssuedApiKey",
+    "ScheduleNotFound",
     "SignalResult",
     "SignalTokenNotFound",
     "TaskNotFound",
@@ -137,9 +152,11 @@ __all__ = [
     "claim_task",
     "claim_webhook",
     "create_api_key",
+    "create_schedule",
     "create_task",
     "create_tasks",
     "create_token",
+    "delete_schedule",
     "dispatch_due",
     "dispatch_due_polls",
     "dispatch_due_webhooks",
@@ -153,9 +170,12 @@ __all__ = [
     "finish_webhook_attempt",
     "finish_webhook_attempts",
     "get_or_create_team",
+    "get_schedule",
     "get_task",
     "heartbeat",
+    "list_schedules",
     "list_tokens",
+    "pause_schedule",
     "pending_sweeps",
     "prunable_tasks",
     "prune_finished",
@@ -169,14 +189,17 @@ __all__ = [
     "resend_latest_webhook",
     "resend_webhook",
     "resolve_waiting_task",
+    "resume_schedule",
     "retry_task",
     "reveal_headers",
     "revoke_api_key",
     "revoke_token",
     "rotate_keys",
     "rotate_webhook_secret",
+    "run_schedule",
     "signal_task",
     "storable_call",
+    "update_schedule",
     "wakeups",
     "without_response",
 ]
