@@ -64,12 +64,25 @@ def task_data(task: Task) -> dict[str, Any]:
         "result": task.result,
         "error": task.error or None,
         "idempotencyKey": task.idempotency_key,
+        "flowControl": flow_control_data(task),
         "signalReceivedAt": iso_utc(task.signal_received_at),
         "earlySignal": early,
         "createdAt": iso_utc(task.created_at),
         "updatedAt": iso_utc(task.updated_at),
         "startedAt": iso_utc(task.started_at),
         "completedAt": iso_utc(task.completed_at),
+    }
+
+
+def flow_control_data(task: Task) -> dict[str, Any] | None:
+    """A task's ``flowControl`` as given (None: the task has none)."""
+    if task.flow_key is None:
+        return None
+    return {
+        "key": task.flow_key,
+        "parallelism": task.flow_parallelism,
+        "rate": task.flow_rate,
+        "period": task.flow_period,
     }
 
 

@@ -12,6 +12,18 @@ from datetime import datetime
 from typing import Any, Protocol
 
 
+@dataclass(frozen=True)
+class FlowControl:
+    """A task's ``flowControl``: tasks of one team sharing ``key`` start at most
+    ``parallelism`` at once (None: no bound) and at most ``rate`` per ``period`` seconds
+    (None: no bound). At least one of the two bounds is set."""
+
+    key: str
+    parallelism: int | None = None
+    rate: int | None = None
+    period: int = 1
+
+
 @dataclass
 class TaskSpec:
     """A validated request to create a task (snake_case; ``None`` means "use the default")."""
@@ -31,6 +43,7 @@ class TaskSpec:
     max_wait_time: int | None = None
     on_complete_url: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    flow_control: FlowControl | None = None
     # W3C Trace Context of the create request (already validated; "" for none).
     traceparent: str = ""
     tracestate: str = ""

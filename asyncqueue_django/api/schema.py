@@ -34,7 +34,7 @@ from asyncqueue_django.api.serializers import (
 )
 from asyncqueue_django.conf import app_settings
 from asyncqueue_django.states import TaskStatus
-from asyncqueue_django.validators import QUEUE_NAME_RE
+from asyncqueue_django.validators import FLOW_KEY_RE, MAX_FLOW_PERIOD, QUEUE_NAME_RE
 
 
 class AsyncQueueSchema(AutoSchema):
@@ -224,6 +224,25 @@ def _both(a: str, a_schema: dict[str, Any], b: str, b_schema: dict[str, Any]) ->
     return {"required": [a, b], "properties": {a: a_schema, b: b_schema}}
 
 
+def _flow_control_schema() -> dict[str, Any]:
+    """``flowControl`` as the server takes it: a key and at least one of parallelism, rate."""
+    bound = {"type": "integer", "minimum": 1, "maximum": app_settings.FLOW_CONTROL_MAX_RATE}
+    return {
+        "type": ["object", "null"],
+        "description": "Tasks of the team sharing `key` start at most `parallelism` at once "
+        "and at most `rate` per `period` seconds; a task over the limit waits (never failed).",
+        "properties": {
+            "key": {"type": "string", "pattern": FLOW_KEY_RE.pattern},
+            "parallelism": bound,
+            "rate": bound,
+            "period": {"type": "integer", "minimum": 1, "maximum": MAX_FLOW_PERIOD, "default": 1},
+        },
+        "required": ["key"],
+        "additionalProperties": False,
+        "anyOf": [{"required": ["parallelism"]}, {"required": ["rate"]}, {"type": "null"}],
+    }
+
+
 def _declare_limits(result: dict[str, Any]) -> None:
     """Every constraint the server enforces that OpenAPI can state, with the limits read from
     the settings when the document is generated (so a host's ``ASYNCQUEUE`` shows)."""
@@ -290,7 +309,7 @@ def _declare_limits(result: dict[str, Any]) -> None:
             "minLength": 1,
             "maxLength": 255,
             "pattern": "^[^\\x00-\\x1f\\x7f]*$",
-        },
+        },        "flowControl": _flow_control_schema(),
     }
     for name, schema in limits.items():
         if name in create:

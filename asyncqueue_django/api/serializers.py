@@ -151,6 +151,17 @@ class AnyJSONField(serializers.JSONField):
     """Any JSON value, including ``null`` (which counts as "not given")."""
 
 
+class FlowControlField(serializers.JSONField):
+    """``flowControl``: ``{"key", "parallelism"?, "rate"?, "period"?}`` → ``FlowControl``
+    (``validators.check_flow_control``); an error names the member (``flowControl.rate``)."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        try:
+            return validators.check_flow_control(data)
+        except validators.InvalidFlowControl as exc:
+            raise serializers.ValidationError({exc.field: [exc.message]}) from None
+
+
 # --------------------------------------------------------------------------------------------
 # Input
 # --------------------------------------------------------------------------------------------
@@ -176,6 +187,7 @@ class TaskCreateSerializer(serializers.Serializer[Any]):
     onCompleteUrl = TargetURLField(required=False, allow_null=True)
     metadata = serializers.DictField(required=False)
     idempotencyKey = StrictCharField(required=False, max_length=255, min_length=1)
+    flowControl = FlowControlField(required=False, allow_null=True)
 
     def to_internal_value(self, data: Any) -> Any:
         if not isinstance(data, dict):
@@ -309,6 +321,7 @@ def spec_of(data: Any) -> TaskSpec:
         max_wait_time=data.get("maxWaitTime"),
         on_complete_url=data.get("onCompleteUrl"),
         metadata=data.get("metadata") or {},
+        flow_control=data.get("flowControl"),
     )
 
 
@@ -327,6 +340,16 @@ class UTCDateTimeField(serializers.DateTimeField):
 
 NULLABLE_DATETIME = UTCDateTimeField(allow_null=True)
 NULLABLE_STRING = serializers.CharField(allow_null=True)
+
+
+class FlowControlSerializer(serializers.Serializer[Any]):
+    """Tasks of one team sharing ``key`` start at most ``parallelism`` at once and at most
+    ``rate`` per ``period`` seconds; a task over the limit waits (it is never failed for it)."""
+
+    key = serializers.CharField(max_length=100)
+    parallelism = serializers.IntegerField(min_value=1, allow_null=True, required=False)
+    rate = serializers.IntegerField(min_value=1, allow_null=True, required=False)
+    period = serializers.IntegerField(min_value=1, max_value=86_400, required=False, default=1)
 
 
 class EarlySignalSerializer(serializers.Serializer[Any]):
@@ -376,6 +399,7 @@ class TaskSerializer(serializers.Serializer[Task]):
     result = serializers.JSONField()
     error = serializers.SerializerMethodField()
     idempotencyKey = serializers.CharField(source="idempotency_key", allow_null=True)
+    flowControl = serializers.SerializerMethodField()
     signalReceivedAt = UTCDateTimeField(source="signal_received_at", allow_null=True)
     earlySignal = serializers.SerializerMethodField()
     createdAt = UTCDateTimeField(source="created_at")
@@ -399,6 +423,11 @@ class TaskSerializer(serializers.Serializer[Task]):
 
     @extend_schema_field(NULLABLE_STRING)
     def get_error(self, task: Task) -> str | None:
+        raise NotImplementedError
+
+    @extend_schema_field(FlowControlSerializer(allow_null=True))
+    def get_flowControl(self, task: Task) -> dict[str, Any] | None:
+        """The task's flow-control key and limits (null: none)."""
         raise NotImplementedError
 
     @extend_schema_field(EarlySignalSerializer(allow_null=True))

@@ -20,7 +20,7 @@ from asyncqueue_django.backoff import retry_delay
 from asyncqueue_django.conf import app_settings
 from asyncqueue_django.jsonvalue import check_json_value, redact_headers, storable_text
 from asyncqueue_django.models import Attempt, Task
-from asyncqueue_django.services import engine
+from asyncqueue_django.services import engine, flow
 from asyncqueue_django.services.engine import AttemptRecord, Outcome, WorkKind
 from asyncqueue_django.services.tables import TASKS
 from asyncqueue_django.services.terminal import on_terminal, terminal_rows
@@ -218,6 +218,21 @@ class Callbacks(WorkKind[Task]):
     def claim_sql(self, now: datetime) -> tuple[list[str], list[Any]]:
         return ["started_at = COALESCE(started_at, %s)"], [now]
 
+    # Flow control and paused queues (``flow.py``): the fast claim takes neither a task with a
+    # flow key nor one on a paused queue; flow-controlled tasks are claimed key by key.
+
+    def gate_sql(self, table: str) -> str:
+        return flow.gate_sql(table, engine.connection_of(self))
+
+    def gate_q(self) -> list[Any]:
+        return flow.gate_q()
+
+    def claim_gated(self, pk: Any, worker: str, now: datetime) -> Task | None:
+        return flow.claim_gated(self, pk, worker, now)
+
+    def claim_gated_batch(self, queue: str, worker: str, now: datetime, limit: int) -> list[Task]:
+        return flow.claim_gated_batch(self, queue, worker, now, limit)
+
     def batch_filters(self, queue: str) -> tuple[dict[str, Any], str, list[Any], str]:
         # Higher priority first, then the longest due.
         return {"queue": queue}, "queue = %s", [queue], "priority DESC, next_attempt_at"
@@ -273,6 +288,7 @@ def finish_attempt(
     expired and the recovery sweep took the task over): then nothing is written.
     """
     status = engine.finish(CALLBACKS, task, call, worker=worker, now=now or timezone.now())
+    flow.wake_after_finish(CALLBACKS, [task])
     return None if status is None else TaskStatus(status)
 
 
@@ -284,4 +300,5 @@ def finish_attempts(
     statuses = engine.finish_many(
         CALLBACKS, [(t, c, None) for t, c in batch], worker=worker, now=now or timezone.now()
     )
+    flow.wake_after_finish(CALLBACKS, [t for t, _ in batch])
     return [None if s is None else TaskStatus(s) for s in statuses]

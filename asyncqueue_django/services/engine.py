@@ -395,6 +395,28 @@ class WorkKind(Generic[M]):
         """SQL for :meth:`claim_filters` (no parameters; ``""`` for none)."""
         return ""
 
+    # -- the gate: rows the fast claim leaves to a slower path of the kind's own (a task under
+    #    flow control, a paused queue). A kind without one pays nothing for it.
+
+    def gate_sql(self, table: str) -> str:
+        """SQL a row (of the quoted ``table``) must meet to be claimed on the fast path (no
+        parameters; ``""`` for none)."""
+        return ""
+
+    def gate_q(self) -> list[Any]:
+        """:meth:`gate_sql` as ORM filter arguments (for the read-then-update claim)."""
+        return []
+
+    def claim_gated(self, pk: Any, worker: str, now: datetime) -> M | None:
+        """Claim the row ``pk`` the fast claim did not take, if the gate held it back and lets
+        it start now (see :func:`claim_rows`); None otherwise."""
+        return None
+
+    def claim_gated_batch(self, queue: str, worker: str, now: datetime, limit: int) -> list[M]:
+        """Up to ``limit`` due rows of ``queue`` that the gate holds back and lets start now
+        (see :func:`claim_rows`), before the fast claim of a batch takes the rest."""
+        return []
+
     def batch_filters(self, queue: str) -> tuple[dict[str, Any], str, list[Any], str]:
         """Which due rows a wake-up for ``queue`` claims, and in which order: ORM filters,
         the same as SQL with its parameters, and the SQL ``ORDER BY``."""
@@ -461,6 +483,11 @@ def _connection(kind: WorkKind[Any]) -> BaseDatabaseWrapper:
     return connections[router.db_for_write(kind.table.model)]
 
 
+def connection_of(kind: WorkKind[Any]) -> BaseDatabaseWrapper:
+    """The connection the rows of ``kind`` are written through (for an adapter's SQL)."""
+    return _connection(kind)
+
+
 # The SQL below is built from quoted identifiers of the models' metadata and fixed fragments
 # of the adapters; every value is a parameter (hence the S608 exemptions).
 
@@ -479,8 +506,28 @@ def claim(kind: WorkKind[M], pk: Any, worker: str, now: datetime) -> M | None:
         qn = connection.ops.quote_name
         pk_column = qn(kind.table.model._meta.pk.column)
         rows = _claim_returning(kind, f"{pk_column} = %s", [pk], worker, now, connection)
-        return rows[0] if rows else None
-    return _claim_read_then_update(kind, pk, worker, now)
+        row = rows[0] if rows else None
+    else:
+        row = _claim_read_then_update(kind, pk, worker, now)
+    # Only when the fast claim took nothing: a row the kind's gate holds back (flow control).
+    return row if row is not None else kind.claim_gated(pk, worker, now)
+
+
+def claim_rows(kind: WorkKind[M], pks: Sequence[Any], worker: str, now: datetime) -> list[M]:
+    """The rows ``pks`` (due, claimable) leased to ``worker``, past the kind's gate: for the
+    kind's gated path, which decided under its own lock that they may start. Rows someone
+    else took meanwhile are left out."""
+    if not pks:
+        return []
+    connection = _connection(kind)
+    if _returning(connection) and kind.lease_sql() is not None:
+        pk_column = connection.ops.quote_name(kind.table.model._meta.pk.column)
+        marks = ", ".join(["%s"] * len(pks))
+        return _claim_returning(
+            kind, f"{pk_column} IN ({marks})", list(pks), worker, now, connection, gated=False
+        )
+    claimed = [_claim_read_then_update(kind, pk, worker, now, gated=False) for pk in pks]
+    return [row for row in claimed if row is not None]
 
 
 def claim_batch(kind: WorkKind[M], queue: str, worker: str, now: datetime, limit: int) -> list[M]:
@@ -492,6 +539,19 @@ def claim_batch(kind: WorkKind[M], queue: str, worker: str, now: datetime, limit
     for). Elsewhere (SQLite: one writer at a time) the due rows are read, then each is claimed
     with its own guarded UPDATE; a row someone else took in between is left out.
     """
+    # Rows the kind's gate holds back first (bounded by their own limits), so a busy queue
+    # cannot starve them; the fast claim takes the rest of the batch.
+    gated = kind.claim_gated_batch(queue, worker, now, limit)
+    rest = limit - len(gated)
+    rows = gated + (_claim_batch_fast(kind, queue, worker, now, rest) if rest > 0 else [])
+    if rows and len(rows) >= limit:  # full: there may be more; another thread takes them
+        wakeups.add(kind, queue, max(int(getattr(r, "priority", 5)) for r in rows))
+    return rows
+
+
+def _claim_batch_fast(
+    kind: WorkKind[M], queue: str, worker: str, now: datetime, limit: int
+) -> list[M]:
     filters, where, params, order = kind.batch_filters(queue)
     connection = _connection(kind)
     if _returning(connection) and kind.lease_sql() is not None:
@@ -517,18 +577,21 @@ def claim_batch(kind: WorkKind[M], queue: str, worker: str, now: datetime, limit
         )
     else:
         due = kind.table.objects().due(now + CLOCK_SKEW).filter(**filters, **kind.claim_filters())
+        due = due.filter(*kind.gate_q())
         order_by = [f"-{o.split()[0]}" if o.endswith("DESC") else o for o in order.split(", ")]
         pks = list(due.order_by(*order_by).values_list("pk", flat=True)[:limit])
-        claimed = [_claim_read_then_update(kind, pk, worker, now) for pk in pks]
+        claimed = [_claim_read_then_update(kind, pk, worker, now, gated=False) for pk in pks]
         rows = [row for row in claimed if row is not None]
-    if rows and len(rows) >= limit:  # full: there may be more; another thread takes them
-        wakeups.add(kind, queue, max(int(getattr(r, "priority", 5)) for r in rows))
     return rows
 
 
-def _claim_read_then_update(kind: WorkKind[M], pk: Any, worker: str, now: datetime) -> M | None:
-    # With its related rows (the team signs the request). No ORDER BY for one row.
-    row = kind.table.objects().select_related(*kind.related).filter(pk=pk).order_by().first()
+def _claim_read_then_update(
+    kind: WorkKind[M], pk: Any, worker: str, now: datetime, *, gated: bool = True
+) -> M | None:
+    # With its related rows (the team signs the request). No ORDER BY for one row. The gate
+    # is read with the row (one writer at a time on SQLite; elsewhere the SQL claim is used).
+    rows = kind.table.objects().select_related(*kind.related).filter(pk=pk)
+    row = (rows.filter(*kind.gate_q()) if gated else rows).order_by().first()
     if row is None or row.status not in kind.claim_from:  # type: ignore[attr-defined]
         return None
     attempt: int = row.attempt_count  # type: ignore[attr-defined]
@@ -578,13 +641,15 @@ def _claim_read_then_update(kind: WorkKind[M], pk: Any, worker: str, now: dateti
 
 
 def _claim_guard(
-    kind: WorkKind[Any], now: datetime, connection: BaseDatabaseWrapper
+    kind: WorkKind[Any], now: datetime, connection: BaseDatabaseWrapper, gated: bool = True
 ) -> tuple[str, list[Any]]:
-    """The ``WHERE`` of a claim: a claimable status, due (with a little clock skew), and the
-    kind's own condition (a webhook event not in flight elsewhere)."""
+    """The ``WHERE`` of a claim: a claimable status, due (with a little clock skew), the
+    kind's own condition (a webhook event not in flight elsewhere), and its gate (unless the
+    gated path claims)."""
     qn = connection.ops.quote_name
     statuses = sorted(str(s) for s in kind.claim_from)
-    extra = kind.claim_where_sql()
+    gate = kind.gate_sql(qn(kind.table.model._meta.db_table)) if gated else ""
+    extra = " AND ".join(part for part in (kind.claim_where_sql(), gate) if part)
     guard = (
         f"{qn('status')} IN ({', '.join(['%s'] * len(statuses))}) "
         f"AND {qn('next_attempt_at')} <= %s" + (f" AND {extra}" if extra else "")
@@ -602,6 +667,7 @@ def _claim_returning(
     *,
     pick: tuple[str, list[Any]] = ("", []),
     order: str = "",
+    gated: bool = True,
 ) -> list[M]:
     model = kind.table.model
     qn = connection.ops.quote_name
@@ -621,7 +687,7 @@ def _claim_returning(
     if kind.claim_to is not None:
         sets.append(f"{qn('status')} = %s")
         params.append(str(kind.claim_to))
-    guard, guard_params = _claim_guard(kind, now, connection)
+    guard, guard_params = _claim_guard(kind, now, connection, gated)
     select, joins, plan = _related_select(model, kind.related, connection)
     sql = (
         f"WITH {pick[0]}c AS (UPDATE {qn(model._meta.db_table)} SET {', '.join(sets)} "  # noqa: S608

@@ -188,6 +188,7 @@ def _create(
         sandbox=sandbox,
         traceparent=spec.traceparent,
         tracestate=spec.tracestate,
+        **_flow_fields(spec),
         idempotency_key=idempotency_key,
         idempotency_fingerprint=fingerprint,
         idempotency_expires_at=(
@@ -216,6 +217,23 @@ def _create(
     if sent_now:
         CALLBACKS.publish_on_commit(task.pk, task, countdown=countdown if delayed else 0)
     return CreatedTask(task=task, signal_token=token, created=True)
+
+
+def _flow_fields(spec: TaskSpec) -> dict[str, Any]:
+    """The task columns of ``spec.flow_control`` (checked again: a caller may skip the API)."""
+    flow = spec.flow_control
+    if flow is None:
+        return {}
+    validators.check_flow_control(
+        {"key": flow.key, "parallelism": flow.parallelism, "rate": flow.rate}
+        | ({"period": flow.period} if flow.rate is not None else {})
+    )
+    return {
+        "flow_key": flow.key,
+        "flow_parallelism": flow.parallelism,
+        "flow_rate": flow.rate,
+        "flow_period": flow.period if flow.rate is not None else None,
+    }
 
 
 def _insert(task: Task, api_key: ApiKey | None) -> None:
