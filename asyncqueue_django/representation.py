@@ -17,6 +17,7 @@ from asyncqueue_django.states import DELIVERY_OPEN, RUNNABLE
 
 if TYPE_CHECKING:
     from asyncqueue_django.models import Attempt, Task, VaultToken, WebhookDelivery
+    from asyncqueue_django.values import QueueInfo
 
 
 def iso_utc(value: datetime | None) -> str | None:
@@ -144,3 +145,17 @@ def token_data(token: VaultToken) -> dict[str, Any]:
 def revoked_token_data(token: VaultToken) -> dict[str, Any]:
     """A revoked Token Vault entry (the answer to ``DELETE /v1/tokens/{id}``)."""
     return {"id": token.pk, "name": token.name, "revokedAt": iso_utc(token.revoked_at)}
+
+
+def queue_data(queue: QueueInfo) -> dict[str, Any]:
+    """A queue as ``GET /v1/queues`` shows it."""
+    return {
+        "name": queue.name,
+        "paused": queue.paused,
+        "pending": queue.pending,
+        "delayed": queue.delayed,
+        "processing": queue.processing,
+        "waiting": queue.waiting,
+        "oldestPendingAgeSeconds": round(queue.oldest_pending_age, 3),
+    }
+

@@ -209,14 +209,16 @@ class QueueDepth:
         return sum(self.counts.values())
 
 
-def queue_depths(now: datetime) -> list[QueueDepth]:
+def queue_depths(now: datetime, team: Any = None) -> list[QueueDepth]:
     """Open tasks per queue and status, and the oldest pending age per queue: three grouped
     queries, each over one partial index (runnable by due time, in flight by lease, waiting
-    by deadline), so their cost follows the open tasks, not the table."""
+    by deadline), so their cost follows the open tasks, not the table. With ``team``, only
+    that team's tasks."""
     counts: dict[str, dict[str, int]] = defaultdict(dict)
     oldest: dict[str, datetime] = {}
+    tasks = Task.objects.all() if team is None else Task.objects.for_team(team)
     runnable = (
-        Task.objects.filter(status__in=[TaskStatus.PENDING, TaskStatus.DELAYED])
+        tasks.filter(status__in=[TaskStatus.PENDING, TaskStatus.DELAYED])
         .order_by()
         .values_list("queue", "status")
         .annotate(n=Count("pk"), due=Min(Coalesce("next_attempt_at", "created_at")))
@@ -227,7 +229,7 @@ def queue_depths(now: datetime) -> list[QueueDepth]:
             oldest[queue] = min(due, oldest.get(queue, due))
     for status in (TaskStatus.PROCESSING, TaskStatus.WAITING):
         rows = (
-            Task.objects.filter(status=status)
+            tasks.filter(status=status)
             .order_by()
             .values_list("queue")
             .annotate(n=Count("pk"))

@@ -13,6 +13,19 @@ from typing import Any, Protocol
 
 
 @dataclass(frozen=True)
+class QueueInfo:
+    """One queue as a team (or the operator) sees it: open tasks by status, paused or not."""
+
+    name: str
+    paused: bool
+    pending: int
+    delayed: int
+    processing: int
+    waiting: int
+    oldest_pending_age: float  # seconds the oldest due, unclaimed task has waited (0: none)
+
+
+@dataclass(frozen=True)
 class FlowControl:
     """A task's ``flowControl``: tasks of one team sharing ``key`` start at most
     ``parallelism`` at once (None: no bound) and at most ``rate`` per ``period`` seconds

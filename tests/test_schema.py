@@ -31,6 +31,9 @@ EXPECTED_PATHS = {
     "/v1/tasks/{task_id}/retry": {"post"},
     "/v1/signals/{token}": {"post"},
     "/v1/signals/{token}/heartbeat": {"post"},
+    "/v1/queues": {"get"},
+    "/v1/queues/{name}/pause": {"post"},
+    "/v1/queues/{name}/resume": {"post"},
 }
 
 

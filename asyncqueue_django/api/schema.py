@@ -27,6 +27,7 @@ from asyncqueue_django.api.serializers import (
     HEADER_NAME_RE,
     MAX_BATCH,
     METHODS,
+    QueueSerializer,
     RevokedTokenSerializer,
     TaskDetailSerializer,
     TaskSerializer,
@@ -129,6 +130,14 @@ class RevokedTokenEnvelope(serializers.Serializer[Any]):
 
 class TokenListEnvelope(serializers.Serializer[Any]):
     tokens = TokenSerializer(many=True)
+
+
+class QueueEnvelope(serializers.Serializer[Any]):
+    queue = QueueSerializer()
+
+
+class QueueListEnvelope(serializers.Serializer[Any]):
+    queues = QueueSerializer(many=True)
 
 
 class PaginationSerializer(serializers.Serializer[Any]):

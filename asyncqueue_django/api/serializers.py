@@ -347,9 +347,11 @@ class FlowControlSerializer(serializers.Serializer[Any]):
     ``rate`` per ``period`` seconds; a task over the limit waits (it is never failed for it)."""
 
     key = serializers.CharField(max_length=100)
-    parallelism = serializers.IntegerField(min_value=1, allow_null=True, required=False)
-    rate = serializers.IntegerField(min_value=1, allow_null=True, required=False)
-    period = serializers.IntegerField(min_value=1, max_value=86_400, required=False, default=1)
+    parallelism = serializers.IntegerField(min_value=1, allow_null=True)
+    rate = serializers.IntegerField(min_value=1, allow_null=True)
+    period = serializers.IntegerField(
+        min_value=1, max_value=86_400, allow_null=True, help_text="Seconds (null without rate)."
+    )
 
 
 class EarlySignalSerializer(serializers.Serializer[Any]):
@@ -611,3 +613,24 @@ class HeartbeatSerializer(serializers.Serializer[Any]):
                 f"Must be between 1 and {app_settings.MAX_WAIT_TIME} seconds."
             )
         return value
+
+
+class QueueSerializer(serializers.Serializer[Any]):
+    """One queue of the team: its open tasks by status, and whether it is paused."""
+
+    name = serializers.CharField()
+    paused = serializers.BooleanField(
+        help_text="No task of the queue starts (paused by the team, or by the operator for "
+        "every team); tasks are still accepted, waiting ones still take signals."
+    )
+    pending = serializers.IntegerField(min_value=0)
+    delayed = serializers.IntegerField(min_value=0)
+    processing = serializers.IntegerField(min_value=0)
+    waiting = serializers.IntegerField(min_value=0)
+    oldestPendingAgeSeconds = serializers.FloatField(
+        min_value=0, help_text="How long the oldest due, unstarted task has waited (0: none)."
+    )
+
+    def to_representation(self, instance: Any) -> dict[str, Any]:
+        return representation.queue_data(instance)
+

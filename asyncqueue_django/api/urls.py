@@ -11,6 +11,7 @@ from asyncqueue_django.api.schema import SchemaView, docs_view
 from asyncqueue_django.api.views import (
     HeartbeatView,
     NotFoundView,
+    QueueViewSet,
     SignalView,
     TaskViewSet,
     TokenViewSet,
@@ -26,6 +27,7 @@ class OptionalSlashRouter(SimpleRouter):
 router = OptionalSlashRouter()
 router.register("tasks", TaskViewSet, basename="task")
 router.register("tokens", TokenViewSet, basename="token")
+router.register("queues", QueueViewSet, basename="queue")
 
 urlpatterns: list[Any] = [
     *router.urls,

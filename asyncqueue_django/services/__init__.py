@@ -9,6 +9,8 @@ engine (``engine.py``: claim, lease, finish, retry decision, dispatch on commit,
 - ``terminal``: the one place every terminal transition passes through (its event);
 - ``waits``: signals, early signals, heartbeats, expiry;
 - ``sweeps``: due, lost and stale-lease sweeps of every kind;
+- ``flow``: flow control and paused queues, the gate of a task's claim;
+- ``queues``: queue depth and the pause switch;
 - ``retention``: pruning finished tasks.
 
 Every status change is a guarded conditional UPDATE through the kind's lifecycle
@@ -61,6 +63,13 @@ from asyncqueue_django.services.lifecycle import (
     create_tasks,
     retry_task,
 )
+from asyncqueue_django.services.queues import (
+    QueueInfo,
+    get_queue,
+    list_queues,
+    pause_queue,
+    resume_queue,
+)
 from asyncqueue_django.services.retention import prunable_tasks, prune_finished
 from asyncqueue_django.services.sweeps import (
     dispatch_due,
@@ -108,6 +117,7 @@ __all__ = [
     "InvalidTokenReference",
     "InvalidTransition",
     "IssuedApiKey",
+    "QueueInfo",
     "SignalResult",
     "SignalTokenNotFound",
     "TaskNotFound",
@@ -138,9 +148,12 @@ __all__ = [
     "finish_webhook_attempt",
     "finish_webhook_attempts",
     "get_or_create_team",
+    "get_queue",
     "get_task",
     "heartbeat",
+    "list_queues",
     "list_tokens",
+    "pause_queue",
     "pending_sweeps",
     "prunable_tasks",
     "prune_finished",
@@ -151,6 +164,7 @@ __all__ = [
     "resend_latest_webhook",
     "resend_webhook",
     "resolve_waiting_task",
+    "resume_queue",
     "retry_task",
     "reveal_headers",
     "revoke_api_key",
