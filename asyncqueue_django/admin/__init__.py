@@ -1,5 +1,5 @@
 """The Django admin as the operators' dashboard: tasks, failed and timed-out tasks, teams and
-API keys, one module per model (``tasks``, ``teams``, ``keys``) over shared pieces (``base``:
+API keys, queues, one module per model (``tasks``, ``teams``, ``keys``, ``queues``) over shared pieces (``base``:
 the read-only inline, the action runner).
 
 Read-mostly. Every page is read-only; every write is an ``@admin.action`` that calls
@@ -18,9 +18,10 @@ whole table (``show_full_result_count = False``).
 from __future__ import annotations
 
 # Importing the modules registers their ModelAdmins.
-from asyncqueue_django.admin import dashboard, keys, tasks, teams, tokens
+from asyncqueue_django.admin import dashboard, keys, queues, tasks, teams, tokens
 from asyncqueue_django.admin.dashboard import DashboardAdmin
 from asyncqueue_django.admin.keys import ApiKeyAdmin
+from asyncqueue_django.admin.queues import QueueAdmin
 from asyncqueue_django.admin.tasks import DeadTaskAdmin, TaskAdmin
 from asyncqueue_django.admin.teams import TeamAdmin
 from asyncqueue_django.admin.tokens import VaultTokenAdmin
@@ -29,11 +30,13 @@ __all__ = [
     "ApiKeyAdmin",
     "DashboardAdmin",
     "DeadTaskAdmin",
+    "QueueAdmin",
     "TaskAdmin",
     "TeamAdmin",
     "VaultTokenAdmin",
     "dashboard",
     "keys",
+    "queues",
     "tasks",
     "teams",
     "tokens",
