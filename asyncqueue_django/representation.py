@@ -158,4 +158,3 @@ def queue_data(queue: QueueInfo) -> dict[str, Any]:
         "waiting": queue.waiting,
         "oldestPendingAgeSeconds": round(queue.oldest_pending_age, 3),
     }
-

@@ -228,12 +228,7 @@ def queue_depths(now: datetime, team: Any = None) -> list[QueueDepth]:
         if status == TaskStatus.PENDING and due is not None:
             oldest[queue] = min(due, oldest.get(queue, due))
     for status in (TaskStatus.PROCESSING, TaskStatus.WAITING):
-        rows = (
-            tasks.filter(status=status)
-            .order_by()
-            .values_list("queue")
-            .annotate(n=Count("pk"))
-        )
+        rows = tasks.filter(status=status).order_by().values_list("queue").annotate(n=Count("pk"))
         for queue, n in rows:
             counts[queue][status] = n
     return [

@@ -952,7 +952,9 @@ def test_queue_add_pauses_and_the_actions_resume_and_pause(
     row = Queue.objects.get(name="low", team=None)
     assert row.paused
     assert "every team" in admin_client.get(QUEUES_PAGE).content.decode()
-    messages = followed_messages(admin_client, act(admin_client, QUEUES_PAGE, "resume_queues", [row]))
+    messages = followed_messages(
+        admin_client, act(admin_client, QUEUES_PAGE, "resume_queues", [row])
+    )
     assert messages == ["Resumed 1 queue(s)."]
     assert not Queue.objects.get(pk=row.pk).paused
     act(admin_client, QUEUES_PAGE, "pause_queues", [row])
@@ -968,4 +970,5 @@ def test_task_page_shows_flow_control(admin_client: Client, team: Team) -> None:
         ),
     ).task
     body = admin_client.get(f"{TASKS}{task.pk}/change/").content.decode()
-    assert "Flow control" in body and "partner-api" in body
+    assert "Flow control" in body
+    assert "partner-api" in body

@@ -28,7 +28,7 @@ URL = "http://127.0.0.1:9/x"
 
 
 @pytest.fixture(autouse=True)
-def _no_broker() -> Any:
+def sent() -> Any:
     """Record what would be published (the claims under test run in this process)."""
     sent: list[Message] = []
     previous = engine.set_publisher(sent.append)
@@ -86,12 +86,12 @@ def test_the_single_claim_of_a_message_respects_the_limit_too(team: Team) -> Non
 
 
 def test_rate_allows_at_most_rate_starts_per_period_then_exactly_when_the_window_frees(
-    team: Team, _no_broker: list[Message], django_capture_on_commit_callbacks: Any
+    team: Team, sent: list[Message], django_capture_on_commit_callbacks: Any
 ) -> None:
     for _ in range(10):
         make(team, rate=4, period=10)
     now = timezone.now()
-    _no_broker.clear()
+    sent.clear()
     with django_capture_on_commit_callbacks(execute=True):
         first = services.claim_due_tasks("default", "w1", now=now, limit=16)
     assert len(first) == 4
@@ -101,8 +101,9 @@ def test_rate_allows_at_most_rate_starts_per_period_then_exactly_when_the_window
     # Held back until the window frees a start: the oldest start + period.
     assert {round((t.next_attempt_at - now).total_seconds(), 1) for t in held} == {10.0}
     # One wake-up (not one message per task) for that moment.
-    wakes = [m for m in _no_broker if m.task_name == engine.WAKE_TASK and m.countdown > 0]
-    assert len(wakes) == 1 and round(wakes[0].countdown, 1) == 10.0
+    wakes = [m for m in sent if m.task_name == engine.WAKE_TASK and m.countdown > 0]
+    assert len(wakes) == 1
+    assert round(wakes[0].countdown, 1) == 10.0
     assert services.claim_due_tasks("default", "w1", now=now + timedelta(seconds=9)) == []
     second = services.claim_due_tasks("default", "w1", now=now + timedelta(seconds=10.01))
     assert len(second) == 4
@@ -188,7 +189,7 @@ def test_racing_claims_on_many_connections_never_exceed_parallelism(team: Team) 
                     peak = max(peak, busy)
                 for task in claimed:
                     services.finish_attempt(task, ok(), worker=f"w{n}")
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             errors.append(exc)
         finally:
             connection.close()

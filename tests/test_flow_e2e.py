@@ -56,7 +56,7 @@ class Recorder:
         recorder = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            def do_POST(self) -> None:
                 started = time.monotonic()
                 length = int(self.headers.get("Content-Length") or 0)
                 key = json.loads(self.rfile.read(length) or b"{}").get("key", "")

@@ -26,7 +26,7 @@ URL = "http://127.0.0.1:9/x"
 
 
 @pytest.fixture(autouse=True)
-def _recorded() -> Iterator[list[Message]]:
+def sent() -> Iterator[list[Message]]:
     sent: list[Message] = []
     previous = engine.set_publisher(sent.append)
     yield sent
@@ -61,13 +61,13 @@ def test_a_paused_queue_accepts_tasks_and_starts_none_until_resumed(team: Team) 
 
 
 def test_resume_wakes_a_worker_for_the_queue(
-    team: Team, _recorded: list[Message], django_capture_on_commit_callbacks: Any
+    team: Team, sent: list[Message], django_capture_on_commit_callbacks: Any
 ) -> None:
     services.pause_queue(team, "low")
-    _recorded.clear()
+    sent.clear()
     with django_capture_on_commit_callbacks(execute=True):
         services.resume_queue(team, "low")
-    assert [(m.task_name, m.args) for m in _recorded] == [(engine.WAKE_TASK, ("task", "low"))]
+    assert [(m.task_name, m.args) for m in sent] == [(engine.WAKE_TASK, ("task", "low"))]
 
 
 def test_a_teams_pause_stops_only_its_own_tasks(team: Team, other: Team) -> None:
@@ -133,7 +133,8 @@ def test_list_queues_counts_open_tasks_by_status_for_the_team(team: Team, other:
     assert default.oldest_pending_age >= 1.9  # due at creation, read 2 s on
     assert not default.paused
     assert queues["high"].processing == 1
-    assert queues["idle"].paused and queues["idle"].pending == 0
+    assert queues["idle"].paused
+    assert queues["idle"].pending == 0
 
 
 def test_pause_and_resume_are_idempotent(team: Team) -> None:
@@ -226,7 +227,8 @@ def test_command_pauses_lists_and_resumes(team: Team, capsys: Any) -> None:
     call_command("asyncqueue_queues", "pause", "default", "--team", team.name)
     call_command("asyncqueue_queues", "list")
     out = capsys.readouterr().out
-    assert "low" in out and "paused" in out
+    assert "low" in out
+    assert "paused" in out
     call_command("asyncqueue_queues", "resume", "low")
     assert not Queue.objects.get(team=None, name="low").paused
 

@@ -1,6 +1,6 @@
 """The Django admin as the operators' dashboard: tasks, failed and timed-out tasks, teams and
-API keys, queues, one module per model (``tasks``, ``teams``, ``keys``, ``queues``) over shared pieces (``base``:
-the read-only inline, the action runner).
+API keys, queues, one module per model (``tasks``, ``teams``, ``keys``, ``queues``) over shared
+pieces (``base``: the read-only inline, the action runner).
 
 Read-mostly. Every page is read-only; every write is an ``@admin.action`` that calls
 ``services`` (the one write path) and reports with ``message_user``. The only form that

@@ -41,7 +41,7 @@ class QueueAdmin(OperateMixin, QueueAdminBase):
         return False  # resume instead (the row stays as the queue's record)
 
     def save_model(self, request: HttpRequest, obj: Queue, form: Any, change: bool) -> None:
-        """"Add queue" pauses it (for the team chosen, else for every team)."""
+        """ "Add queue" pauses it (for the team chosen, else for every team)."""
         services.pause_queue(obj.team, obj.name)
         saved = Queue.objects.get(team=obj.team, name=obj.name)
         obj.pk, obj.paused, obj.paused_at = saved.pk, saved.paused, saved.paused_at

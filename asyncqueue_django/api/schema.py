@@ -318,7 +318,8 @@ def _declare_limits(result: dict[str, Any]) -> None:
             "minLength": 1,
             "maxLength": 255,
             "pattern": "^[^\\x00-\\x1f\\x7f]*$",
-        },        "flowControl": _flow_control_schema(),
+        },
+        "flowControl": _flow_control_schema(),
     }
     for name, schema in limits.items():
         if name in create:

@@ -633,4 +633,3 @@ class QueueSerializer(serializers.Serializer[Any]):
 
     def to_representation(self, instance: Any) -> dict[str, Any]:
         return representation.queue_data(instance)
-

@@ -64,7 +64,6 @@ from asyncqueue_django.services.lifecycle import (
     retry_task,
 )
 from asyncqueue_django.services.queues import (
-    QueueInfo,
     get_queue,
     list_queues,
     pause_queue,
@@ -105,7 +104,7 @@ from asyncqueue_django.services.waits import (
     resolve_waiting_task,
     signal_task,
 )
-from asyncqueue_django.values import TaskSpec, fingerprint_of
+from asyncqueue_django.values import FlowControl, QueueInfo, TaskSpec, fingerprint_of
 
 __all__ = [
     "API_KEY_TOUCH_INTERVAL",
@@ -113,6 +112,7 @@ __all__ = [
     "ApiKeyRevoked",
     "BatchItem",
     "CreatedTask",
+    "FlowControl",
     "IdempotencyConflict",
     "InvalidTokenReference",
     "InvalidTransition",

@@ -76,9 +76,7 @@ def gate_q() -> list[Any]:
 def _due(now: datetime) -> Any:
     """Due, flow-controlled, on a queue that is not paused."""
     return (
-        Task.objects.due(now + engine.CLOCK_SKEW)
-        .filter(flow_key__isnull=False)
-        .exclude(paused_q())
+        Task.objects.due(now + engine.CLOCK_SKEW).filter(flow_key__isnull=False).exclude(paused_q())
     )
 
 
@@ -175,7 +173,9 @@ def claim_key(
     return claimed
 
 
-def _hold(kind: engine.WorkKind[Task], held: list[tuple[Any, ...]], now: datetime, wait: float) -> None:
+def _hold(
+    kind: engine.WorkKind[Task], held: list[tuple[Any, ...]], now: datetime, wait: float
+) -> None:
     """Move ``held`` on by ``wait`` seconds (they stay pending/delayed) and send one wake-up
     per queue for that moment."""
     TASKS.touch(
