@@ -20,6 +20,9 @@ TASK_INDEXES = {
     "aq_task_wait_deadline_idx",
     "aq_task_lease_idx",
     "aq_task_completed_idx",
+    "aq_task_flow_due_idx",
+    "aq_task_flow_key_due_idx",
+    "aq_task_flow_busy_idx",
 }
 PARTIAL_TASK_INDEXES = {
     "aq_task_due_idx": {"status__in": ["pending", "delayed"]},

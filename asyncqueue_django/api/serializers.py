@@ -343,8 +343,8 @@ NULLABLE_STRING = serializers.CharField(allow_null=True)
 
 
 class FlowControlSerializer(serializers.Serializer[Any]):
-    """Tasks of one team sharing ``key`` start at most ``parallelism`` at once and at most
-    ``rate`` per ``period`` seconds; a task over the limit waits (it is never failed for it)."""
+    """Tasks of one team sharing `key` start at most `parallelism` at once and at most
+    `rate` per `period` seconds; a task over the limit waits (it is never failed for it)."""
 
     key = serializers.CharField(max_length=100)
     parallelism = serializers.IntegerField(min_value=1, allow_null=True)
