@@ -322,6 +322,8 @@ class FlowLimiter(models.Model):
     key = models.CharField(max_length=100)
     # Unix times (float seconds) of the most recent starts, oldest first, at most ``rate``.
     starts = models.JSONField(default=list, blank=True)
+    # When the wake-up sent for the key's held-back tasks comes (one at a time).
+    wake_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

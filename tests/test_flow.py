@@ -99,13 +99,13 @@ def test_rate_allows_at_most_rate_starts_per_period_then_exactly_when_the_window
         services.finish_attempt(task, ok(), worker="w1", now=now)
     held = Task.objects.filter(flow_key="partner", status="pending")
     # Held back until the window frees a start: the oldest start + period.
-    assert {round((t.next_attempt_at - now).total_seconds(), 1) for t in held} == {10.0}
+    assert {round((t.next_attempt_at - t.updated_at).total_seconds(), 1) for t in held} == {10.0}
     # One wake-up (not one message per task) for that moment.
     wakes = [m for m in sent if m.task_name == engine.WAKE_TASK and m.countdown > 0]
     assert len(wakes) == 1
     assert round(wakes[0].countdown, 1) == 10.0
     assert services.claim_due_tasks("default", "w1", now=now + timedelta(seconds=9)) == []
-    second = services.claim_due_tasks("default", "w1", now=now + timedelta(seconds=10.01))
+    second = services.claim_due_tasks("default", "w1", now=now + timedelta(seconds=10.5))
     assert len(second) == 4
     starts = FlowLimiter.objects.get(team=team, key="partner").starts
     assert len(starts) == 4  # the window keeps at most ``rate`` start times
@@ -165,7 +165,9 @@ def test_the_parallelism_delay_is_a_setting(team: Team) -> None:
     now = timezone.now()
     services.claim_due_tasks("default", "w", now=now)
     held = Task.objects.get(flow_key="partner", status="pending")
-    assert held.next_attempt_at == now + timedelta(seconds=2)
+    # Moved on by the delay from the moment it was held back (the clock read under the lock).
+    assert held.next_attempt_at - held.updated_at == timedelta(seconds=2)
+    assert held.updated_at >= now
 
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="row locks need PostgreSQL")
@@ -202,3 +204,20 @@ def test_racing_claims_on_many_connections_never_exceed_parallelism(team: Team) 
     assert not errors, errors
     assert 0 < peak <= 4
     assert statuses().get("failed", 0) == 0
+
+
+def test_passes_that_hold_a_key_again_send_no_second_wake_up(
+    team: Team, sent: list[Message], django_capture_on_commit_callbacks: Any
+) -> None:
+    for _ in range(30):
+        make(team, parallelism=2)
+    now = timezone.now()
+    sent.clear()
+    with django_capture_on_commit_callbacks(execute=True):
+        services.claim_due_tasks("default", "w", now=now, limit=8)
+        # Passes woken by finished tasks or new ones find the key full and hold its rows again.
+        for i in range(1, 4):
+            services.claim_due_tasks("default", "w", now=now + timedelta(seconds=0.1 * i))
+    wakes = [m for m in sent if m.task_name == engine.WAKE_TASK and m.countdown > 0]
+    assert len(wakes) == 1
+    assert FlowLimiter.objects.get(team=team, key="partner").wake_at is not None

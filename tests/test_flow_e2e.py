@@ -4,9 +4,10 @@ target that records when each request starts and ends.
 - ``parallelism: 5`` over 200 tasks: the target never has more than 5 requests open at once,
   and every task completes.
 - ``rate: 10, period: 1``: the target never sees more than 10 starts in one second. The limit
-  holds on claim times; a request reaches the target a little after its claim, and that
-  delay varies (scheduling on a loaded machine), so the target-side check allows
-  ``JITTER`` seconds: it counts starts in every window of ``1 - JITTER`` seconds.
+  holds on claim times (exactly: the limiter keeps the last 10 start times); a request
+  reaches the target a little after its claim, and that lag varies (thread scheduling on a
+  loaded machine), so the target-side check allows ``JITTER`` seconds: it counts the starts
+  in every window of ``1 - JITTER`` seconds.
 - Two keys interleave: the second key's tasks start long before the first key's are done.
 """
 
@@ -39,8 +40,10 @@ pytestmark = [
 #: How long a call takes at the target (long enough for calls to overlap).
 CALL_SECONDS = 0.05
 
-#: The allowed lag between a claim and its request reaching the target (see the docstring).
-JITTER = 0.1
+#: The allowed spread of the lag between a claim and its request reaching the target (see the
+#: docstring): on this shared machine a batch's calls have been seen to leave 250 ms after
+#: their claim, the next batch's at once.
+JITTER = 0.3
 
 QUEUE = "low"  # the queue these tests fill (the workers listen on it)
 
@@ -75,7 +78,13 @@ class Recorder:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            # A backlog of 5 (the default) drops simultaneous connections beyond it, and the
+            # client's TCP stack retries them a second later: the target would see calls
+            # start late, bunched with the next second's.
+            request_queue_size = 128
+
+        self.server = Server(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/call"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -139,7 +148,7 @@ def test_rate_10_per_second_never_starts_more_than_10_in_a_second(
     assert len(starts) == 40
     window = 1.0 - JITTER
     busiest = max(sum(1 for s in starts if t <= s < t + window) for t in starts)
-    assert busiest <= 10
+    assert busiest <= 10, [round(s - starts[0], 3) for s in starts]
     # 40 starts at 10 a second cannot all happen in much less than 3 seconds.
     assert starts[-1] - starts[0] >= 3 - JITTER
 

@@ -233,6 +233,9 @@ class Callbacks(WorkKind[Task]):
     def claim_gated_batch(self, queue: str, worker: str, now: datetime, limit: int) -> list[Task]:
         return flow.claim_gated_batch(self, queue, worker, now, limit)
 
+    def gated_due_sql(self, queue: str, now: datetime) -> tuple[str, list[Any]]:
+        return flow.due_probe_sql(engine.connection_of(self), queue, now)
+
     def batch_filters(self, queue: str) -> tuple[dict[str, Any], str, list[Any], str]:
         # Higher priority first, then the longest due.
         return {"queue": queue}, "queue = %s", [queue], "priority DESC, next_attempt_at"

@@ -414,8 +414,14 @@ class WorkKind(Generic[M]):
 
     def claim_gated_batch(self, queue: str, worker: str, now: datetime, limit: int) -> list[M]:
         """Up to ``limit`` due rows of ``queue`` that the gate holds back and lets start now
-        (see :func:`claim_rows`), before the fast claim of a batch takes the rest."""
+        (see :func:`claim_rows`), after the fast claim of a batch said there are some."""
         return []
+
+    def gated_due_sql(self, queue: str, now: datetime) -> tuple[str, list[Any]] | None:
+        """A boolean SQL expression (and its parameters): "rows the gate holds back may be due
+        on ``queue``". The fast batch claim returns it with its rows (no round trip more);
+        true sends the batch through :meth:`claim_gated_batch`. None: the kind has no gate."""
+        return None
 
     def batch_filters(self, queue: str) -> tuple[dict[str, Any], str, list[Any], str]:
         """Which due rows a wake-up for ``queue`` claims, and in which order: ORM filters,
@@ -539,11 +545,12 @@ def claim_batch(kind: WorkKind[M], queue: str, worker: str, now: datetime, limit
     for). Elsewhere (SQLite: one writer at a time) the due rows are read, then each is claimed
     with its own guarded UPDATE; a row someone else took in between is left out.
     """
-    # Rows the kind's gate holds back first (bounded by their own limits), so a busy queue
-    # cannot starve them; the fast claim takes the rest of the batch.
-    gated = kind.claim_gated_batch(queue, worker, now, limit)
-    rest = limit - len(gated)
-    rows = gated + (_claim_batch_fast(kind, queue, worker, now, rest) if rest > 0 else [])
+    rows, gated_due = _claim_batch_fast(kind, queue, worker, now, limit)
+    if gated_due:
+        # Rows the kind's gate holds back (flow control) are due too: they get what the fast
+        # claim left of the batch, and at least a quarter of it, so a busy queue of ordinary
+        # rows cannot starve them (their own limits bound them).
+        rows += kind.claim_gated_batch(queue, worker, now, max(limit - len(rows), limit // 4, 1))
     if rows and len(rows) >= limit:  # full: there may be more; another thread takes them
         wakeups.add(kind, queue, max(int(getattr(r, "priority", 5)) for r in rows))
     return rows
@@ -551,9 +558,12 @@ def claim_batch(kind: WorkKind[M], queue: str, worker: str, now: datetime, limit
 
 def _claim_batch_fast(
     kind: WorkKind[M], queue: str, worker: str, now: datetime, limit: int
-) -> list[M]:
+) -> tuple[list[M], bool]:
+    """The fast claim of a batch, and whether rows the kind's gate holds back may be due."""
     filters, where, params, order = kind.batch_filters(queue)
+    probe = kind.gated_due_sql(queue, now)
     connection = _connection(kind)
+    gated_due: list[bool] = []
     if _returning(connection) and kind.lease_sql() is not None:
         model = kind.table.model
         qn = connection.ops.quote_name
@@ -574,6 +584,8 @@ def _claim_batch_fast(
             connection,
             pick=(pick, [*guard_params, *params, limit]),
             order=", ".join(f"c.{item}" for item in order.split(", ")),
+            probe=probe,
+            probed=gated_due,
         )
     else:
         due = kind.table.objects().due(now + CLOCK_SKEW).filter(**filters, **kind.claim_filters())
@@ -582,7 +594,11 @@ def _claim_batch_fast(
         pks = list(due.order_by(*order_by).values_list("pk", flat=True)[:limit])
         claimed = [_claim_read_then_update(kind, pk, worker, now, gated=False) for pk in pks]
         rows = [row for row in claimed if row is not None]
-    return rows
+        if probe is not None:  # in-process on SQLite: a query more costs next to nothing
+            with connection.cursor() as cursor:
+                cursor.execute(f"SELECT {probe[0]}", probe[1])
+                gated_due.append(bool(cursor.fetchone()[0]))
+    return rows, any(gated_due)
 
 
 def _claim_read_then_update(
@@ -668,7 +684,13 @@ def _claim_returning(
     pick: tuple[str, list[Any]] = ("", []),
     order: str = "",
     gated: bool = True,
+    probe: tuple[str, list[Any]] | None = None,
+    probed: list[bool] | None = None,
 ) -> list[M]:
+    """The guarded claim as one ``UPDATE … RETURNING`` joined to the related rows. With
+    ``probe`` (a boolean SQL expression), its value is appended to ``probed``, read in the
+    same statement: the rows come back LEFT JOINed to a one-row probe, so it answers even
+    when nothing was claimed."""
     model = kind.table.model
     qn = connection.ops.quote_name
     lease_sql = kind.lease_sql()
@@ -689,15 +711,28 @@ def _claim_returning(
         params.append(str(kind.claim_to))
     guard, guard_params = _claim_guard(kind, now, connection, gated)
     select, joins, plan = _related_select(model, kind.related, connection)
-    sql = (
+    claimed = (
         f"WITH {pick[0]}c AS (UPDATE {qn(model._meta.db_table)} SET {', '.join(sets)} "  # noqa: S608
         f"WHERE {where} AND {guard} RETURNING {_column_list(model, connection)}) "
-        f"SELECT {select} FROM c{joins}" + (f" ORDER BY {order}" if order else "")
     )
+    statement_params = [*pick[1], *params, *where_params, *guard_params]
+    if probe is None:
+        sql = f"{claimed}SELECT {select} FROM c{joins}"  # noqa: S608
+    else:
+        sql = (
+            f"{claimed}SELECT ({probe[0]}), {select} "  # noqa: S608
+            f"FROM (SELECT 1) one LEFT JOIN (c{joins}) ON TRUE"
+        )
+        statement_params += probe[1]
     with connection.cursor() as cursor:
-        cursor.execute(sql, [*pick[1], *params, *where_params, *guard_params])
+        cursor.execute(sql + (f" ORDER BY {order}" if order else ""), statement_params)
         fetched = cursor.fetchall()
     db = router.db_for_write(model)
+    if probe is not None:
+        if probed is not None:
+            probed.append(bool(fetched[0][0]) if fetched else False)
+        # The probe's own row has no claimed row when nothing was claimed (NULL primary key).
+        fetched = [values[1:] for values in fetched if values[1] is not None]
     return [_hydrate(plan, values, connection, db) for values in fetched]
 
 

@@ -20,8 +20,9 @@ How it is enforced (the engine's claim asks the adapter; see ``engine.claim`` an
 - Rows over the limit stay ``pending``/``delayed``: their ``next_attempt_at`` moves on (to the
   moment the rate window frees a start, or ``FLOW_CONTROL_DELAY`` for parallelism) and one
   wake-up for their queue is sent with that countdown, so a held-back key costs one claim
-  transaction per delay, not one per task. A finished flow-controlled task wakes its queue at
-  once (a slot is free).
+  transaction per delay, not one per task (the limiter row remembers the wake-up it sent,
+  ``wake_at``, so passes that hold the key's rows again send no other). A finished
+  flow-controlled task wakes its queue at once (a slot is free).
 - A batch claim serves every due key of its queue (oldest first, up to ``MAX_KEYS_PER_BATCH``),
   each within its own limits, before the fast claim takes the rest: no key starves another,
   and ordinary tasks cannot starve flow-controlled ones.
@@ -34,12 +35,13 @@ from typing import Any
 
 from django.db import IntegrityError, connections, router, transaction
 from django.db.models import Exists, Min, OuterRef, Q
+from django.utils import timezone
 
 from asyncqueue_django.conf import app_settings
 from asyncqueue_django.models import FlowLimiter, Queue, Task
 from asyncqueue_django.services import engine
 from asyncqueue_django.services.tables import TASKS
-from asyncqueue_django.states import TaskStatus
+from asyncqueue_django.states import RUNNABLE, TaskStatus
 
 #: Most flow-control keys one batch claim serves (the oldest due first).
 MAX_KEYS_PER_BATCH = 16
@@ -66,6 +68,21 @@ def gate_sql(table: str, connection: Any) -> str:
         f"WHERE q.{qn('paused')} AND q.{qn('name')} = {table}.{qn('queue')} "
         f"AND (q.{qn('team_id')} IS NULL OR q.{qn('team_id')} = {table}.{qn('team_id')}))"
     )
+
+
+def due_probe_sql(connection: Any, queue: str, now: datetime) -> tuple[str, list[Any]]:
+    """ "A flow-controlled task may be due on ``queue``" as a boolean SQL expression with its
+    parameters: an ``EXISTS`` over ``aq_task_flow_due_idx``, which holds flow-controlled
+    tasks only (empty, so one index probe, when no task uses flow control). The fast batch
+    claim reads it in its own statement."""
+    qn = connection.ops.quote_name
+    statuses = sorted(str(s) for s in RUNNABLE)
+    sql = (
+        f"EXISTS (SELECT 1 FROM {qn(Task._meta.db_table)} WHERE {qn('flow_key')} IS NOT NULL "  # noqa: S608
+        f"AND {qn('status')} IN ({', '.join(['%s'] * len(statuses))}) "
+        f"AND {qn('queue')} = %s AND {qn('next_attempt_at')} <= %s)"
+    )
+    return sql, [*statuses, queue, now + engine.CLOCK_SKEW]
 
 
 def gate_q() -> list[Any]:
@@ -145,6 +162,9 @@ def claim_key(
         if not candidates:
             return []
         _, parallelism, rate, period = candidates[0][:4]
+        # The clock read after the lock: ``now`` may be older by the wait for it, and a start
+        # recorded in the past would let the window open early.
+        now = max(now, timezone.now())
         clock = now.timestamp()
         starts = [float(t) for t in limiter.starts or []]
         window = sorted(t for t in starts if rate and t > clock - (period or 1))
@@ -159,9 +179,10 @@ def claim_key(
             allowed = min(allowed, rate - len(window))
         allowed = max(allowed, 0)
         claimed = engine.claim_rows(kind, [c[0] for c in candidates[:allowed]], worker, now)
+        changes: dict[str, Any] = {}
         if rate and claimed:
             window = (window + [clock] * len(claimed))[-rate:]
-            FlowLimiter.objects.filter(pk=limiter.pk).update(starts=window)
+            changes["starts"] = window
         held = candidates[allowed:]
         if held:
             waits = [MIN_WAIT]
@@ -169,27 +190,42 @@ def claim_key(
                 waits.append(float(app_settings.FLOW_CONTROL_DELAY))
             if rate and len(window) >= rate:  # a start frees when the window's oldest leaves
                 waits.append(window[-rate] + (period or 1) - clock)
-            _hold(kind, held, now, max(waits))
+            wake_at = now + timedelta(seconds=max(waits))
+            # One wake-up per key at a time: another pass (a finished task's wake-up) holding
+            # rows again sends none while the one sent still comes before they are due.
+            pending = limiter.wake_at
+            wake = pending is None or pending <= now or wake_at < pending
+            _hold(kind, held, now, wake_at, wake)
+            if wake:
+                changes["wake_at"] = wake_at
+        if changes:
+            FlowLimiter.objects.filter(pk=limiter.pk).update(**changes)
     return claimed
 
 
 def _hold(
-    kind: engine.WorkKind[Task], held: list[tuple[Any, ...]], now: datetime, wait: float
+    kind: engine.WorkKind[Task],
+    held: list[tuple[Any, ...]],
+    now: datetime,
+    until: datetime,
+    wake: bool,
 ) -> None:
-    """Move ``held`` on by ``wait`` seconds (they stay pending/delayed) and send one wake-up
-    per queue for that moment."""
+    """Move ``held`` on to ``until`` (they stay pending/delayed) and, with ``wake``, send one
+    wake-up per queue for that moment."""
     TASKS.touch(
-        [h[0] for h in held],
-        "dispatch",
-        next_attempt_at=now + timedelta(seconds=wait),
-        dispatched_at=now,
-        updated_at=now,
+        [h[0] for h in held], "dispatch", next_attempt_at=until, dispatched_at=now, updated_at=now
     )
+    if not wake:
+        return
     queues: dict[str, int] = {}
     for h in held:
         queues[h[4]] = max(queues.get(h[4], 0), int(h[5]))
+    countdown = (until - now).total_seconds()
     engine.publish_on_commit(
-        [kind.wake_message(queue, priority, countdown=wait) for queue, priority in queues.items()]
+        [
+            kind.wake_message(queue, priority, countdown=countdown)
+            for queue, priority in queues.items()
+        ]
     )
 
 
