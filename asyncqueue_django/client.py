@@ -36,8 +36,10 @@ from asyncqueue_django.client_types import (
     ConflictError,
     CreatedTask,
     CreatedTasks,
+    FlowControl,
     NotFoundError,
     Pagination,
+    Queue,
     RateLimitError,
     ServerError,
     Task,
@@ -58,8 +60,10 @@ __all__ = [
     "ConflictError",
     "CreatedTask",
     "CreatedTasks",
+    "FlowControl",
     "NotFoundError",
     "Pagination",
+    "Queue",
     "RateLimitError",
     "ServerError",
     "Task",
@@ -120,6 +124,7 @@ class AsyncQueueClient:
         self.tasks = Tasks(self)
         self.signals = Signals(self)
         self.tokens = Tokens(self)
+        self.queues = Queues(self)
 
     def __repr__(self) -> str:  # never shows the key
         return f"AsyncQueueClient({self.base_url!r})"
@@ -345,6 +350,29 @@ class Tokens:
         Returns ``{id, name, revokedAt}``."""
         path = f"/v1/tokens/{_segment(token_id, 'token_id')}"
         return cast(Token, self._client.request("DELETE", path)["token"])
+
+
+class Queues:
+    """``client.queues``: the team's queues, ``/v1/queues``. A paused queue accepts tasks and
+    starts none until resumed (waiting tasks still take signals and time out)."""
+
+    def __init__(self, client: AsyncQueueClient) -> None:
+        self._client = client
+
+    def list(self) -> list[Queue]:
+        """``GET /v1/queues``: each queue with open tasks of the team (or paused), by name."""
+        return cast(list[Queue], self._client.request("GET", "/v1/queues")["queues"])
+
+    def pause(self, name: str) -> Queue:
+        """``POST /v1/queues/{name}/pause`` (for the team's own tasks); idempotent."""
+        path = f"/v1/queues/{_segment(name, 'name')}/pause"
+        return cast(Queue, self._client.request("POST", path)["queue"])
+
+    def resume(self, name: str) -> Queue:
+        """``POST /v1/queues/{name}/resume``; idempotent. ``paused`` stays true while the
+        operator has paused the queue for every team."""
+        path = f"/v1/queues/{_segment(name, 'name')}/resume"
+        return cast(Queue, self._client.request("POST", path)["queue"])
 
 
 class Signals:

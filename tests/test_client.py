@@ -651,3 +651,19 @@ def test_tokens(aq: AsyncQueueClient) -> None:
     with pytest.raises(ValidationError) as caught:
         aq.tokens.create("bad", secret + "\n")
     assert secret not in str(caught.value)
+
+
+def test_queues_and_flow_control(aq: AsyncQueueClient) -> None:
+    task = create(aq, queue="low", flowControl={"key": "partner", "parallelism": 2})
+    assert task["flowControl"] == {"key": "partner", "parallelism": 2, "rate": None, "period": None}
+    paused = aq.queues.pause("low")
+    assert paused["name"] == "low"
+    assert paused["paused"] is True
+    assert paused["delayed"] == 1
+    assert [(q["name"], q["paused"]) for q in aq.queues.list()] == [("low", True)]
+    assert aq.queues.resume("low")["paused"] is False
+    with pytest.raises(ValidationError) as caught:
+        create(aq, flowControl={"key": "partner", "rate": 0})
+    assert "flowControl.rate" in caught.value.fields
+    with pytest.raises(NotFoundError):
+        aq.queues.pause("no such queue")
