@@ -20,7 +20,14 @@ from django.db.models import Case, Count, IntegerField, Min, Q, QuerySet, Sum, V
 from django.db.models.functions import Coalesce, Trunc
 
 from asyncqueue_django import states
-from asyncqueue_django.models import Attempt, MetricOffset, Task, WebhookAttempt, WebhookDelivery
+from asyncqueue_django.models import (
+    Attempt,
+    MetricOffset,
+    Queue,
+    Task,
+    WebhookAttempt,
+    WebhookDelivery,
+)
 from asyncqueue_django.states import DeliveryStatus, TaskStatus
 
 #: Upper bounds (ms) of the attempt duration histogram (the last bucket is +Inf).
@@ -241,6 +248,17 @@ def queue_depths(now: datetime, team: Any = None) -> list[QueueDepth]:
         )
         for queue in sorted(counts)
     ]
+
+
+def paused_queues() -> dict[tuple[str, str], int]:
+    """Pauses in effect, by queue and scope (``all``: the operator's, for every team;
+    ``team``: how many teams paused their own tasks on it). One query over a few rows."""
+    out: dict[tuple[str, str], int] = {}
+    rows = Queue.objects.filter(paused=True).values_list("name", "team_id")
+    for name, team_id in rows:
+        key = (name, "all" if team_id is None else "team")
+        out[key] = out.get(key, 0) + 1
+    return out
 
 
 @dataclass(frozen=True)
