@@ -221,3 +221,19 @@ def test_passes_that_hold_a_key_again_send_no_second_wake_up(
     wakes = [m for m in sent if m.task_name == engine.WAKE_TASK and m.countdown > 0]
     assert len(wakes) == 1
     assert FlowLimiter.objects.get(team=team, key="partner").wake_at is not None
+
+
+def test_a_sweep_re_sends_a_keys_backlog_as_one_wake_up_not_one_message_per_task(
+    team: Team, sent: list[Message], django_capture_on_commit_callbacks: Any
+) -> None:
+    for _ in range(50):
+        make(team, parallelism=2)
+    plain = make(team, None)
+    Task.objects.update(dispatched_at=None)  # as if every message had been lost
+    sent.clear()
+    with django_capture_on_commit_callbacks(execute=True):
+        assert services.dispatch_due() == 51
+    assert sorted((m.task_name, m.args) for m in sent) == [
+        ("asyncqueue.execute_task", (str(plain.pk),)),
+        (engine.WAKE_TASK, ("task", "default")),
+    ]

@@ -82,10 +82,15 @@ class Callbacks(WorkKind[Task]):
     claim_from = states.RUNNABLE
     claim_to = TaskStatus.PROCESSING
     in_flight = states.IN_FLIGHT
-    message_fields = ("queue", "priority")
+    message_fields = ("queue", "priority", "flow_key")
 
     def message(self, pk: Any, *values: Any, countdown: float = 0) -> Message:
-        queue, priority = values
+        queue, priority, *flow_key = values
+        if flow_key and flow_key[0] is not None:
+            # A flow-controlled task starts with its key's others, as its limits allow: its
+            # message is a wake-up for its queue (a sweep sends identical ones once), so a key's
+            # backlog re-sent by a sweep is a few messages, not one claim per task.
+            return self.wake_message(queue, priority, countdown)
         return Message(self.task_name, (str(pk),), queue, priority, countdown)
 
     def lease_seconds(self, row: Task) -> float:

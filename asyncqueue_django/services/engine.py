@@ -505,7 +505,8 @@ def claim(kind: WorkKind[M], pk: Any, worker: str, now: datetime) -> M | None:
     it is done, cancelled, in flight elsewhere, or not due yet.
 
     On PostgreSQL one round trip: a guarded ``UPDATE … RETURNING`` joined to the related rows
-    the worker needs (the team that signs the request).
+    the worker needs (the team that signs the request). A row the kind's gate holds back is
+    left to :meth:`WorkKind.claim_gated` (asked only when the fast claim took nothing).
     """
     connection = _connection(kind)
     if _returning(connection) and kind.lease_sql() is not None:
@@ -544,6 +545,11 @@ def claim_batch(kind: WorkKind[M], queue: str, worker: str, now: datetime, limit
     guarded ``UPDATE … RETURNING`` (rows another worker is claiming are skipped, not waited
     for). Elsewhere (SQLite: one writer at a time) the due rows are read, then each is claimed
     with its own guarded UPDATE; a row someone else took in between is left out.
+
+    Rows the kind's gate holds back (a task under flow control, one on a paused queue) are not
+    taken by that statement; it also answers whether such rows may be due (the kind's
+    :meth:`WorkKind.gated_due_sql`), and only then does the kind's own path claim them
+    (:meth:`WorkKind.claim_gated_batch`), with the rest of the batch or at least a quarter.
     """
     rows, gated_due = _claim_batch_fast(kind, queue, worker, now, limit)
     if gated_due:
@@ -1040,7 +1046,8 @@ def _dispatch_batch(
         if not rows:
             return 0
         kind.table.touch([r[0] for r in rows], "dispatch", dispatched_at=now)
-        publish_on_commit([kind.message(str(r[0]), *r[1:]) for r in rows])
+        # Identical messages (a kind's wake-ups for one queue) are sent once.
+        publish_on_commit(list(dict.fromkeys(kind.message(str(r[0]), *r[1:]) for r in rows)))
     return len(rows)
 
 
