@@ -972,3 +972,17 @@ def test_task_page_shows_flow_control(admin_client: Client, team: Team) -> None:
     body = admin_client.get(f"{TASKS}{task.pk}/change/").content.decode()
     assert "Flow control" in body
     assert "partner-api" in body
+
+
+def test_queue_add_refuses_a_bad_name_and_pauses_an_existing_row_again(
+    admin_client: Client, team: Team
+) -> None:
+    response = admin_client.post(QUEUES_PAGE + "add/", {"name": "bad name", "team": ""})
+    assert response.status_code == 200
+    assert "letters, digits" in response.content.decode()
+    assert not Queue.objects.exists()
+    services.pause_queue(team, "low")
+    services.resume_queue(team, "low")
+    response = admin_client.post(QUEUES_PAGE + "add/", {"name": "low", "team": str(team.pk)})
+    assert response.status_code == 302
+    assert Queue.objects.get(team=team, name="low").paused

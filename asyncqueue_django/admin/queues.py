@@ -7,11 +7,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from django import forms
 from django.contrib import admin
 from django.db.models import QuerySet
+from django.forms.models import construct_instance
 from django.http import HttpRequest
 
-from asyncqueue_django import services
+from asyncqueue_django import services, validators
 from asyncqueue_django.admin.base import OperateMixin, run_action
 from asyncqueue_django.models import Queue
 
@@ -21,12 +23,34 @@ else:
     QueueAdminBase = admin.ModelAdmin
 
 
+class PauseQueueForm(forms.ModelForm):  # type: ignore[type-arg]
+    """ "Add queue": the name checked by the same rule as a task's ``queue``; the row is
+    written by ``services.pause_queue`` (a queue paused twice is still one row)."""
+
+    class Meta:
+        model = Queue
+        fields = ("name", "team")
+
+    def clean_name(self) -> str:
+        name = str(self.cleaned_data["name"])
+        try:
+            return validators.check_queue_name(name)
+        except validators.InvalidInput as exc:
+            raise forms.ValidationError(exc.message) from None
+
+    def _post_clean(self) -> None:
+        # Only the fields onto the instance: the row's uniqueness is the service's business
+        # (pausing a queue that has a row already pauses that row again).
+        self.instance = construct_instance(self, self.instance, self._meta.fields)
+
+
 @admin.register(Queue)
 class QueueAdmin(OperateMixin, QueueAdminBase):
     list_display = ("name", "scope", "paused", "paused_at", "updated_at")
     list_filter = ("paused", "team")
     list_select_related = ("team",)
     search_fields = ("name", "team__name")
+    form = PauseQueueForm
     fields = ("name", "team")
     actions = ["pause_queues", "resume_queues"]
 
