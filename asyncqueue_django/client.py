@@ -36,9 +36,11 @@ from asyncqueue_django.client_types import (
     ConflictError,
     CreatedTask,
     CreatedTasks,
+    FlowControl,
     NotFoundError,
     Pagination,
     Provider,
+    Queue,
     RateLimitError,
     Schedule,
     ServerError,
@@ -60,9 +62,11 @@ __all__ = [
     "ConflictError",
     "CreatedTask",
     "CreatedTasks",
+    "FlowControl",
     "NotFoundError",
     "Pagination",
     "Provider",
+    "Queue",
     "RateLimitError",
     "Schedule",
     "ServerError",
@@ -126,6 +130,7 @@ class AsyncQueueClient:
         self.tokens = Tokens(self)
         self.providers = Providers(self)
         self.schedules = Schedules(self)
+        self.queues = Queues(self)
 
     def __repr__(self) -> str:  # never shows the key
         return f"AsyncQueueClient({self.base_url!r})"
@@ -423,6 +428,29 @@ class Schedules:
         """``POST /v1/schedules/{id}/resume``: from the next tick on (missed ticks do not run)."""
         path = self._path(schedule_id, "/resume")
         return cast(Schedule, self._client.request("POST", path)["schedule"])
+
+
+class Queues:
+    """``client.queues``: the team's queues, ``/v1/queues``. A paused queue accepts tasks and
+    starts none until resumed (waiting tasks still take signals and time out)."""
+
+    def __init__(self, client: AsyncQueueClient) -> None:
+        self._client = client
+
+    def list(self) -> list[Queue]:
+        """``GET /v1/queues``: each queue with open tasks of the team (or paused), by name."""
+        return cast(list[Queue], self._client.request("GET", "/v1/queues")["queues"])
+
+    def pause(self, name: str) -> Queue:
+        """``POST /v1/queues/{name}/pause`` (for the team's own tasks); idempotent."""
+        path = f"/v1/queues/{_segment(name, 'name')}/pause"
+        return cast(Queue, self._client.request("POST", path)["queue"])
+
+    def resume(self, name: str) -> Queue:
+        """``POST /v1/queues/{name}/resume``; idempotent. ``paused`` stays true while the
+        operator has paused the queue for every team."""
+        path = f"/v1/queues/{_segment(name, 'name')}/resume"
+        return cast(Queue, self._client.request("POST", path)["queue"])
 
 
 class Signals:

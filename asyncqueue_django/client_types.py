@@ -78,6 +78,7 @@ class Task(TypedDict, total=False):
     result: Any
     error: str | None
     idempotencyKey: str | None
+    flowControl: FlowControl | None
     signalReceivedAt: str | None
     earlySignal: dict[str, Any] | None
     createdAt: str
@@ -85,6 +86,28 @@ class Task(TypedDict, total=False):
     startedAt: str | None
     completedAt: str | None
     attempts: list[Attempt]
+
+
+class FlowControl(TypedDict, total=False):
+    """A task's ``flowControl``: tasks of the team sharing ``key`` start at most
+    ``parallelism`` at once and at most ``rate`` per ``period`` seconds."""
+
+    key: str
+    parallelism: int | None
+    rate: int | None
+    period: int | None
+
+
+class Queue(TypedDict):
+    """One of the team's queues: open tasks by status, and whether it is paused."""
+
+    name: str
+    paused: bool
+    pending: int
+    delayed: int
+    processing: int
+    waiting: int
+    oldestPendingAgeSeconds: float
 
 
 class CreatedTask(TypedDict):

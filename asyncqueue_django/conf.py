@@ -136,6 +136,22 @@ SETTINGS: dict[str, Setting] = {
     "DISPATCH_GRACE": Setting(
         60, int, "A due task not claimed this long after dispatch is dispatched again.", 1
     ),
+    "FLOW_CONTROL_DELAY": Setting(
+        0.5,
+        (int, float),
+        "Seconds a task held back by its `flowControl` parallelism waits before it is tried "
+        "again (one held back by `rate` waits exactly until the window lets it start).",
+        0.05,
+        60,
+    ),
+    "FLOW_CONTROL_MAX_RATE": Setting(
+        1000,
+        int,
+        "Largest `flowControl.rate` and `flowControl.parallelism` a task may ask for (the "
+        "limiter row keeps one start time per allowed start).",
+        1,
+        100_000,
+    ),
     "SWEEP_BATCH_SIZE": Setting(500, int, "Rows one sweep batch handles.", 1, 10_000),
     "BATCH_SIZE": Setting(
         16,

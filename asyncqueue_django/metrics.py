@@ -87,6 +87,16 @@ class DatabaseCollector(Collector):
         yield depth
         yield oldest
 
+        paused = GaugeMetricFamily(
+            "asyncqueue_queue_paused",
+            "Pauses in effect on a queue: scope all is the operator's (every team's tasks stop), "
+            "scope team counts the teams that paused their own tasks on it.",
+            labels=["queue", "scope"],
+        )
+        for (queue, scope), n in sorted(stats.paused_queues().items()):
+            paused.add_metric([queue, scope], n)
+        yield paused
+
         buckets = [
             (str(bound / 1000), counters.duration_buckets.get(bound, 0))
             for bound in stats.DURATION_BUCKETS_MS

@@ -42,9 +42,11 @@ __all__ = [
     "Dashboard",
     "DeadTask",
     "DeliveryStatus",
+    "FlowLimiter",
     "KeyMode",
     "MetricOffset",
     "PollingTask",
+    "Queue",
     "RetryBackoff",
     "Schedule",
     "SignalStatus",
@@ -204,6 +206,14 @@ class Task(models.Model):
     # Created with a test key: never calls its target (see ``services/callbacks.py``).
     sandbox = models.BooleanField(default=False)
 
+    # Flow control (``services/flow.py``): tasks of one team sharing ``flow_key`` start at most
+    # ``flow_parallelism`` at once and at most ``flow_rate`` per ``flow_period`` seconds. NULL
+    # key: no flow control (the claim's fast path).
+    flow_key = models.CharField(max_length=100, null=True, blank=True)  # noqa: DJ001
+    flow_parallelism = models.PositiveIntegerField(null=True, blank=True)
+    flow_rate = models.PositiveIntegerField(null=True, blank=True)
+    flow_period = models.PositiveIntegerField(null=True, blank=True, help_text="Seconds.")
+
     # Notification and bookkeeping.
     on_complete_url = models.TextField(null=True, blank=True)  # noqa: DJ001
     metadata = models.JSONField(default=dict, blank=True)
@@ -260,6 +270,26 @@ class Task(models.Model):
                 name="aq_task_poll_lease_idx",
                 condition=Q(status=TaskStatus.POLLING, lease_expires_at__isnull=False),
             ),
+            # Flow control: due flow-controlled tasks of a queue (a batch claim finds their
+            # keys here; empty, so free, when no task uses flow control), due ones of a key,
+            # and how many of a key are in flight.
+            models.Index(
+                fields=["queue", "next_attempt_at"],
+                name="aq_task_flow_due_idx",
+                condition=Q(status__in=[TaskStatus.PENDING, TaskStatus.DELAYED])
+                & Q(flow_key__isnull=False),
+            ),
+            models.Index(
+                fields=["team", "flow_key", "next_attempt_at"],
+                name="aq_task_flow_key_due_idx",
+                condition=Q(status__in=[TaskStatus.PENDING, TaskStatus.DELAYED])
+                & Q(flow_key__isnull=False),
+            ),
+            models.Index(
+                fields=["team", "flow_key"],
+                name="aq_task_flow_busy_idx",
+                condition=Q(status=TaskStatus.PROCESSING) & Q(flow_key__isnull=False),
+            ),
             # Retention pruning of finished tasks.
             models.Index(
                 fields=["completed_at"],
@@ -312,6 +342,67 @@ class Task(models.Model):
 
 def _new_token_id() -> str:
     return tokens.new_vault_token_id()
+
+
+class FlowLimiter(models.Model):
+    """The limiter of one flow-control key of a team: its row is locked by every claim of the
+    key's tasks, so claims of one key take turns (claims of other keys do not wait), and it
+    keeps the start times of the key's last ``rate`` calls (the sliding rate window).
+
+    How many of the key's tasks are in flight is counted from the tasks themselves (a partial
+    index), never kept here: nothing to drift when a worker dies.
+    """
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="flow_limiters")
+    key = models.CharField(max_length=100)
+    # Unix times (float seconds) of the most recent starts, oldest first, at most ``rate``.
+    starts = models.JSONField(default=list, blank=True)
+    # When the wake-up sent for the key's held-back tasks comes (one at a time).
+    wake_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "flow-control limiter"
+        constraints = [
+            models.UniqueConstraint(fields=["team", "key"], name="aq_flowlimiter_uniq"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.key} ({self.team_id})"
+
+
+class Queue(models.Model):
+    """A queue's pause switch: for one team's tasks on it (``team`` set, from the API), or for
+    every team's (``team`` empty, from the admin or the management command). A paused queue
+    accepts tasks and starts none until resumed. Queues need no row to exist: a task's
+    ``queue`` names it; a row is written the first time it is paused.
+    """
+
+    team = models.ForeignKey(
+        Team, on_delete=models.CASCADE, related_name="queues", null=True, blank=True
+    )
+    name = models.CharField(max_length=100)
+    paused = models.BooleanField(default=False)
+    paused_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name", "team"]
+        indexes = [
+            # The claim's "is this queue paused" probe (a handful of rows at most).
+            models.Index(fields=["name"], name="aq_queue_paused_idx", condition=Q(paused=True)),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["team", "name"], name="aq_queue_team_uniq", condition=Q(team__isnull=False)
+            ),
+            models.UniqueConstraint(
+                fields=["name"], name="aq_queue_all_uniq", condition=Q(team__isnull=True)
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({'every team' if self.team_id is None else self.team_id})"
 
 
 class VaultToken(models.Model):

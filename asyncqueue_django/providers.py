@@ -25,18 +25,6 @@ from asyncqueue_django.validators import InvalidInput
 # --------------------------------------------------------------------------------------------
 
 
-def has_placeholder(value: Any) -> bool:
-    """Whether ``value`` (a string, or any JSON value: its strings are searched) carries the
-    ``{asyncqueue_callback_url}`` placeholder."""
-    if isinstance(value, str):
-        return CALLBACK_PLACEHOLDER in value
-    if isinstance(value, dict):
-        return any(has_placeholder(v) for v in value.values())
-    if isinstance(value, list):
-        return any(has_placeholder(v) for v in value)
-    return False
-
-
 def fill_placeholder(value: Any, url: str) -> Any:
     """``value`` with every placeholder in its strings replaced by ``url`` (JSON values are
     copied; keys are left alone)."""

@@ -17,6 +17,7 @@ from asyncqueue_django.states import DELIVERY_OPEN, POLL_OPEN, RUNNABLE
 
 if TYPE_CHECKING:
     from asyncqueue_django.models import Attempt, Schedule, Task, VaultToken, WebhookDelivery
+    from asyncqueue_django.values import QueueInfo
 
 
 def iso_utc(value: datetime | None) -> str | None:
@@ -72,6 +73,7 @@ def task_data(task: Task) -> dict[str, Any]:
         "result": task.result,
         "error": task.error or None,
         "idempotencyKey": task.idempotency_key,
+        "flowControl": flow_control_data(task),
         "signalReceivedAt": iso_utc(task.signal_received_at),
         "earlySignal": early,
         "createdAt": iso_utc(task.created_at),
@@ -91,6 +93,18 @@ def poll_config_data(config: dict[str, Any] | None) -> dict[str, Any] | None:
     if config is None:
         return None
     return {k: v for k, v in config.items() if k != RESOLVED}
+
+
+def flow_control_data(task: Task) -> dict[str, Any] | None:
+    """A task's ``flowControl`` as given (None: the task has none)."""
+    if task.flow_key is None:
+        return None
+    return {
+        "key": task.flow_key,
+        "parallelism": task.flow_parallelism,
+        "rate": task.flow_rate,
+        "period": task.flow_period,
+    }
 
 
 def attempt_data(attempt: Attempt) -> dict[str, Any]:
@@ -178,4 +192,17 @@ def schedule_data(schedule: Schedule, now: datetime | None = None) -> dict[str, 
         "lastTaskId": schedule.last_task_id,
         "lastError": schedule.last_error or None,
         "createdAt": iso_utc(schedule.created_at),
+    }
+
+
+def queue_data(queue: QueueInfo) -> dict[str, Any]:
+    """A queue as ``GET /v1/queues`` shows it."""
+    return {
+        "name": queue.name,
+        "paused": queue.paused,
+        "pending": queue.pending,
+        "delayed": queue.delayed,
+        "processing": queue.processing,
+        "waiting": queue.waiting,
+        "oldestPendingAgeSeconds": round(queue.oldest_pending_age, 3),
     }

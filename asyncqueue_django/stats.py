@@ -20,7 +20,14 @@ from django.db.models import Case, Count, IntegerField, Min, Q, QuerySet, Sum, V
 from django.db.models.functions import Coalesce, Trunc
 
 from asyncqueue_django import states
-from asyncqueue_django.models import Attempt, MetricOffset, Task, WebhookAttempt, WebhookDelivery
+from asyncqueue_django.models import (
+    Attempt,
+    MetricOffset,
+    Queue,
+    Task,
+    WebhookAttempt,
+    WebhookDelivery,
+)
 from asyncqueue_django.states import DeliveryStatus, TaskStatus
 
 #: Upper bounds (ms) of the attempt duration histogram (the last bucket is +Inf).
@@ -210,14 +217,16 @@ class QueueDepth:
         return sum(self.counts.values())
 
 
-def queue_depths(now: datetime) -> list[QueueDepth]:
+def queue_depths(now: datetime, team: Any = None) -> list[QueueDepth]:
     """Open tasks per queue and status, and the oldest pending age per queue: three grouped
     queries, each over partial indexes (runnable by due time, in flight by lease, waiting by
-    deadline and polling by next poll), so their cost follows the open tasks, not the table."""
+    deadline and polling by next poll), so their cost follows the open tasks, not the table.
+    With ``team``, only that team's tasks."""
     counts: dict[str, dict[str, int]] = defaultdict(dict)
     oldest: dict[str, datetime] = {}
+    tasks = Task.objects.all() if team is None else Task.objects.for_team(team)
     runnable = (
-        Task.objects.filter(status__in=[TaskStatus.PENDING, TaskStatus.DELAYED])
+        tasks.filter(status__in=[TaskStatus.PENDING, TaskStatus.DELAYED])
         .order_by()
         .values_list("queue", "status")
         .annotate(n=Count("pk"), due=Min(Coalesce("next_attempt_at", "created_at")))
@@ -228,7 +237,7 @@ def queue_depths(now: datetime) -> list[QueueDepth]:
             oldest[queue] = min(due, oldest.get(queue, due))
     for statuses in ([TaskStatus.PROCESSING], [TaskStatus.WAITING, TaskStatus.POLLING]):
         rows = (
-            Task.objects.filter(status__in=statuses)
+            tasks.filter(status__in=statuses)
             .order_by()
             .values_list("queue", "status")
             .annotate(n=Count("pk"))
@@ -245,6 +254,17 @@ def queue_depths(now: datetime) -> list[QueueDepth]:
         )
         for queue in sorted(counts)
     ]
+
+
+def paused_queues() -> dict[tuple[str, str], int]:
+    """Pauses in effect, by queue and scope (``all``: the operator's, for every team;
+    ``team``: how many teams paused their own tasks on it). One query over a few rows."""
+    out: dict[tuple[str, str], int] = {}
+    rows = Queue.objects.filter(paused=True).values_list("name", "team_id")
+    for name, team_id in rows:
+        key = (name, "all" if team_id is None else "team")
+        out[key] = out.get(key, 0) + 1
+    return out
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ import hashlib
 import hmac
 import re
 import secrets
+from typing import Any
 
 SIGNAL_TOKEN_RE = re.compile(r"^[0-9a-f]{64}$")
 #: A header value of this shape refers to a Token Vault entry (ids the vault issues are
@@ -51,6 +52,18 @@ def is_signal_token(value: str) -> bool:
 #: The placeholder a task's body, payload strings or target URL may carry; each call puts the
 #: task's provider callback URL in its place.
 CALLBACK_PLACEHOLDER = "{asyncqueue_callback_url}"
+
+
+def has_placeholder(value: Any) -> bool:
+    """Whether ``value`` (a string, or any JSON value: its strings are searched) carries the
+    ``{asyncqueue_callback_url}`` placeholder."""
+    if isinstance(value, str):
+        return CALLBACK_PLACEHOLDER in value
+    if isinstance(value, dict):
+        return any(has_placeholder(v) for v in value.values())
+    if isinstance(value, list):
+        return any(has_placeholder(v) for v in value)
+    return False
 
 
 def callback_id(key: bytes, task_id: str) -> str:

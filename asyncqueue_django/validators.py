@@ -15,6 +15,7 @@ from asyncqueue_django.conf import app_settings
 from asyncqueue_django.jsonvalue import MAX_JSON_DEPTH, check_json_value, json_size, loads_strict
 from asyncqueue_django.states import SignalStatus
 from asyncqueue_django.tokens import CALLBACK_PLACEHOLDER
+from asyncqueue_django.values import FlowControl
 
 #: Queue names: what Celery, Redis and RabbitMQ all accept as a plain name.
 QUEUE_NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,100}$")
@@ -126,6 +127,60 @@ def check_queue(name: str) -> str:
     if allowed is not None and name not in allowed:
         raise InvalidInput(f"Unknown queue; use one of {', '.join(allowed)}.")
     return name
+
+
+#: Flow-control keys: printable, no spaces (they show in logs, the admin and ``/metrics``).
+FLOW_KEY_RE = re.compile(r"^[A-Za-z0-9_.:@/\-]{1,100}$")
+
+#: The longest ``flowControl.period`` (s).
+MAX_FLOW_PERIOD = 86_400
+
+FLOW_CONTROL_FIELDS = ("key", "parallelism", "rate", "period")
+
+
+class InvalidFlowControl(InvalidInput):
+    """A ``flowControl`` refused; ``field`` names the member (``key``, ``rate`` …)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def _flow_int(value: dict[str, Any], name: str, top: int) -> int | None:
+    number = value.get(name)
+    if number is None:
+        return None
+    if isinstance(number, float) and number.is_integer():
+        number = int(number)
+    if isinstance(number, bool) or not isinstance(number, int) or not 1 <= number <= top:
+        raise InvalidFlowControl(name, f"Must be an integer between 1 and {top}.")
+    return number
+
+
+def check_flow_control(value: Any) -> FlowControl:
+    """``{"key", "parallelism"?, "rate"?, "period"?}`` → :class:`FlowControl`; raises
+    :class:`InvalidFlowControl` naming the member at fault. ``parallelism`` and ``rate`` are
+    1..``FLOW_CONTROL_MAX_RATE``, at least one of them given; ``period`` (s, default 1) is
+    1..86400 and ignored without ``rate``."""
+    if not isinstance(value, dict):
+        raise InvalidFlowControl("body", "Must be an object with key, parallelism, rate, period.")
+    for name in value:
+        if name not in FLOW_CONTROL_FIELDS:
+            raise InvalidFlowControl(
+                name, f"Unknown field; the fields are {', '.join(FLOW_CONTROL_FIELDS)}."
+            )
+    key = value.get("key")
+    if not isinstance(key, str) or not FLOW_KEY_RE.fullmatch(key):
+        raise InvalidFlowControl(
+            "key", "Must be 1-100 characters of letters, digits and _ . : @ / -."
+        )
+    top = app_settings.FLOW_CONTROL_MAX_RATE
+    parallelism = _flow_int(value, "parallelism", top)
+    rate = _flow_int(value, "rate", top)
+    period = _flow_int(value, "period", MAX_FLOW_PERIOD)
+    if parallelism is None and rate is None:
+        raise InvalidFlowControl("parallelism", "Give parallelism, rate, or both.")
+    return FlowControl(key, parallelism, rate, period or 1)
 
 
 def check_idempotency_key(value: str) -> str:

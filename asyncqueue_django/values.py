@@ -11,7 +11,32 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from asyncqueue_django.providers import has_placeholder
+from asyncqueue_django.tokens import has_placeholder
+
+
+@dataclass(frozen=True)
+class QueueInfo:
+    """One queue as a team (or the operator) sees it: open tasks by status, paused or not."""
+
+    name: str
+    paused: bool
+    pending: int
+    delayed: int
+    processing: int
+    waiting: int
+    oldest_pending_age: float  # seconds the oldest due, unclaimed task has waited (0: none)
+
+
+@dataclass(frozen=True)
+class FlowControl:
+    """A task's ``flowControl``: tasks of one team sharing ``key`` start at most
+    ``parallelism`` at once (None: no bound) and at most ``rate`` per ``period`` seconds
+    (None: no bound). At least one of the two bounds is set."""
+
+    key: str
+    parallelism: int | None = None
+    rate: int | None = None
+    period: int = 1
 
 
 @dataclass
@@ -33,6 +58,7 @@ class TaskSpec:
     max_wait_time: int | None = None
     on_complete_url: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    flow_control: FlowControl | None = None
     # W3C Trace Context of the create request (already validated; "" for none).
     traceparent: str = ""
     tracestate: str = ""
@@ -96,7 +122,16 @@ def spec_of_body(data: Any) -> TaskSpec:
         metadata=data.get("metadata") or {},
         provider=data.get("provider"),
         poll_config=data.get("pollConfig"),
+        flow_control=flow_control_of(data.get("flowControl")),
     )
+
+
+def flow_control_of(value: FlowControl | dict[str, Any] | None) -> FlowControl | None:
+    """A validated ``flowControl``: as the API validated it, or as a schedule's stored template
+    keeps it (a JSON object with the same members)."""
+    if value is None or isinstance(value, FlowControl):
+        return value
+    return FlowControl(**value)
 
 
 def fingerprint_of(data: Any) -> str:

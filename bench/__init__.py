@@ -21,4 +21,5 @@ BENCHMARKS = (
     "polling",
     "memory",
     "profile",
+    "claim",
 )

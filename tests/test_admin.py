@@ -29,8 +29,9 @@ from asyncqueue_django import services, tokens
 from asyncqueue_django.admin import TaskAdmin
 from asyncqueue_django.exceptions import InvalidTransition, TaskNotFound
 from asyncqueue_django.http import CallResult
-from asyncqueue_django.models import ApiKey, Attempt, Task, Team, WebhookDelivery
+from asyncqueue_django.models import ApiKey, Attempt, Queue, Task, Team, WebhookDelivery
 from asyncqueue_django.services import TaskSpec
+from asyncqueue_django.values import FlowControl
 
 TASKS = "/admin/asyncqueue/task/"
 DEAD = "/admin/asyncqueue/deadtask/"
@@ -936,3 +937,52 @@ def test_the_task_page_shows_times_to_the_second_and_the_trace_context(
     body = admin_client.get(f"{TASKS}{task.pk}/change/").content.decode()
     assert timezone.localtime(task.created_at).strftime("%Y-%m-%d %H:%M:%S") in body
     assert "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01" in body
+
+
+# ------------------------------------------------------------------------------ queues
+
+QUEUES_PAGE = "/admin/asyncqueue/queue/"
+
+
+def test_queue_add_pauses_and_the_actions_resume_and_pause(
+    admin_client: Client, team: Team
+) -> None:
+    response = admin_client.post(QUEUES_PAGE + "add/", {"name": "low", "team": ""})
+    assert response.status_code == 302, response.content[:500]
+    row = Queue.objects.get(name="low", team=None)
+    assert row.paused
+    assert "every team" in admin_client.get(QUEUES_PAGE).content.decode()
+    messages = followed_messages(
+        admin_client, act(admin_client, QUEUES_PAGE, "resume_queues", [row])
+    )
+    assert messages == ["Resumed 1 queue(s)."]
+    assert not Queue.objects.get(pk=row.pk).paused
+    act(admin_client, QUEUES_PAGE, "pause_queues", [row])
+    assert Queue.objects.get(pk=row.pk).paused
+
+
+def test_task_page_shows_flow_control(admin_client: Client, team: Team) -> None:
+    task = services.create_task(
+        team,
+        services.TaskSpec(
+            target_url="http://127.0.0.1:9/x",
+            flow_control=FlowControl("partner-api", parallelism=5),
+        ),
+    ).task
+    body = admin_client.get(f"{TASKS}{task.pk}/change/").content.decode()
+    assert "Flow control" in body
+    assert "partner-api" in body
+
+
+def test_queue_add_refuses_a_bad_name_and_pauses_an_existing_row_again(
+    admin_client: Client, team: Team
+) -> None:
+    response = admin_client.post(QUEUES_PAGE + "add/", {"name": "bad name", "team": ""})
+    assert response.status_code == 200
+    assert "letters, digits" in response.content.decode()
+    assert not Queue.objects.exists()
+    services.pause_queue(team, "low")
+    services.resume_queue(team, "low")
+    response = admin_client.post(QUEUES_PAGE + "add/", {"name": "low", "team": str(team.pk)})
+    assert response.status_code == 302
+    assert Queue.objects.get(team=team, name="low").paused

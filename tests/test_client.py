@@ -690,3 +690,19 @@ def test_schedules(aq: AsyncQueueClient) -> None:
     assert set(caught.value.fields) == {"cron", "timezone"}
     via_tasks = aq.tasks.create(targetUrl=TARGET, schedule="*/5 * * * *")
     assert via_tasks["schedule"]["cron"] == "*/5 * * * *"  # type: ignore[typeddict-item]
+
+
+def test_queues_and_flow_control(aq: AsyncQueueClient) -> None:
+    task = create(aq, queue="low", flowControl={"key": "partner", "parallelism": 2})
+    assert task["flowControl"] == {"key": "partner", "parallelism": 2, "rate": None, "period": None}
+    paused = aq.queues.pause("low")
+    assert paused["name"] == "low"
+    assert paused["paused"] is True
+    assert paused["delayed"] == 1
+    assert [(q["name"], q["paused"]) for q in aq.queues.list()] == [("low", True)]
+    assert aq.queues.resume("low")["paused"] is False
+    with pytest.raises(ValidationError) as caught:
+        create(aq, flowControl={"key": "partner", "rate": 0})
+    assert "flowControl.rate" in caught.value.fields
+    with pytest.raises(NotFoundError):
+        aq.queues.pause("no such queue")

@@ -267,5 +267,20 @@ def test_a_scrape_costs_a_fixed_number_of_queries(
         if i % 2:
             finish(task, "completed")
     metrics.clear_cache()
-    with django_assert_max_num_queries(8):
+    with django_assert_max_num_queries(9):  # the paused-queues gauge is the ninth
         assert Client().get("/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}").status_code == 200
+
+
+def test_paused_queues_are_a_gauge(team: Team) -> None:
+    from asyncqueue_django import services
+
+    other, _ = services.get_or_create_team("other team")
+    services.pause_queue(None, "emails")
+    services.pause_queue(team, "default")
+    services.pause_queue(other, "default")
+    services.pause_queue(team, "low")
+    services.resume_queue(team, "low")
+    s = scrape()
+    assert value(s, "asyncqueue_queue_paused", queue="emails", scope="all") == 1
+    assert value(s, "asyncqueue_queue_paused", queue="default", scope="team") == 2
+    assert ("asyncqueue_queue_paused", (("queue", "low"), ("scope", "team"))) not in s

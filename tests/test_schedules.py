@@ -441,6 +441,31 @@ def test_ticks_go_through_the_create_path(team: Team) -> None:
     assert Task.objects.count() == 1
 
 
+def test_a_template_with_flow_control_and_polling_makes_such_tasks(
+    client: APIClient, team: Team
+) -> None:
+    """Every create field a template may hold reaches the task a tick creates: flow control
+    (stored as JSON, read back as the API validated it) and a provider's polling."""
+    body = {
+        "cron": "* * * * *",
+        "task": {
+            **TEMPLATE,
+            "flowControl": {"key": "partner", "parallelism": 2},
+            "provider": "replicate",
+        },
+    }
+    answer = post(client, "/v1/schedules", body)
+    assert answer.status_code == 201, answer.json()
+    schedule_id = answer.json()["schedule"]["id"]
+    assert answer.json()["schedule"]["task"]["flowControl"]["key"] == "partner"
+    Schedule.objects.filter(pk=schedule_id).update(active_since=utc(2026, 6, 1, 12))
+    task = services.run_schedule(schedule_id, now=utc(2026, 6, 1, 12, 1))
+    assert task is not None
+    assert (task.flow_key, task.flow_parallelism) == ("partner", 2)
+    assert task.provider == "replicate"
+    assert task.poll_config is not None
+
+
 def test_a_test_keys_schedule_makes_sandbox_tasks(team: Team) -> None:
     test_key = services.create_api_key(team, "sandbox", mode="test").raw_key
     c = APIClient()

@@ -37,6 +37,9 @@ EXPECTED_PATHS = {
     "/v1/signals/{token}/heartbeat": {"post"},
     "/v1/callbacks/{callback_id}": {"post"},
     "/v1/providers": {"get"},
+    "/v1/queues": {"get"},
+    "/v1/queues/{name}/pause": {"post"},
+    "/v1/queues/{name}/resume": {"post"},
 }
 
 

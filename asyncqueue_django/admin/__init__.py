@@ -1,6 +1,8 @@
 """The Django admin as the operators' dashboard: tasks, failed and timed-out tasks, teams and
 API keys, schedules, one module per model (``tasks``, ``teams``, ``keys``, ``schedules``) over
 shared pieces (``base``: the read-only inline, the action runner).
+API keys, queues, one module per model (``tasks``, ``teams``, ``keys``, ``queues``) over shared
+pieces (``base``: the read-only inline, the action runner).
 
 Read-mostly. Every page is read-only; every write is an ``@admin.action`` that calls
 ``services`` (the one write path) and reports with ``message_user``. The only form that
@@ -18,9 +20,10 @@ whole table (``show_full_result_count = False``).
 from __future__ import annotations
 
 # Importing the modules registers their ModelAdmins.
-from asyncqueue_django.admin import dashboard, keys, schedules, tasks, teams, tokens
+from asyncqueue_django.admin import dashboard, keys, queues, schedules, tasks, teams, tokens
 from asyncqueue_django.admin.dashboard import DashboardAdmin
 from asyncqueue_django.admin.keys import ApiKeyAdmin
+from asyncqueue_django.admin.queues import QueueAdmin
 from asyncqueue_django.admin.schedules import ScheduleAdmin
 from asyncqueue_django.admin.tasks import DeadTaskAdmin, TaskAdmin
 from asyncqueue_django.admin.teams import TeamAdmin
@@ -30,12 +33,14 @@ __all__ = [
     "ApiKeyAdmin",
     "DashboardAdmin",
     "DeadTaskAdmin",
+    "QueueAdmin",
     "ScheduleAdmin",
     "TaskAdmin",
     "TeamAdmin",
     "VaultTokenAdmin",
     "dashboard",
     "keys",
+    "queues",
     "schedules",
     "tasks",
     "teams",

@@ -186,6 +186,7 @@ TASK_SECTIONS: tuple[tuple[str | None, tuple[str, ...]], ...] = (
         ),
     ),
     ("Worker lease", ("leased_by", "claimed_at", "lease_expires_at")),
+    ("Flow control", ("flow_key", "flow_parallelism", "flow_rate", "flow_period")),
     (
         "Wait for signal",
         (

@@ -28,6 +28,7 @@ from asyncqueue_django.api.serializers import (
     MAX_BATCH,
     METHODS,
     NOT_IN_TEMPLATES,
+    QueueSerializer,
     RevokedTokenSerializer,
     ScheduleSerializer,
     TaskDetailSerializer,
@@ -36,7 +37,7 @@ from asyncqueue_django.api.serializers import (
 )
 from asyncqueue_django.conf import app_settings
 from asyncqueue_django.states import TaskStatus
-from asyncqueue_django.validators import QUEUE_NAME_RE
+from asyncqueue_django.validators import FLOW_KEY_RE, MAX_FLOW_PERIOD, QUEUE_NAME_RE
 
 
 class AsyncQueueSchema(AutoSchema):
@@ -165,6 +166,14 @@ class RevokedTokenEnvelope(serializers.Serializer[Any]):
 
 class TokenListEnvelope(serializers.Serializer[Any]):
     tokens = TokenSerializer(many=True)
+
+
+class QueueEnvelope(serializers.Serializer[Any]):
+    queue = QueueSerializer()
+
+
+class QueueListEnvelope(serializers.Serializer[Any]):
+    queues = QueueSerializer(many=True)
 
 
 class PaginationSerializer(serializers.Serializer[Any]):
@@ -327,6 +336,25 @@ def _poll_config_schema() -> dict[str, Any]:
     }
 
 
+def _flow_control_schema() -> dict[str, Any]:
+    """``flowControl`` as the server takes it: a key and at least one of parallelism, rate."""
+    bound = {"type": "integer", "minimum": 1, "maximum": app_settings.FLOW_CONTROL_MAX_RATE}
+    return {
+        "type": ["object", "null"],
+        "description": "Tasks of the team sharing `key` start at most `parallelism` at once "
+        "and at most `rate` per `period` seconds; a task over the limit waits (never failed).",
+        "properties": {
+            "key": {"type": "string", "pattern": FLOW_KEY_RE.pattern},
+            "parallelism": bound,
+            "rate": bound,
+            "period": {"type": "integer", "minimum": 1, "maximum": MAX_FLOW_PERIOD, "default": 1},
+        },
+        "required": ["key"],
+        "additionalProperties": False,
+        "anyOf": [{"required": ["parallelism"]}, {"required": ["rate"]}, {"type": "null"}],
+    }
+
+
 def _declare_limits(result: dict[str, Any]) -> None:
     """Every constraint the server enforces that OpenAPI can state, with the limits read from
     the settings when the document is generated (so a host's ``ASYNCQUEUE`` shows)."""
@@ -395,6 +423,7 @@ def _declare_limits(result: dict[str, Any]) -> None:
         },
         "provider": {"type": ["string", "null"], "enum": [*providers.PROVIDERS, None]},
         "pollConfig": _poll_config_schema(),
+        "flowControl": _flow_control_schema(),
     }
     for body in CREATE_BODIES:
         if body not in schemas:

@@ -10,6 +10,7 @@ through ``representation.py`` (the same renderer the worker uses for webhook bod
 from __future__ import annotations
 
 import copy
+import dataclasses
 import difflib
 import json
 import re
@@ -26,7 +27,7 @@ from asyncqueue_django.conf import app_settings
 from asyncqueue_django.models import Task
 from asyncqueue_django.states import AttemptOutcome, RetryBackoff, SignalStatus, TaskStatus
 from asyncqueue_django.validators import InvalidInput
-from asyncqueue_django.values import TaskSpec, fingerprint_of, spec_of_body
+from asyncqueue_django.values import FlowControl, TaskSpec, fingerprint_of, spec_of_body
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 
@@ -170,6 +171,17 @@ class AnyJSONField(serializers.JSONField):
     """Any JSON value, including ``null`` (which counts as "not given")."""
 
 
+class FlowControlField(serializers.JSONField):
+    """``flowControl``: ``{"key", "parallelism"?, "rate"?, "period"?}`` → ``FlowControl``
+    (``validators.check_flow_control``); an error names the member (``flowControl.rate``)."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        try:
+            return validators.check_flow_control(data)
+        except validators.InvalidFlowControl as exc:
+            raise serializers.ValidationError({exc.field: [exc.message]}) from None
+
+
 # --------------------------------------------------------------------------------------------
 # Input
 # --------------------------------------------------------------------------------------------
@@ -234,6 +246,7 @@ class TaskCreateSerializer(InputSerializer):
         help_text="How to poll the provider after a successful submit call; overrides the "
         "provider template key by key.",
     )
+    flowControl = FlowControlField(required=False, allow_null=True)
 
     def to_internal_value(self, data: Any) -> Any:
         if not isinstance(data, dict):
@@ -389,6 +402,18 @@ NULLABLE_DATETIME = UTCDateTimeField(allow_null=True)
 NULLABLE_STRING = serializers.CharField(allow_null=True)
 
 
+class FlowControlSerializer(serializers.Serializer[Any]):
+    """Tasks of one team sharing `key` start at most `parallelism` at once and at most
+    `rate` per `period` seconds; a task over the limit waits (it is never failed for it)."""
+
+    key = serializers.CharField(max_length=100)
+    parallelism = serializers.IntegerField(min_value=1, allow_null=True)
+    rate = serializers.IntegerField(min_value=1, allow_null=True)
+    period = serializers.IntegerField(
+        min_value=1, max_value=86_400, allow_null=True, help_text="Seconds (null without rate)."
+    )
+
+
 class EarlySignalSerializer(serializers.Serializer[Any]):
     status = serializers.ChoiceField(choices=SignalStatus.choices)
     result = serializers.JSONField(allow_null=True)
@@ -450,6 +475,7 @@ class TaskSerializer(serializers.Serializer[Task]):
     result = serializers.JSONField()
     error = serializers.SerializerMethodField()
     idempotencyKey = serializers.CharField(source="idempotency_key", allow_null=True)
+    flowControl = serializers.SerializerMethodField()
     signalReceivedAt = UTCDateTimeField(source="signal_received_at", allow_null=True)
     earlySignal = serializers.SerializerMethodField()
     createdAt = UTCDateTimeField(source="created_at")
@@ -473,6 +499,11 @@ class TaskSerializer(serializers.Serializer[Task]):
 
     @extend_schema_field(NULLABLE_STRING)
     def get_error(self, task: Task) -> str | None:
+        raise NotImplementedError
+
+    @extend_schema_field(FlowControlSerializer(allow_null=True))
+    def get_flowControl(self, task: Task) -> dict[str, Any] | None:
+        """The task's flow-control key and limits (null: none)."""
         raise NotImplementedError
 
     @extend_schema_field(EarlySignalSerializer(allow_null=True))
@@ -551,7 +582,7 @@ class ScheduleTaskSerializer(TaskCreateSerializer):
 def template_of(validated: dict[str, Any]) -> dict[str, Any]:
     """The template a schedule stores: the validated create body, JSON values only."""
     return {
-        name: value
+        name: dataclasses.asdict(value) if isinstance(value, FlowControl) else value
         for name, value in validated.items()
         if value is not None and name not in (*NOT_IN_TEMPLATES, "schedule", "timezone")
     }
@@ -780,3 +811,23 @@ class HeartbeatSerializer(ObjectBodySerializer):
                 f"Must be between 1 and {app_settings.MAX_WAIT_TIME} seconds."
             )
         return value
+
+
+class QueueSerializer(serializers.Serializer[Any]):
+    """One queue of the team: its open tasks by status, and whether it is paused."""
+
+    name = serializers.CharField()
+    paused = serializers.BooleanField(
+        help_text="No task of the queue starts (paused by the team, or by the operator for "
+        "every team); tasks are still accepted, waiting ones still take signals."
+    )
+    pending = serializers.IntegerField(min_value=0)
+    delayed = serializers.IntegerField(min_value=0)
+    processing = serializers.IntegerField(min_value=0)
+    waiting = serializers.IntegerField(min_value=0)
+    oldestPendingAgeSeconds = serializers.FloatField(
+        min_value=0, help_text="How long the oldest due, unstarted task has waited (0: none)."
+    )
+
+    def to_representation(self, instance: Any) -> dict[str, Any]:
+        return representation.queue_data(instance)

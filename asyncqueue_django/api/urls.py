@@ -13,6 +13,7 @@ from asyncqueue_django.api.views import (
     HeartbeatView,
     NotFoundView,
     ProvidersView,
+    QueueViewSet,
     ScheduleViewSet,
     SignalView,
     TaskViewSet,
@@ -30,6 +31,7 @@ router = OptionalSlashRouter()
 router.register("tasks", TaskViewSet, basename="task")
 router.register("tokens", TokenViewSet, basename="token")
 router.register("schedules", ScheduleViewSet, basename="schedule")
+router.register("queues", QueueViewSet, basename="queue")
 
 urlpatterns: list[Any] = [
     *router.urls,

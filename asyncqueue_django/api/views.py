@@ -42,6 +42,8 @@ from asyncqueue_django.api.schema import (
     AsyncQueueSchema,
     BatchCreatedEnvelope,
     ProviderListEnvelope,
+    QueueEnvelope,
+    QueueListEnvelope,
     RevokedTokenEnvelope,
     ScheduleEnvelope,
     ScheduleListEnvelope,
@@ -59,6 +61,7 @@ from asyncqueue_django.api.serializers import (
     MAX_BATCH,
     BatchCreateSerializer,
     HeartbeatSerializer,
+    QueueSerializer,
     RevokedTokenSerializer,
     ScheduleCreateSerializer,
     ScheduledTaskCreateSerializer,
@@ -630,6 +633,66 @@ class ScheduleViewSet(AsyncQueueViewMixin, viewsets.GenericViewSet[Schedule]):
     @action(detail=True, methods=["post"])
     def resume(self, request: Request, schedule_id: str) -> Response:
         return self._answer(services.resume_schedule(self.team, schedule_id))
+
+
+@extend_schema_view(
+    **{
+        name: spectacular_extend_schema(
+            parameters=[
+                OpenApiParameter(
+                    "name",
+                    OpenApiTypes.STR,
+                    OpenApiParameter.PATH,
+                    pattern=QUEUE_NAME_RE.pattern,
+                    description="The queue's name (as tasks give it in `queue`).",
+                )
+            ]
+        )
+        for name in ("pause", "resume")
+    }
+)
+class QueueViewSet(AsyncQueueViewMixin, viewsets.ViewSet):
+    """``/v1/queues``: the team's queues (open tasks by status) and their pause switch.
+
+    Scoped to the team: counts are of its own tasks, and a pause stops only its own tasks on
+    that queue. An operator's pause (admin, ``asyncqueue_queues``) stops every team's and
+    shows here as ``paused`` too; only the operator lifts it.
+    """
+
+    lookup_field = "name"
+    lookup_value_regex = QUEUE_NAME_RE.pattern.strip("^$")
+
+    @extend_schema(
+        operation_id="listQueues",
+        summary="The team's queues: open tasks by status, oldest pending age, paused",
+        responses={200: QueueListEnvelope, **errors(401, 429)},
+    )
+    def list(self, request: Request) -> Response:
+        queues = services.list_queues(self.team)
+        return Response({"queues": QueueSerializer(queues, many=True).data})
+
+    @extend_schema(
+        operation_id="pauseQueue",
+        summary="Pause the queue for the team: tasks are accepted, none starts until resumed",
+        description="Idempotent. Tasks already running finish; waiting tasks still take "
+        "signals and time out.",
+        request=None,
+        responses={200: QueueEnvelope, **errors(401, 429)},
+    )
+    @action(detail=True, methods=["post"])
+    def pause(self, request: Request, name: str) -> Response:
+        return Response({"queue": QueueSerializer(services.pause_queue(self.team, name)).data})
+
+    @extend_schema(
+        operation_id="resumeQueue",
+        summary="Resume the queue for the team: its due tasks start at once",
+        description="Idempotent. An operator's pause of the whole queue stays (`paused` true).",
+        request=None,
+        responses={200: QueueEnvelope, **errors(401, 429)},
+    )
+    @action(detail=True, methods=["post"])
+    def resume(self, request: Request, name: str) -> Response:
+        return Response({"queue": QueueSerializer(services.resume_queue(self.team, name)).data})
 
 
 class NotFoundView(AsyncQueueViewMixin, APIView):

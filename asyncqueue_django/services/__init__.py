@@ -13,6 +13,9 @@ engine (``engine.py``: claim, lease, finish, retry decision, dispatch on commit,
 - ``sweeps``: due, lost and stale-lease sweeps of every kind;
 - ``retention``: pruning finished tasks;
 - ``schedules``: cron schedules on django-celery-beat, each tick creating one task.
+- ``flow``: flow control and paused queues, the gate of a task's claim;
+- ``queues``: queue depth and the pause switch;
+- ``retention``: pruning finished tasks.
 
 Every status change is a guarded conditional UPDATE through the kind's lifecycle
 (``states.py``): of two concurrent actors exactly one updates the row and the other sees 0
@@ -70,6 +73,12 @@ from asyncqueue_django.services.lifecycle import (
 )
 from asyncqueue_django.services.polls import claim_poll, finish_poll
 from asyncqueue_django.services.provider_callbacks import callback_url_for, receive_callback
+from asyncqueue_django.services.queues import (
+    get_queue,
+    list_queues,
+    pause_queue,
+    resume_queue,
+)
 from asyncqueue_django.services.retention import prunable_tasks, prune_finished
 from asyncqueue_django.services.schedules import (
     create_schedule,
@@ -118,7 +127,7 @@ from asyncqueue_django.services.waits import (
     resolve_waiting_task,
     signal_task,
 )
-from asyncqueue_django.values import TaskSpec, fingerprint_of
+from asyncqueue_django.values import FlowControl, QueueInfo, TaskSpec, fingerprint_of
 
 __all__ = [
     "API_KEY_TOUCH_INTERVAL",
@@ -128,11 +137,13 @@ __all__ = [
     "CallbackNotFound",
     "CallbackUrlNotConfigured",
     "CreatedTask",
+    "FlowControl",
     "IdempotencyConflict",
     "InvalidScheduleInput",
     "InvalidTokenReference",
     "InvalidTransition",
     "IssuedApiKey",
+    "QueueInfo",
     "ScheduleNotFound",
     "SignalResult",
     "SignalTokenNotFound",
@@ -170,11 +181,14 @@ __all__ = [
     "finish_webhook_attempt",
     "finish_webhook_attempts",
     "get_or_create_team",
+    "get_queue",
     "get_schedule",
     "get_task",
     "heartbeat",
+    "list_queues",
     "list_schedules",
     "list_tokens",
+    "pause_queue",
     "pause_schedule",
     "pending_sweeps",
     "prunable_tasks",
@@ -189,6 +203,7 @@ __all__ = [
     "resend_latest_webhook",
     "resend_webhook",
     "resolve_waiting_task",
+    "resume_queue",
     "resume_schedule",
     "retry_task",
     "reveal_headers",

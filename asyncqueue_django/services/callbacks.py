@@ -21,7 +21,7 @@ from asyncqueue_django.backoff import retry_delay
 from asyncqueue_django.conf import app_settings
 from asyncqueue_django.jsonvalue import check_json_value, redact_headers, storable_text
 from asyncqueue_django.models import Attempt, Task
-from asyncqueue_django.services import engine, polls
+from asyncqueue_django.services import engine, flow, polls
 from asyncqueue_django.services.engine import AttemptRecord, Outcome, WorkKind
 from asyncqueue_django.services.tables import TASKS
 from asyncqueue_django.services.terminal import on_terminal, terminal_rows
@@ -89,15 +89,20 @@ class Callbacks(WorkKind[Task]):
     claim_from = states.RUNNABLE
     claim_to = TaskStatus.PROCESSING
     in_flight = states.IN_FLIGHT
-    message_fields = ("queue", "priority")
+    message_fields = ("queue", "priority", "flow_key")
     wakes = True
 
     def message(self, pk: Any, *values: Any, countdown: float = 0) -> Message:
-        queue, priority = values
+        queue, priority, *flow_key = values
+        if flow_key and flow_key[0] is not None:
+            # A flow-controlled task starts with its key's others, as its limits allow: its
+            # message is a wake-up for its queue (a sweep sends identical ones once), so a key's
+            # backlog re-sent by a sweep is a few messages, not one claim per task.
+            return self.wake_message(queue, priority, countdown)
         return Message(self.task_name, (str(pk),), queue, priority, countdown)
 
     def wake_target(self, *values: Any) -> tuple[str, int]:
-        queue, priority = values
+        queue, priority = values[:2]  # (the flow key, if any, is claimed by the same wake-up)
         return str(queue), int(priority)
 
     def lease_seconds(self, row: Task) -> float:
@@ -237,6 +242,24 @@ class Callbacks(WorkKind[Task]):
     def claim_sql(self, now: datetime) -> tuple[list[str], list[Any]]:
         return ["started_at = COALESCE(started_at, %s)"], [now]
 
+    # Flow control and paused queues (``flow.py``): the fast claim takes neither a task with a
+    # flow key nor one on a paused queue; flow-controlled tasks are claimed key by key.
+
+    def gate_sql(self, table: str) -> str:
+        return flow.gate_sql(table, engine.connection_of(self))
+
+    def gate_q(self) -> list[Any]:
+        return flow.gate_q()
+
+    def claim_gated(self, pk: Any, worker: str, now: datetime) -> Task | None:
+        return flow.claim_gated(self, pk, worker, now)
+
+    def claim_gated_batch(self, queue: str, worker: str, now: datetime, limit: int) -> list[Task]:
+        return flow.claim_gated_batch(self, queue, worker, now, limit)
+
+    def gated_due_sql(self, queue: str, now: datetime) -> tuple[str, list[Any]]:
+        return flow.due_probe_sql(engine.connection_of(self), queue, now)
+
     def batch_filters(self, queue: str) -> tuple[dict[str, Any], str, list[Any], str]:
         # Higher priority first, then the longest due.
         return {"queue": queue}, "queue = %s", [queue], "priority DESC, next_attempt_at"
@@ -284,6 +307,7 @@ def finish_attempt(
     expired and the recovery sweep took the task over): then nothing is written.
     """
     status = engine.finish(CALLBACKS, task, call, worker=worker, now=now or timezone.now())
+    flow.wake_after_finish(CALLBACKS, [task])
     return None if status is None else TaskStatus(status)
 
 
@@ -295,4 +319,5 @@ def finish_attempts(
     statuses = engine.finish_many(
         CALLBACKS, [(t, c, None) for t, c in batch], worker=worker, now=now or timezone.now()
     )
+    flow.wake_after_finish(CALLBACKS, [t for t, _ in batch])
     return [None if s is None else TaskStatus(s) for s in statuses]

@@ -467,6 +467,34 @@ class WorkKind(Generic[M]):
         """SQL for :meth:`claim_filters` (no parameters; ``""`` for none)."""
         return ""
 
+    # -- the gate: rows the fast claim leaves to a slower path of the kind's own (a task under
+    #    flow control, a paused queue). A kind without one pays nothing for it.
+
+    def gate_sql(self, table: str) -> str:
+        """SQL a row (of the quoted ``table``) must meet to be claimed on the fast path (no
+        parameters; ``""`` for none)."""
+        return ""
+
+    def gate_q(self) -> list[Any]:
+        """:meth:`gate_sql` as ORM filter arguments (for the read-then-update claim)."""
+        return []
+
+    def claim_gated(self, pk: Any, worker: str, now: datetime) -> M | None:
+        """Claim the row ``pk`` the fast claim did not take, if the gate held it back and lets
+        it start now (see :func:`claim_rows`); None otherwise."""
+        return None
+
+    def claim_gated_batch(self, queue: str, worker: str, now: datetime, limit: int) -> list[M]:
+        """Up to ``limit`` due rows of ``queue`` that the gate holds back and lets start now
+        (see :func:`claim_rows`), after the fast claim of a batch said there are some."""
+        return []
+
+    def gated_due_sql(self, queue: str, now: datetime) -> tuple[str, list[Any]] | None:
+        """A boolean SQL expression (and its parameters): "rows the gate holds back may be due
+        on ``queue``". The fast batch claim returns it with its rows (no round trip more);
+        true sends the batch through :meth:`claim_gated_batch`. None: the kind has no gate."""
+        return None
+
     def batch_filters(self, queue: str) -> tuple[dict[str, Any], str, list[Any], str]:
         """Which due rows a wake-up for ``queue`` claims, and in which order: ORM filters,
         the same as SQL with its parameters, and the SQL ``ORDER BY``."""
@@ -539,6 +567,11 @@ def _connection(kind: WorkKind[Any]) -> BaseDatabaseWrapper:
     return connections[router.db_for_write(kind.table.model)]
 
 
+def connection_of(kind: WorkKind[Any]) -> BaseDatabaseWrapper:
+    """The connection the rows of ``kind`` are written through (for an adapter's SQL)."""
+    return _connection(kind)
+
+
 # The SQL below is built from quoted identifiers of the models' metadata and fixed fragments
 # of the adapters; every value is a parameter (hence the S608 exemptions).
 
@@ -550,15 +583,36 @@ def claim(kind: WorkKind[M], pk: Any, worker: str, now: datetime) -> M | None:
     it is done, cancelled, in flight elsewhere, or not due yet.
 
     On PostgreSQL one round trip: a guarded ``UPDATE … RETURNING`` joined to the related rows
-    the worker needs (the team that signs the request).
+    the worker needs (the team that signs the request). A row the kind's gate holds back is
+    left to :meth:`WorkKind.claim_gated` (asked only when the fast claim took nothing).
     """
     connection = _connection(kind)
     if _returning(connection) and kind.lease_sql() is not None:
         qn = connection.ops.quote_name
         pk_column = qn(kind.table.model._meta.pk.column)
         rows = _claim_returning(kind, f"{pk_column} = %s", [pk], worker, now, connection)
-        return rows[0] if rows else None
-    return _claim_read_then_update(kind, pk, worker, now)
+        row = rows[0] if rows else None
+    else:
+        row = _claim_read_then_update(kind, pk, worker, now)
+    # Only when the fast claim took nothing: a row the kind's gate holds back (flow control).
+    return row if row is not None else kind.claim_gated(pk, worker, now)
+
+
+def claim_rows(kind: WorkKind[M], pks: Sequence[Any], worker: str, now: datetime) -> list[M]:
+    """The rows ``pks`` (due, claimable) leased to ``worker``, past the kind's gate: for the
+    kind's gated path, which decided under its own lock that they may start. Rows someone
+    else took meanwhile are left out."""
+    if not pks:
+        return []
+    connection = _connection(kind)
+    if _returning(connection) and kind.lease_sql() is not None:
+        pk_column = connection.ops.quote_name(kind.table.model._meta.pk.column)
+        marks = ", ".join(["%s"] * len(pks))
+        return _claim_returning(
+            kind, f"{pk_column} IN ({marks})", list(pks), worker, now, connection, gated=False
+        )
+    claimed = [_claim_read_then_update(kind, pk, worker, now, gated=False) for pk in pks]
+    return [row for row in claimed if row is not None]
 
 
 def claim_batch(kind: WorkKind[M], queue: str, worker: str, now: datetime, limit: int) -> list[M]:
@@ -569,9 +623,31 @@ def claim_batch(kind: WorkKind[M], queue: str, worker: str, now: datetime, limit
     guarded ``UPDATE … RETURNING`` (rows another worker is claiming are skipped, not waited
     for). Elsewhere (SQLite: one writer at a time) the due rows are read, then each is claimed
     with its own guarded UPDATE; a row someone else took in between is left out.
+
+    Rows the kind's gate holds back (a task under flow control, one on a paused queue) are not
+    taken by that statement; it also answers whether such rows may be due (the kind's
+    :meth:`WorkKind.gated_due_sql`), and only then does the kind's own path claim them
+    (:meth:`WorkKind.claim_gated_batch`), with the rest of the batch or at least a quarter.
     """
+    rows, gated_due = _claim_batch_fast(kind, queue, worker, now, limit)
+    if gated_due:
+        # Rows the kind's gate holds back (flow control) are due too: they get what the fast
+        # claim left of the batch, and at least a quarter of it, so a busy queue of ordinary
+        # rows cannot starve them (their own limits bound them).
+        rows += kind.claim_gated_batch(queue, worker, now, max(limit - len(rows), limit // 4, 1))
+    if rows and len(rows) >= limit:  # full: there may be more; another thread takes them
+        wakeups.add(kind, queue, max(int(getattr(r, "priority", 5)) for r in rows))
+    return rows
+
+
+def _claim_batch_fast(
+    kind: WorkKind[M], queue: str, worker: str, now: datetime, limit: int
+) -> tuple[list[M], bool]:
+    """The fast claim of a batch, and whether rows the kind's gate holds back may be due."""
     filters, where, params, order = kind.batch_filters(queue)
+    probe = kind.gated_due_sql(queue, now)
     connection = _connection(kind)
+    gated_due: list[bool] = []
     if _returning(connection) and kind.lease_sql() is not None:
         model = kind.table.model
         qn = connection.ops.quote_name
@@ -592,21 +668,30 @@ def claim_batch(kind: WorkKind[M], queue: str, worker: str, now: datetime, limit
             connection,
             pick=(pick, [*guard_params, *params, limit]),
             order=", ".join(f"c.{item}" for item in order.split(", ")),
+            probe=probe,
+            probed=gated_due,
         )
     else:
         due = kind.table.objects().due(now + CLOCK_SKEW).filter(**filters, **kind.claim_filters())
+        due = due.filter(*kind.gate_q())
         order_by = [f"-{o.split()[0]}" if o.endswith("DESC") else o for o in order.split(", ")]
         pks = list(due.order_by(*order_by).values_list("pk", flat=True)[:limit])
-        claimed = [_claim_read_then_update(kind, pk, worker, now) for pk in pks]
+        claimed = [_claim_read_then_update(kind, pk, worker, now, gated=False) for pk in pks]
         rows = [row for row in claimed if row is not None]
-    if rows and len(rows) >= limit:  # full: there may be more; another thread takes them
-        wakeups.add(kind, queue, max(int(getattr(r, "priority", 5)) for r in rows))
-    return rows
+        if probe is not None:  # in-process on SQLite: a query more costs next to nothing
+            with connection.cursor() as cursor:
+                cursor.execute(f"SELECT {probe[0]}", probe[1])
+                gated_due.append(bool(cursor.fetchone()[0]))
+    return rows, any(gated_due)
 
 
-def _claim_read_then_update(kind: WorkKind[M], pk: Any, worker: str, now: datetime) -> M | None:
-    # With its related rows (the team signs the request). No ORDER BY for one row.
-    row = kind.table.objects().select_related(*kind.related).filter(pk=pk).order_by().first()
+def _claim_read_then_update(
+    kind: WorkKind[M], pk: Any, worker: str, now: datetime, *, gated: bool = True
+) -> M | None:
+    # With its related rows (the team signs the request). No ORDER BY for one row. The gate
+    # is read with the row (one writer at a time on SQLite; elsewhere the SQL claim is used).
+    rows = kind.table.objects().select_related(*kind.related).filter(pk=pk)
+    row = (rows.filter(*kind.gate_q()) if gated else rows).order_by().first()
     if row is None or row.status not in kind.claim_from:  # type: ignore[attr-defined]
         return None
     attempt: int = row.attempt_count  # type: ignore[attr-defined]
@@ -656,13 +741,15 @@ def _claim_read_then_update(kind: WorkKind[M], pk: Any, worker: str, now: dateti
 
 
 def _claim_guard(
-    kind: WorkKind[Any], now: datetime, connection: BaseDatabaseWrapper
+    kind: WorkKind[Any], now: datetime, connection: BaseDatabaseWrapper, gated: bool = True
 ) -> tuple[str, list[Any]]:
-    """The ``WHERE`` of a claim: a claimable status, due (with a little clock skew), and the
-    kind's own condition (a webhook event not in flight elsewhere)."""
+    """The ``WHERE`` of a claim: a claimable status, due (with a little clock skew), the
+    kind's own condition (a webhook event not in flight elsewhere), and its gate (unless the
+    gated path claims)."""
     qn = connection.ops.quote_name
     statuses = sorted(str(s) for s in kind.claim_from)
-    extra = kind.claim_where_sql()
+    gate = kind.gate_sql(qn(kind.table.model._meta.db_table)) if gated else ""
+    extra = " AND ".join(part for part in (kind.claim_where_sql(), gate) if part)
     guard = (
         f"{qn('status')} IN ({', '.join(['%s'] * len(statuses))}) "
         f"AND {qn('next_attempt_at')} <= %s" + (f" AND {extra}" if extra else "")
@@ -680,7 +767,14 @@ def _claim_returning(
     *,
     pick: tuple[str, list[Any]] = ("", []),
     order: str = "",
+    gated: bool = True,
+    probe: tuple[str, list[Any]] | None = None,
+    probed: list[bool] | None = None,
 ) -> list[M]:
+    """The guarded claim as one ``UPDATE … RETURNING`` joined to the related rows. With
+    ``probe`` (a boolean SQL expression), its value is appended to ``probed``, read in the
+    same statement: the rows come back LEFT JOINed to a one-row probe, so it answers even
+    when nothing was claimed."""
     model = kind.table.model
     qn = connection.ops.quote_name
     lease_sql = kind.lease_sql()
@@ -699,17 +793,30 @@ def _claim_returning(
     if kind.claim_to is not None:
         sets.append(f"{qn('status')} = %s")
         params.append(str(kind.claim_to))
-    guard, guard_params = _claim_guard(kind, now, connection)
+    guard, guard_params = _claim_guard(kind, now, connection, gated)
     select, joins, plan = _related_select(model, kind.related, connection)
-    sql = (
+    claimed = (
         f"WITH {pick[0]}c AS (UPDATE {qn(model._meta.db_table)} SET {', '.join(sets)} "  # noqa: S608
         f"WHERE {where} AND {guard} RETURNING {_column_list(model, connection)}) "
-        f"SELECT {select} FROM c{joins}" + (f" ORDER BY {order}" if order else "")
     )
+    statement_params = [*pick[1], *params, *where_params, *guard_params]
+    if probe is None:
+        sql = f"{claimed}SELECT {select} FROM c{joins}"  # noqa: S608
+    else:
+        sql = (
+            f"{claimed}SELECT ({probe[0]}), {select} "  # noqa: S608
+            f"FROM (SELECT 1) one LEFT JOIN (c{joins}) ON TRUE"
+        )
+        statement_params += probe[1]
     with connection.cursor() as cursor:
-        cursor.execute(sql, [*pick[1], *params, *where_params, *guard_params])
+        cursor.execute(sql + (f" ORDER BY {order}" if order else ""), statement_params)
         fetched = cursor.fetchall()
     db = router.db_for_write(model)
+    if probe is not None:
+        if probed is not None:
+            probed.append(bool(fetched[0][0]) if fetched else False)
+        # The probe's own row has no claimed row when nothing was claimed (NULL primary key).
+        fetched = [values[1:] for values in fetched if values[1] is not None]
     return [_hydrate(plan, values, connection, db) for values in fetched]
 
 

@@ -203,6 +203,7 @@ def _create(
         sandbox=sandbox,
         traceparent=spec.traceparent,
         tracestate=spec.tracestate,
+        **_flow_fields(spec),
         idempotency_key=idempotency_key,
         idempotency_fingerprint=fingerprint,
         idempotency_expires_at=(
@@ -241,6 +242,23 @@ def _create(
         callback_url=callback_url_of(callback_id) if callback_id else None,
         callback_id=callback_id,
     )
+
+
+def _flow_fields(spec: TaskSpec) -> dict[str, Any]:
+    """The task columns of ``spec.flow_control`` (checked again: a caller may skip the API)."""
+    flow = spec.flow_control
+    if flow is None:
+        return {}
+    validators.check_flow_control(
+        {"key": flow.key, "parallelism": flow.parallelism, "rate": flow.rate}
+        | ({"period": flow.period} if flow.rate is not None else {})
+    )
+    return {
+        "flow_key": flow.key,
+        "flow_parallelism": flow.parallelism,
+        "flow_rate": flow.rate,
+        "flow_period": flow.period if flow.rate is not None else None,
+    }
 
 
 def _insert(task: Task, api_key: ApiKey | None) -> None:
