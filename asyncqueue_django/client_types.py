@@ -107,6 +107,7 @@ class Queue(TypedDict):
     delayed: int
     processing: int
     waiting: int
+    polling: int
     oldestPendingAgeSeconds: float
 
 

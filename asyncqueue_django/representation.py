@@ -204,5 +204,6 @@ def queue_data(queue: QueueInfo) -> dict[str, Any]:
         "delayed": queue.delayed,
         "processing": queue.processing,
         "waiting": queue.waiting,
+        "polling": queue.polling,
         "oldestPendingAgeSeconds": round(queue.oldest_pending_age, 3),
     }

@@ -24,6 +24,7 @@ class QueueInfo:
     delayed: int
     processing: int
     waiting: int
+    polling: int
     oldest_pending_age: float  # seconds the oldest due, unclaimed task has waited (0: none)
 
 

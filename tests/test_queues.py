@@ -124,12 +124,19 @@ def test_list_queues_counts_open_tasks_by_status_for_the_team(team: Team, other:
     make(team, delay_until=now + timedelta(hours=1))
     make(team, "high")
     make(other)
+    polling = make(team, "video")
+    # A task polling its provider (as after a successful submit call) counts as polling.
+    Task.objects.filter(pk=polling.pk).update(
+        status="polling", wait_deadline=now + timedelta(minutes=10), poll_config={}
+    )
     services.claim_due_tasks("high", "w")
     services.pause_queue(team, "idle")
     queues = {q.name: q for q in services.list_queues(team, now + timedelta(seconds=2))}
-    assert set(queues) == {"default", "high", "idle"}
+    assert set(queues) == {"default", "high", "idle", "video"}
+    assert (queues["video"].polling, queues["video"].pending) == (1, 0)
     default = queues["default"]
     assert (default.pending, default.delayed, default.processing, default.waiting) == (2, 1, 0, 0)
+    assert default.polling == 0
     assert default.oldest_pending_age >= 1.9  # due at creation, read 2 s on
     assert not default.paused
     assert queues["high"].processing == 1
@@ -162,6 +169,7 @@ def test_api_lists_pauses_and_resumes(client: APIClient, team: Team) -> None:
                 "delayed": 0,
                 "processing": 0,
                 "waiting": 0,
+                "polling": 0,
                 "oldestPendingAgeSeconds": response.json()["queues"][0]["oldestPendingAgeSeconds"],
             }
         ]

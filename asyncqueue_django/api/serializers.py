@@ -825,6 +825,7 @@ class QueueSerializer(serializers.Serializer[Any]):
     delayed = serializers.IntegerField(min_value=0)
     processing = serializers.IntegerField(min_value=0)
     waiting = serializers.IntegerField(min_value=0)
+    polling = serializers.IntegerField(min_value=0)
     oldestPendingAgeSeconds = serializers.FloatField(
         min_value=0, help_text="How long the oldest due, unstarted task has waited (0: none)."
     )

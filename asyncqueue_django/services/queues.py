@@ -52,6 +52,7 @@ def list_queues(team: Team | None, now: datetime | None = None) -> list[QueueInf
                 delayed=counts.get(TaskStatus.DELAYED, 0),
                 processing=counts.get(TaskStatus.PROCESSING, 0),
                 waiting=counts.get(TaskStatus.WAITING, 0),
+                polling=counts.get(TaskStatus.POLLING, 0),
                 oldest_pending_age=depth.oldest_pending_age if depth is not None else 0.0,
             )
         )
@@ -64,7 +65,7 @@ def get_queue(team: Team | None, name: str, now: datetime | None = None) -> Queu
     for info in list_queues(team, now):
         if info.name == name:
             return info
-    return QueueInfo(name, False, 0, 0, 0, 0, 0.0)
+    return QueueInfo(name, False, 0, 0, 0, 0, 0, 0.0)
 
 
 def _switch(team: Team | None, name: str, paused: bool, now: datetime) -> None:

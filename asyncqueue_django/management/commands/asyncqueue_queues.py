@@ -51,7 +51,7 @@ class Command(BaseCommand):
         if not queues:
             self.stdout.write("No queue holds open tasks.")
             return
-        header = ("queue", "state", "pending", "delayed", "processing", "waiting", "oldest (s)")
+        header = ("queue", "state", "pending", "delayed", "processing", "waiting", "polling", "oldest (s)")
         rows = [
             (
                 q.name,
@@ -60,6 +60,7 @@ class Command(BaseCommand):
                 str(q.delayed),
                 str(q.processing),
                 str(q.waiting),
+                str(q.polling),
                 f"{q.oldest_pending_age:.1f}",
             )
             for q in queues
