@@ -51,7 +51,16 @@ class Command(BaseCommand):
         if not queues:
             self.stdout.write("No queue holds open tasks.")
             return
-        header = ("queue", "state", "pending", "delayed", "processing", "waiting", "polling", "oldest (s)")
+        header = (
+            "queue",
+            "state",
+            "pending",
+            "delayed",
+            "processing",
+            "waiting",
+            "polling",
+            "oldest (s)",
+        )
         rows = [
             (
                 q.name,
