@@ -183,9 +183,13 @@ def test_api_lists_pauses_and_resumes(client: APIClient, team: Team) -> None:
     assert resumed.json()["queue"]["paused"] is False
 
 
-def test_api_queue_name_must_be_a_queue_name(client: APIClient) -> None:
-    assert client.post("/v1/queues/bad name/pause").status_code == 404
-    assert client.post("/v1/queues/" + "q" * 101 + "/pause").status_code == 404
+@pytest.mark.parametrize("name", ["bad name", "q" * 101, "%C2%84", "a%00b", "caf%C3%A9"])
+@pytest.mark.parametrize("action", ["pause", "resume"])
+def test_api_queue_name_must_be_a_queue_name(client: APIClient, name: str, action: str) -> None:
+    answer = client.post(f"/v1/queues/{name}/{action}")
+    assert answer.status_code == 400, answer.content
+    assert "name" in answer.json()["fields"]
+    assert not Queue.objects.exists()
 
 
 def test_api_needs_a_key(anon: APIClient) -> None:

@@ -30,7 +30,7 @@ from rest_framework.throttling import BaseThrottle
 from rest_framework.versioning import BaseVersioning
 from rest_framework.views import APIView
 
-from asyncqueue_django import providers, services, states, tracing
+from asyncqueue_django import providers, services, states, tracing, validators
 from asyncqueue_django.api.authentication import ApiKeyAuthentication, TeamPrincipal
 from asyncqueue_django.api.exceptions import PayloadTooLarge, error_response, exception_handler
 from asyncqueue_django.api.longpoll import watcher
@@ -660,7 +660,8 @@ class QueueViewSet(AsyncQueueViewMixin, viewsets.ViewSet):
     """
 
     lookup_field = "name"
-    lookup_value_regex = QUEUE_NAME_RE.pattern.strip("^$")
+    # Any one path segment routes here, so a malformed name is a 400 naming it, not a 404.
+    lookup_value_regex = "[^/]+"
 
     @extend_schema(
         operation_id="listQueues",
@@ -677,22 +678,32 @@ class QueueViewSet(AsyncQueueViewMixin, viewsets.ViewSet):
         description="Idempotent. Tasks already running finish; waiting tasks still take "
         "signals and time out.",
         request=None,
-        responses={200: QueueEnvelope, **errors(401, 429)},
+        responses={200: QueueEnvelope, **errors(400, 401, 429)},
     )
     @action(detail=True, methods=["post"])
     def pause(self, request: Request, name: str) -> Response:
-        return Response({"queue": QueueSerializer(services.pause_queue(self.team, name)).data})
+        queue = services.pause_queue(self.team, _queue_name(name))
+        return Response({"queue": QueueSerializer(queue).data})
 
     @extend_schema(
         operation_id="resumeQueue",
         summary="Resume the queue for the team: its due tasks start at once",
         description="Idempotent. An operator's pause of the whole queue stays (`paused` true).",
         request=None,
-        responses={200: QueueEnvelope, **errors(401, 429)},
+        responses={200: QueueEnvelope, **errors(400, 401, 429)},
     )
     @action(detail=True, methods=["post"])
     def resume(self, request: Request, name: str) -> Response:
-        return Response({"queue": QueueSerializer(services.resume_queue(self.team, name)).data})
+        queue = services.resume_queue(self.team, _queue_name(name))
+        return Response({"queue": QueueSerializer(queue).data})
+
+
+def _queue_name(name: str) -> str:
+    """The queue name of a path, or a 400 naming ``name``."""
+    try:
+        return validators.check_queue_name(name)
+    except validators.InvalidInput as exc:
+        raise ValidationError({"name": exc.message}) from None
 
 
 class NotFoundView(AsyncQueueViewMixin, APIView):
