@@ -704,5 +704,6 @@ def test_queues_and_flow_control(aq: AsyncQueueClient) -> None:
     with pytest.raises(ValidationError) as caught:
         create(aq, flowControl={"key": "partner", "rate": 0})
     assert "flowControl.rate" in caught.value.fields
-    with pytest.raises(NotFoundError):
+    with pytest.raises(ValidationError) as caught:
         aq.queues.pause("no such queue")
+    assert "name" in caught.value.fields
