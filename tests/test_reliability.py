@@ -296,11 +296,14 @@ def test_duplicate_wake_ups_are_no_ops(team: Team, counting_target: CountingTarg
         ran = _in_threads(8, lambda i: tasks.run_due.run("task", queue), workers=8)
         assert sum(ran) == 16
         assert counting_target.calls == dict.fromkeys(ids, 1)
+        # A webhook wake-up claims due events whatever their queue (there is one webhook
+        # queue): events other tests of the session left due may be run with ours.
         hooked = _in_threads(8, lambda i: tasks.run_due.run("webhook", hooks), workers=8)
-        assert sum(hooked) == 16
+        assert sum(hooked) >= 16
         assert counting_target.hooks == dict.fromkeys(ids, 1)
         assert _in_threads(4, lambda i: tasks.run_due.run("task", queue), workers=4) == [0] * 4
-        assert _in_threads(4, lambda i: tasks.run_due.run("webhook", hooks), workers=4) == [0] * 4
+        _in_threads(4, lambda i: tasks.run_due.run("webhook", hooks), workers=4)
+        assert counting_target.hooks == dict.fromkeys(ids, 1)
     assert_exactly_once(ids)
     assert Task.objects.filter(pk__in=ids, status="completed").count() == 16
     assert WebhookDelivery.objects.filter(task_id__in=ids, status="delivered").count() == 16
