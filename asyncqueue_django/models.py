@@ -247,6 +247,14 @@ class Task(models.Model):
                 name="aq_task_due_idx",
                 condition=Q(status__in=[TaskStatus.PENDING, TaskStatus.DELAYED]),
             ),
+            # A worker's claim on one queue, in the claim's order: it reads that queue's due
+            # tasks only, highest priority first, however large other queues' backlogs are
+            # (a paused queue, one no worker consumes).
+            models.Index(
+                fields=["queue", "-priority", "next_attempt_at"],
+                name="aq_task_queue_due_idx",
+                condition=Q(status__in=[TaskStatus.PENDING, TaskStatus.DELAYED]),
+            ),
             # Expiry sweep: waiting tasks by deadline (cost follows overdue rows, not the table).
             models.Index(
                 fields=["wait_deadline"],

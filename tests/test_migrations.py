@@ -26,8 +26,11 @@ POLL_INDEXES = {"aq_task_poll_due_idx", "aq_task_poll_lease_idx"}
 POLL_CONSTRAINTS = {"aq_task_polling_is_bounded"}
 #: Added with flow control (0008): partial, over flow-controlled tasks only.
 FLOW_INDEXES = {"aq_task_flow_due_idx", "aq_task_flow_key_due_idx", "aq_task_flow_busy_idx"}
+#: Added with 0009: a claim reads its own queue's due tasks in its own order.
+CLAIM_INDEXES = {"aq_task_queue_due_idx"}
 PARTIAL_TASK_INDEXES = {
     "aq_task_due_idx": {"status__in": ["pending", "delayed"]},
+    "aq_task_queue_due_idx": {"status__in": ["pending", "delayed"]},
     "aq_task_wait_deadline_idx": {"status": "waiting"},
     "aq_task_lease_idx": {"status": "processing"},
     "aq_task_completed_idx": {"completed_at__isnull": False},
@@ -75,7 +78,7 @@ def test_host_settings_never_change_the_migrations(overrides: dict[str, Any]) ->
 
 def test_task_meta_has_the_named_indexes() -> None:
     names = {index.name for index in Task._meta.indexes}
-    assert names == TASK_INDEXES | POLL_INDEXES | FLOW_INDEXES
+    assert names == TASK_INDEXES | POLL_INDEXES | FLOW_INDEXES | CLAIM_INDEXES
 
 
 @pytest.mark.parametrize(("name", "condition"), sorted(PARTIAL_TASK_INDEXES.items()))
@@ -115,7 +118,7 @@ def test_indexes_and_constraints_exist_in_the_database() -> None:
     with connection.cursor() as cursor:
         found = connection.introspection.get_constraints(cursor, Task._meta.db_table)
     assert set(found) >= TASK_INDEXES | FLOW_INDEXES
-    for name in TASK_INDEXES | POLL_INDEXES | FLOW_INDEXES:
+    for name in TASK_INDEXES | POLL_INDEXES | FLOW_INDEXES | CLAIM_INDEXES:
         assert found[name]["index"] is True
     # Unique constraints with a condition are partial unique indexes in the database.
     assert found["aq_task_idempotency_uniq"]["unique"] is True

@@ -533,3 +533,33 @@ def test_a_webhook_delivery_is_one_statement_to_claim_and_one_to_finish(
         status = services.finish_webhook_attempt(leased, ok(), worker="w1", body=body)
     assert status == "delivered"
     assert len(queries.captured_queries) == 2
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="query plans: PostgreSQL")
+def test_a_claim_reads_its_own_queue_not_other_queues_backlogs(team: Team) -> None:
+    """A backlog of due tasks on another queue (paused, or consumed by no worker) must not be
+    read by every claim on this one: the claim walks ``aq_task_queue_due_idx`` in its own
+    order and stops at ``BATCH_SIZE``."""
+    from django.test.utils import CaptureQueriesContext
+
+    make_task(team, queue="backlog", payload={"i": 0})
+    with connection.cursor() as cursor:  # 5,000 more due tasks on "backlog", cheaply
+        columns = ", ".join(f'"{f.column}"' for f in Task._meta.concrete_fields if f.column != "id")
+        cursor.execute(
+            f"INSERT INTO asyncqueue_task (id, {columns}) "
+            f"SELECT (md5(random()::text || g::text))::uuid, {columns} "
+            "FROM asyncqueue_task, generate_series(1, 5000) AS g WHERE queue = 'backlog'"
+        )
+        cursor.execute("ANALYZE asyncqueue_task")
+    for i in range(20):
+        make_task(team, queue="mine", payload={"i": i})
+    with CaptureQueriesContext(connection) as captured:
+        claimed = services.claim_due_tasks("mine", "w", limit=16)
+    assert len(claimed) == 16
+    claim_sql = next(q["sql"] for q in captured.captured_queries if "RETURNING" in q["sql"])
+    with connection.cursor() as cursor:
+        cursor.execute("EXPLAIN (FORMAT JSON) " + claim_sql)
+        plan = str(cursor.fetchone()[0])
+    assert "aq_task_queue_due_idx" in plan, plan
+    assert "'backlog'" not in claim_sql
