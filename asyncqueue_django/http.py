@@ -49,6 +49,7 @@ __all__ = [
     "address_problem",
     "call",
     "check_url",
+    "cross_origin_headers",
     "default_port",
     "headers_for_redirect",
     "origin",
@@ -449,6 +450,15 @@ def headers_for_redirect(
     """
     if origin(from_url) == origin(to_url):
         return headers
+    return cross_origin_headers(headers, secret_headers)
+
+
+def cross_origin_headers(
+    headers: dict[str, str], secret_headers: frozenset[str] = frozenset()
+) -> dict[str, str]:
+    """The ``headers`` that may go to an origin other than the one they were given for (see
+    :func:`headers_for_redirect`): those in :data:`CROSS_ORIGIN_HEADERS` and not in
+    ``secret_headers``."""
     return {
         k: v
         for k, v in headers.items()
