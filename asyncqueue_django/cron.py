@@ -149,7 +149,9 @@ def parse(expression: str) -> Cron:
 
 @cache
 def _zone_names() -> frozenset[str]:
-    return frozenset(available_timezones())
+    # ``localtime`` is the host's own zone (a link some systems keep beside the IANA files):
+    # a schedule in it would mean another time on every host.
+    return frozenset(available_timezones()) - {"localtime"}
 
 
 def zone(name: str) -> ZoneInfo:
