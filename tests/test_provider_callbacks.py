@@ -5,6 +5,7 @@ end flow with a real worker and a local provider."""
 from __future__ import annotations
 
 import json
+import logging
 import re
 import threading
 from typing import Any
@@ -206,6 +207,31 @@ def test_early_callback_is_202_and_applied_when_the_call_succeeds(
     assert status == "completed"  # straight to the callback's outcome, never waiting
     task.refresh_from_db()
     assert task.result["body"] == {"done": True}
+
+
+@pytest.mark.django_db
+def test_an_error_answer_on_a_live_callback_id_or_signal_token_never_logs_it(
+    team: Team, anon: APIClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    task, path = _waiting_task(team)
+    callback_id = path.rsplit("/", 1)[1]
+    token = services.create_task(
+        team, TaskSpec(target_url="http://127.0.0.1:9/", wait_for_signal=True)
+    ).signal_token
+    with override_settings(ASYNCQUEUE={**TEST_SETTINGS, "MAX_REQUEST_BYTES": 1024}):
+        assert anon.post(path, data="x" * 2000, content_type="text/plain").status_code == 413
+    bad = anon.post(f"/v1/signals/{token}", {"status": "maybe"}, format="json")
+    assert bad.status_code == 400
+    beat = anon.post(f"/v1/signals/{token}/heartbeat", {"extendBy": 0}, format="json")
+    assert beat.status_code == 400
+    assert Task.objects.get(pk=task.pk).status == "waiting"  # both still live
+    logged = caplog.text
+    assert callback_id not in logged
+    assert str(token) not in logged
+    # Still logged, as Django logs every 4xx, with the credential left out.
+    assert "Request Entity Too Large: /v1/callbacks/[redacted]" in logged
+    assert "Bad Request: /v1/signals/[redacted]/heartbeat" in logged
 
 
 @pytest.mark.django_db
