@@ -30,10 +30,12 @@ from asyncqueue_django.backoff import parse_retry_after
 from asyncqueue_django.conf import app_settings
 from asyncqueue_django.urlpolicy import (
     ALLOWED_SCHEMES,
+    CROSS_ORIGIN_HEADERS,
     MAX_URL_LENGTH,
     UnsafeURL,
     address_problem,
     check_url,
+    cross_origin_headers,
     default_port,
     resolve,
     set_resolver,
@@ -42,6 +44,7 @@ from asyncqueue_django.urlpolicy import (
 
 __all__ = [
     "ALLOWED_SCHEMES",
+    "CROSS_ORIGIN_HEADERS",
     "MAX_URL_LENGTH",
     "BlockedAddress",
     "CallResult",
@@ -71,28 +74,6 @@ USER_AGENT = f"asyncqueue-django/{__version__} (+https://pypi.org/project/asyncq
 REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
 RETRYABLE_CODES = frozenset({408, 425, 429})
 RETRY_AFTER_CODES = frozenset({429, 503})
-#: Headers that follow a redirect to another origin; every other header stays behind.
-CROSS_ORIGIN_HEADERS = frozenset(
-    {
-        "accept",
-        "accept-encoding",
-        "accept-language",
-        "content-type",
-        "content-language",
-        "content-encoding",
-        "user-agent",
-        "traceparent",
-        "tracestate",
-        "x-asyncqueue-task-id",
-        "x-asyncqueue-attempt",
-        "x-asyncqueue-event",
-        "x-asyncqueue-delivery-attempt",
-        "x-asyncqueue-signature",
-        "webhook-id",
-        "webhook-timestamp",
-        "webhook-signature",
-    }
-)
 
 
 _local = threading.local()
@@ -451,19 +432,6 @@ def headers_for_redirect(
     if origin(from_url) == origin(to_url):
         return headers
     return cross_origin_headers(headers, secret_headers)
-
-
-def cross_origin_headers(
-    headers: dict[str, str], secret_headers: frozenset[str] = frozenset()
-) -> dict[str, str]:
-    """The ``headers`` that may go to an origin other than the one they were given for (see
-    :func:`headers_for_redirect`): those in :data:`CROSS_ORIGIN_HEADERS` and not in
-    ``secret_headers``."""
-    return {
-        k: v
-        for k, v in headers.items()
-        if k.lower() in CROSS_ORIGIN_HEADERS and k.lower() not in secret_headers
-    }
 
 
 def call(

@@ -191,3 +191,40 @@ def check_url(url: str, *, resolve_host: bool = True) -> None:
         problem = address_problem(address)
         if problem:
             raise UnsafeURL(f"host {host} is not allowed: {problem}")
+
+
+#: Headers that follow a redirect to another origin; every other header stays behind.
+CROSS_ORIGIN_HEADERS = frozenset(
+    {
+        "accept",
+        "accept-encoding",
+        "accept-language",
+        "content-type",
+        "content-language",
+        "content-encoding",
+        "user-agent",
+        "traceparent",
+        "tracestate",
+        "x-asyncqueue-task-id",
+        "x-asyncqueue-attempt",
+        "x-asyncqueue-event",
+        "x-asyncqueue-delivery-attempt",
+        "x-asyncqueue-signature",
+        "webhook-id",
+        "webhook-timestamp",
+        "webhook-signature",
+    }
+)
+
+
+def cross_origin_headers(
+    headers: dict[str, str], secret_headers: frozenset[str] = frozenset()
+) -> dict[str, str]:
+    """The ``headers`` that may go to an origin other than the one they were given for (a
+    redirect, a poll URL the submit answer chose, a request of this service's own that reached
+    a callback URL): those in :data:`CROSS_ORIGIN_HEADERS` and not in ``secret_headers``."""
+    return {
+        k: v
+        for k, v in headers.items()
+        if k.lower() in CROSS_ORIGIN_HEADERS and k.lower() not in secret_headers
+    }

@@ -148,6 +148,38 @@ def test_callback_completes_a_waiting_task_with_the_request_as_result(
 
 
 @pytest.mark.django_db
+def test_a_call_of_this_service_to_a_callback_url_stores_no_vault_secret(
+    team: Team, anon: APIClient
+) -> None:
+    """A task whose target is a callback URL (its own placeholder, or another task's URL)
+    carries its headers, vault secrets revealed, into the result it completes."""
+    from asyncqueue_django import outbound
+
+    waiting, path = _waiting_task(team)
+    vault_id = str(services.create_token(team, "key", "vault-secret-value").pk)
+    caller = services.create_task(
+        team,
+        TaskSpec(
+            target_url=f"http://testserver{path}",
+            headers={"X-Custom": vault_id, "X-Plain": "hello"},
+            payload={"a": 1},
+        ),
+    ).task
+    sent, body = outbound.build_callback(caller)
+    assert sent["X-Custom"] == "vault-secret-value"  # what the target would get
+    meta = {"HTTP_" + k.upper().replace("-", "_"): v for k, v in sent.items()}
+    meta.pop("HTTP_CONTENT_TYPE")
+    response = anon.post(path, data=body, content_type="application/json", **meta)
+    assert response.status_code == 200
+    stored = Task.objects.get(pk=waiting.pk).result
+    assert "vault-secret-value" not in json.dumps(stored)
+    assert "X-Custom" not in stored["headers"]
+    assert "X-Plain" not in stored["headers"]
+    assert stored["headers"]["X-Asyncqueue-Task-Id"] == str(caller.pk)
+    assert stored["body"] == {"a": 1}
+
+
+@pytest.mark.django_db
 def test_text_body_is_stored_as_text(team: Team, anon: APIClient) -> None:
     _, path = _waiting_task(team)
     response = anon.post(path, data="job=done", content_type="application/x-www-form-urlencoded")
