@@ -13,6 +13,7 @@ applies the same rules again at connect time, to the addresses it actually conne
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 import threading
 from collections.abc import Callable
@@ -160,6 +161,20 @@ def default_port(parts: SplitResult) -> int:
     return parts.port or (443 if parts.scheme.lower() == "https" else 80)
 
 
+_NUMERIC_HOST_RE = re.compile(r"^[0-9][0-9a-fx.]*$")
+
+
+def _numeric_ipv4(host: str) -> str | None:
+    """The IPv4 address a numeric host spelling stands for as the resolver reads it
+    (``2130706433``, ``0177.0.0.1``, ``0x7f.1``), or None for a name."""
+    if not _NUMERIC_HOST_RE.fullmatch(host):
+        return None
+    try:
+        return socket.inet_ntoa(socket.inet_aton(host))
+    except OSError:
+        return None
+
+
 def check_url(url: str, *, resolve_host: bool = True) -> None:
     """Refuse ``url`` (UnsafeURL) if it may not be called under the current settings.
 
@@ -176,9 +191,12 @@ def check_url(url: str, *, resolve_host: bool = True) -> None:
         addresses = [host]
     except ValueError:
         name = host.lower().rstrip(".")
+        numeric = _numeric_ipv4(name)
         if name == "localhost" or name.endswith(".localhost"):
             # RFC 6761: these names are loopback whatever a resolver says.
             addresses = ["127.0.0.1", "::1"]
+        elif numeric is not None:
+            addresses = [numeric]  # needs no lookup, so is refused even without one
         elif not resolve_host:
             return
         else:

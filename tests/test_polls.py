@@ -622,6 +622,31 @@ def test_an_answer_cannot_send_the_task_credentials_to_an_origin_of_its_choice(
         assert "webhook-signature" in fetch
 
 
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("key", "url"),
+    [
+        ("urlTemplate", "http://169.254.169.254/latest/{startResult.body.id}"),
+        ("urlTemplate", "http://2130706433/jobs/{startResult.body.id}"),
+        ("resultUrlTemplate", "http://0x7f.1/{startResult.body.id}"),
+    ],
+)
+def test_a_poll_url_template_on_a_private_address_is_a_400_naming_it(
+    client: APIClient, key: str, url: str
+) -> None:
+    config = {**POLL, "urlTemplate": "https://provider.example/{startResult.body.id}", key: url}
+    config.pop("resultPath")
+    guarded = {**TEST_SETTINGS, "ALLOW_PRIVATE_TARGETS": False, "ALLOWED_NETWORKS": []}
+    with override_settings(ASYNCQUEUE=guarded):
+        response = client.post(
+            "/v1/tasks",
+            {"targetUrl": "https://provider.example/submit", "pollConfig": config},
+            format="json",
+        )
+    assert response.status_code == 400, response.json()
+    assert list(response.json()["fields"]) == [f"pollConfig.{key}"]
+
+
 def test_the_placeholder_is_url_encoded_only_in_a_query() -> None:
     hook = "https://q.example/v1/callbacks/ab"
     fill = providers.fill_url_placeholder
