@@ -596,6 +596,15 @@ class ScheduleViewSet(AsyncQueueViewMixin, viewsets.GenericViewSet[Schedule]):
         serializer = ScheduleUpdateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
+        # A test key never makes a real call: a live schedule's ticks do.
+        if (
+            "task" in data
+            and _is_sandbox(request)
+            and not services.get_schedule(self.team, schedule_id).sandbox
+        ):
+            raise ValidationError(
+                {"task": "A test key cannot change the template of a live schedule."}
+            )
         schedule = services.update_schedule(
             self.team,
             schedule_id,
