@@ -687,7 +687,7 @@ class QueueViewSet(AsyncQueueViewMixin, viewsets.ViewSet):
         description="Idempotent. Tasks already running finish; waiting tasks still take "
         "signals and time out.",
         request=None,
-        responses={200: QueueEnvelope, **errors(401, 404, 429)},
+        responses={200: QueueEnvelope, **errors(401, 429)},
     )
     @action(detail=True, methods=["post"])
     def pause(self, request: Request, name: str) -> Response:
@@ -698,7 +698,7 @@ class QueueViewSet(AsyncQueueViewMixin, viewsets.ViewSet):
         summary="Resume the queue for the team: its due tasks start at once",
         description="Idempotent. An operator's pause of the whole queue stays (`paused` true).",
         request=None,
-        responses={200: QueueEnvelope, **errors(401, 404, 429)},
+        responses={200: QueueEnvelope, **errors(401, 429)},
     )
     @action(detail=True, methods=["post"])
     def resume(self, request: Request, name: str) -> Response:
