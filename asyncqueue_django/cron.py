@@ -37,7 +37,8 @@ MAX_CRON_LENGTH = 200
 #: How far ahead (and back) a tick is looked for: Feb 29 comes back within 8 years.
 SEARCH_DAYS = 366 * 8 + 2
 
-_ITEM_RE = re.compile(r"^(?:(\*)|(\w+)(?:-(\w+))?)(?:/(\d+))?$")
+# ASCII only: ``\w`` and ``\d`` would take other scripts' digits (``٣``, ``²``).
+_ITEM_RE = re.compile(r"^(?:(\*)|(\w+)(?:-(\w+))?)(?:/(\d+))?$", re.ASCII)
 
 
 class InvalidCron(ValueError):
@@ -82,7 +83,7 @@ def _number(text: str, index: int) -> int:
     lowered = text.lower()
     if lowered in names:
         return names.index(lowered) + (1 if index == 3 else 0)
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):
         raise InvalidCron(f"{text!r} is not a valid {name}.")
     value = int(text)
     if not low <= value <= high:
@@ -148,7 +149,9 @@ def parse(expression: str) -> Cron:
 
 @cache
 def _zone_names() -> frozenset[str]:
-    return frozenset(available_timezones())
+    # ``localtime`` is the host's own zone (a link some systems keep beside the IANA files):
+    # a schedule in it would mean another time on every host.
+    return frozenset(available_timezones()) - {"localtime"}
 
 
 def zone(name: str) -> ZoneInfo:

@@ -30,10 +30,12 @@ from asyncqueue_django.backoff import parse_retry_after
 from asyncqueue_django.conf import app_settings
 from asyncqueue_django.urlpolicy import (
     ALLOWED_SCHEMES,
+    CROSS_ORIGIN_HEADERS,
     MAX_URL_LENGTH,
     UnsafeURL,
     address_problem,
     check_url,
+    cross_origin_headers,
     default_port,
     resolve,
     set_resolver,
@@ -42,6 +44,7 @@ from asyncqueue_django.urlpolicy import (
 
 __all__ = [
     "ALLOWED_SCHEMES",
+    "CROSS_ORIGIN_HEADERS",
     "MAX_URL_LENGTH",
     "BlockedAddress",
     "CallResult",
@@ -49,6 +52,7 @@ __all__ = [
     "address_problem",
     "call",
     "check_url",
+    "cross_origin_headers",
     "default_port",
     "headers_for_redirect",
     "origin",
@@ -70,28 +74,6 @@ USER_AGENT = f"asyncqueue-django/{__version__} (+https://pypi.org/project/asyncq
 REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
 RETRYABLE_CODES = frozenset({408, 425, 429})
 RETRY_AFTER_CODES = frozenset({429, 503})
-#: Headers that follow a redirect to another origin; every other header stays behind.
-CROSS_ORIGIN_HEADERS = frozenset(
-    {
-        "accept",
-        "accept-encoding",
-        "accept-language",
-        "content-type",
-        "content-language",
-        "content-encoding",
-        "user-agent",
-        "traceparent",
-        "tracestate",
-        "x-asyncqueue-task-id",
-        "x-asyncqueue-attempt",
-        "x-asyncqueue-event",
-        "x-asyncqueue-delivery-attempt",
-        "x-asyncqueue-signature",
-        "webhook-id",
-        "webhook-timestamp",
-        "webhook-signature",
-    }
-)
 
 
 _local = threading.local()
@@ -449,11 +431,7 @@ def headers_for_redirect(
     """
     if origin(from_url) == origin(to_url):
         return headers
-    return {
-        k: v
-        for k, v in headers.items()
-        if k.lower() in CROSS_ORIGIN_HEADERS and k.lower() not in secret_headers
-    }
+    return cross_origin_headers(headers, secret_headers)
 
 
 def call(

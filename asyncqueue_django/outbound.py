@@ -8,11 +8,12 @@ AsyncQueue header and the Standard Webhooks headers.
 from __future__ import annotations
 
 import json
+import re
 from typing import TYPE_CHECKING
 
 from django.utils import timezone
 
-from asyncqueue_django import providers, services, signing, tokens, tracing
+from asyncqueue_django import http, providers, services, signing, tokens, tracing
 from asyncqueue_django.representation import event_body
 
 if TYPE_CHECKING:
@@ -22,6 +23,7 @@ __all__ = [
     "add_trace_context",
     "build_callback",
     "build_poll",
+    "build_result_fetch",
     "build_webhook",
     "refresh_trace_context",
     "render_webhook",
@@ -72,18 +74,60 @@ _NOT_FORWARDED = frozenset({"content-type", "content-encoding", "content-languag
 def build_poll(task: Task) -> tuple[str, dict[str, str], str | None]:
     """The URL and headers of one provider poll of ``task`` (poll ``task.poll_count + 1``),
     signed like every request (``webhook-id`` is ``<task id>-poll-<attempt>``), and the result
-    URL to fetch once the job is done (or None).
+    URL to fetch once the job is done (or None; its headers: :func:`build_result_fetch`).
 
     With ``forwardAuth`` the task's own headers go along (Token Vault secrets revealed here,
     as for the submit call): provider APIs want the same key (and version headers) on their
-    status URL. Without it none of them does. Raises
-    :class:`~asyncqueue_django.exceptions.TokenRevoked` as :func:`build_callback` does."""
+    status URL. Without it none of them does. Either way, a URL whose origin came from the
+    submit answer gets them only when it is the target's origin (:func:`_poll_headers`).
+    Raises :class:`~asyncqueue_django.exceptions.TokenRevoked` as :func:`build_callback`
+    does."""
     config = task.poll_config or {}
     resolved = config.get("resolved", {})
+    url = str(resolved.get("url", ""))
+    return url, _poll_headers(task, url, config.get("urlTemplate", "")), resolved.get("resultUrl")
+
+
+def build_result_fetch(task: Task) -> dict[str, str]:
+    """The headers of the GET of ``task``'s result URL (``resultUrlTemplate``), built as a
+    poll's are: the task's own headers go to it on the terms of :func:`_poll_headers`."""
+    config = task.poll_config or {}
+    url = str(config.get("resolved", {}).get("resultUrl") or "")
+    return _poll_headers(task, url, config.get("resultUrlTemplate", ""))
+
+
+#: ``scheme://host[:port]`` written out, then the path, query or fragment.
+_WRITTEN_ORIGIN_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://[^/?#]+[/?#]")
+
+
+def _origin_written_out(template: str) -> bool:
+    """Whether a URL template fixes its scheme, host and port before any ``{startResult…}``
+    field, so the task's creator chose where it goes, not the submit answer."""
+    head, field, _ = template.partition("{")
+    return not field or _WRITTEN_ORIGIN_RE.match(head) is not None
+
+
+def _same_origin(first: str, second: str) -> bool:
+    try:
+        return http.origin(first) == http.origin(second)
+    except ValueError:  # a URL that does not parse (http.call refuses it anyway)
+        return False
+
+
+def _poll_headers(task: Task, url: str, template: str) -> dict[str, str]:
+    """Headers of a GET of ``url`` (a poll or the result fetch) for ``task``.
+
+    With ``forwardAuth``, the task's own headers go along to an origin its template writes out
+    or to the target's origin. To an origin the submit answer chose (``{startResult.body.
+    status_url}`` on another host) only the headers that follow a redirect to another origin
+    go (``http.headers_for_redirect``): an answer must not be able to send the task's
+    credentials — its vault secrets included — wherever it likes."""
     headers: dict[str, str] = {}
-    if config.get("forwardAuth"):
+    if (task.poll_config or {}).get("forwardAuth"):
         revealed = services.reveal_headers(task.team_id, task.headers)
         headers = {k: v for k, v in revealed.items() if k.lower() not in _NOT_FORWARDED}
+        if not _origin_written_out(template) and not _same_origin(target_url(task), url):
+            headers = http.cross_origin_headers(headers, vault_headers(task))
     if not any(name.lower() == "accept" for name in headers):
         headers["Accept"] = "application/json"
     headers["X-AsyncQueue-Task-Id"] = str(task.pk)
@@ -91,7 +135,7 @@ def build_poll(task: Task) -> tuple[str, dict[str, str], str | None]:
     add_trace_context(headers, task)
     secrets = task.team.signing_secrets(timezone.now())
     headers.update(signing.sign(secrets, f"{task.pk}-poll-{task.attempt_count}", b""))
-    return str(resolved.get("url", "")), headers, resolved.get("resultUrl")
+    return headers
 
 
 def target_url(task: Task) -> str:

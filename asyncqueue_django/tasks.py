@@ -228,12 +228,12 @@ def _poll(task: Task) -> Callable[[], http.CallResult]:
         return lambda: failed
     secret_headers = outbound.vault_headers(task) | {"authorization"}
 
-    def get(target: str) -> http.CallResult:
+    def get(target: str, sent: dict[str, str]) -> http.CallResult:
         with tracing.span("asyncqueue.poll", *_trace(task), {"asyncqueue.task_id": str(task.pk)}):
             return http.call(
                 "GET",
                 target,
-                headers=dict(headers),
+                headers=dict(sent),
                 body=None,
                 timeout=task.timeout,
                 secret_headers=secret_headers,
@@ -241,7 +241,7 @@ def _poll(task: Task) -> Callable[[], http.CallResult]:
 
     def run() -> http.CallResult:
         try:
-            answer = get(url)
+            answer = get(url, headers)
             fetched = None
             config = task.poll_config or {}
             if result_url and not answer.error:
@@ -249,7 +249,7 @@ def _poll(task: Task) -> Callable[[], http.CallResult]:
                     config, answer.status_code, answer.body, answer.truncated
                 )
                 if reading.state == providers.DONE:
-                    fetched = get(result_url)
+                    fetched = get(result_url, outbound.build_result_fetch(task))
             return http.PollResult(**vars(answer), fetched=fetched)
         except Exception as exc:
             return _failed_to_call("Poll of task", task.pk, exc)

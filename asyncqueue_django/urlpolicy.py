@@ -13,6 +13,7 @@ applies the same rules again at connect time, to the addresses it actually conne
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 import threading
 from collections.abc import Callable
@@ -160,6 +161,20 @@ def default_port(parts: SplitResult) -> int:
     return parts.port or (443 if parts.scheme.lower() == "https" else 80)
 
 
+_NUMERIC_HOST_RE = re.compile(r"^[0-9][0-9a-fx.]*$")
+
+
+def _numeric_ipv4(host: str) -> str | None:
+    """The IPv4 address a numeric host spelling stands for as the resolver reads it
+    (``2130706433``, ``0177.0.0.1``, ``0x7f.1``), or None for a name."""
+    if not _NUMERIC_HOST_RE.fullmatch(host):
+        return None
+    try:
+        return socket.inet_ntoa(socket.inet_aton(host))
+    except OSError:
+        return None
+
+
 def check_url(url: str, *, resolve_host: bool = True) -> None:
     """Refuse ``url`` (UnsafeURL) if it may not be called under the current settings.
 
@@ -176,9 +191,12 @@ def check_url(url: str, *, resolve_host: bool = True) -> None:
         addresses = [host]
     except ValueError:
         name = host.lower().rstrip(".")
+        numeric = _numeric_ipv4(name)
         if name == "localhost" or name.endswith(".localhost"):
             # RFC 6761: these names are loopback whatever a resolver says.
             addresses = ["127.0.0.1", "::1"]
+        elif numeric is not None:
+            addresses = [numeric]  # needs no lookup, so is refused even without one
         elif not resolve_host:
             return
         else:
@@ -191,3 +209,40 @@ def check_url(url: str, *, resolve_host: bool = True) -> None:
         problem = address_problem(address)
         if problem:
             raise UnsafeURL(f"host {host} is not allowed: {problem}")
+
+
+#: Headers that follow a redirect to another origin; every other header stays behind.
+CROSS_ORIGIN_HEADERS = frozenset(
+    {
+        "accept",
+        "accept-encoding",
+        "accept-language",
+        "content-type",
+        "content-language",
+        "content-encoding",
+        "user-agent",
+        "traceparent",
+        "tracestate",
+        "x-asyncqueue-task-id",
+        "x-asyncqueue-attempt",
+        "x-asyncqueue-event",
+        "x-asyncqueue-delivery-attempt",
+        "x-asyncqueue-signature",
+        "webhook-id",
+        "webhook-timestamp",
+        "webhook-signature",
+    }
+)
+
+
+def cross_origin_headers(
+    headers: dict[str, str], secret_headers: frozenset[str] = frozenset()
+) -> dict[str, str]:
+    """The ``headers`` that may go to an origin other than the one they were given for (a
+    redirect, a poll URL the submit answer chose, a request of this service's own that reached
+    a callback URL): those in :data:`CROSS_ORIGIN_HEADERS` and not in ``secret_headers``."""
+    return {
+        k: v
+        for k, v in headers.items()
+        if k.lower() in CROSS_ORIGIN_HEADERS and k.lower() not in secret_headers
+    }

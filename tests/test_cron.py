@@ -88,6 +88,12 @@ def test_parse_gives_a_canonical_expression(given: str, canonical: str) -> None:
         ("1,,2 * * * *", "not a valid minute"),
         ("-1 * * * *", "not a valid minute"),
         ("0 0 \x00 * *", "not a valid day of month"),
+        # Digits other than ASCII 0-9: a superscript two passes str.isdigit() but not int().
+        ("\u00b2 * * * *", "not a valid minute"),
+        ("1-\u00b2 * * * *", "not a valid minute"),
+        ("\u0663 * * * *", "not a valid minute"),
+        ("*/\u0663 * * * *", "not a valid minute"),
+        ("0 0 * * 1-\u0663", "not a valid day of week"),
         ("0 " * 200, "at most"),
     ],
 )
@@ -97,7 +103,9 @@ def test_bad_expressions_say_what_is_wrong(given: str, words: str) -> None:
     assert words in caught.value.message
 
 
-@pytest.mark.parametrize("name", ["Mars/Olympus", "", "europe/paris", "../etc/passwd", "UTC\x00"])
+@pytest.mark.parametrize(
+    "name", ["Mars/Olympus", "", "europe/paris", "../etc/passwd", "UTC\x00", "localtime"]
+)
 def test_unknown_time_zones_are_refused(name: str) -> None:
     with pytest.raises(cron.InvalidCron, match="Unknown time zone"):
         cron.zone(name)

@@ -255,6 +255,18 @@ def test_guard_refuses_non_public_hosts(url: str, reason: str) -> None:
 
 
 @pytest.mark.parametrize(
+    "url", ["http://2130706433/", "http://0177.0.0.1/", "http://0x7f.1/", "http://127.1/"]
+)
+def test_numeric_spellings_are_refused_without_a_lookup(url: str) -> None:
+    """A poll URL template is checked without name resolution (its host may be a sample); a
+    numeric host needs none: it is the address it spells (as the resolver reads it)."""
+    with override_settings(ASYNCQUEUE=GUARDED), pytest.raises(http.UnsafeURL, match="loopback"):
+        http.check_url(url, resolve_host=False)
+    with override_settings(ASYNCQUEUE=GUARDED):
+        http.check_url("http://deadbeef.example/", resolve_host=False)  # a name: let through
+
+
+@pytest.mark.parametrize(
     ("url", "reason"),
     [
         ("ftp://example.com/", "http or https"),

@@ -550,16 +550,101 @@ def test_a_poll_is_signed_and_forwards_the_task_headers_only_when_asked(
     submitted = CallResult(
         status_code=200,
         headers={"Content-Type": "application/json"},
-        body=b'{"urls": {"get": "https://provider.example/jobs/1"}, "r": "https://x.example/r"}',
+        body=b'{"urls": {"get": "http://127.0.0.1:9/jobs/1"}, "r": "https://x.example/r"}',
     )
     assert services.finish_attempt(task, submitted, worker="w") == "polling"
     url, headers, result_url = outbound.build_poll(PollingTask.objects.get(pk=task.pk))
-    assert url == "https://provider.example/jobs/1"
+    assert url == "http://127.0.0.1:9/jobs/1"
     assert result_url is None
     assert "webhook-signature" in headers
     assert headers["X-AsyncQueue-Poll"] == "1"
     assert ("Authorization" in headers) is forward
     assert ("X-Runway-Version" in headers) is forward
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("template", "result_template", "forwarded", "result_forwarded"),
+    [
+        # The answer names a URL on the target's origin: the key goes with the poll.
+        ("{startResult.body.same}", "{startResult.body.same}", True, True),
+        # The answer names another host: nothing but credential-free headers goes there.
+        ("{startResult.body.other}", "{startResult.body.other}", False, False),
+        ("https://{startResult.body.host}/jobs/1", None, False, None),
+        ("https://api.provider.example{startResult.body.suffix}", None, False, None),
+        # The task's creator wrote the origin out: its headers go there, as asked.
+        ("https://status.provider.example/jobs/{startResult.body.id}", None, True, None),
+        ("https://status.provider.example/jobs/1", "{startResult.body.other}", True, False),
+    ],
+)
+def test_an_answer_cannot_send_the_task_credentials_to_an_origin_of_its_choice(
+    team: Team,
+    template: str,
+    result_template: str | None,
+    forwarded: bool,
+    result_forwarded: bool | None,
+) -> None:
+    from asyncqueue_django import outbound
+
+    vault_id = str(services.create_token(team, "provider", "Key vault-secret").pk)
+    given = {**POLL, "urlTemplate": template, "forwardAuth": True, "resultPath": None}
+    if result_template is not None:
+        given["resultUrlTemplate"] = result_template
+    created = services.create_task(
+        team,
+        TaskSpec(
+            target_url="https://api.provider.example/submit",
+            headers={"Authorization": vault_id, "X-Api-Version": "2"},
+            poll_config=providers.check_poll_config(given, None),
+        ),
+    )
+    task = services.claim_task(created.task.pk, "w")
+    assert task is not None
+    answer = {
+        "same": "https://api.provider.example/jobs/1",
+        "other": "https://attacker.example/collect",
+        "host": "attacker.example",
+        "suffix": ".attacker.example",
+        "id": "1",
+    }
+    submitted = CallResult(status_code=200, body=json.dumps(answer).encode())
+    assert services.finish_attempt(task, submitted, worker="w") == "polling"
+    polling = PollingTask.objects.get(pk=task.pk)
+    _, headers, result_url = outbound.build_poll(polling)
+    assert ("Authorization" in headers) is forwarded
+    assert ("X-Api-Version" in headers) is forwarded
+    assert headers.get("Authorization") in (None, "Key vault-secret")
+    assert "webhook-signature" in headers  # signed either way
+    if result_forwarded is not None:
+        assert result_url is not None
+        fetch = outbound.build_result_fetch(polling)
+        assert ("Authorization" in fetch) is result_forwarded
+        assert "webhook-signature" in fetch
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("key", "url"),
+    [
+        ("urlTemplate", "http://169.254.169.254/latest/{startResult.body.id}"),
+        ("urlTemplate", "http://2130706433/jobs/{startResult.body.id}"),
+        ("resultUrlTemplate", "http://0x7f.1/{startResult.body.id}"),
+    ],
+)
+def test_a_poll_url_template_on_a_private_address_is_a_400_naming_it(
+    client: APIClient, key: str, url: str
+) -> None:
+    config = {**POLL, "urlTemplate": "https://provider.example/{startResult.body.id}", key: url}
+    config.pop("resultPath")
+    guarded = {**TEST_SETTINGS, "ALLOW_PRIVATE_TARGETS": False, "ALLOWED_NETWORKS": []}
+    with override_settings(ASYNCQUEUE=guarded):
+        response = client.post(
+            "/v1/tasks",
+            {"targetUrl": "https://provider.example/submit", "pollConfig": config},
+            format="json",
+        )
+    assert response.status_code == 400, response.json()
+    assert list(response.json()["fields"]) == [f"pollConfig.{key}"]
 
 
 def test_the_placeholder_is_url_encoded_only_in_a_query() -> None:

@@ -5,6 +5,7 @@ end flow with a real worker and a local provider."""
 from __future__ import annotations
 
 import json
+import logging
 import re
 import threading
 from typing import Any
@@ -147,6 +148,38 @@ def test_callback_completes_a_waiting_task_with_the_request_as_result(
 
 
 @pytest.mark.django_db
+def test_a_call_of_this_service_to_a_callback_url_stores_no_vault_secret(
+    team: Team, anon: APIClient
+) -> None:
+    """A task whose target is a callback URL (its own placeholder, or another task's URL)
+    carries its headers, vault secrets revealed, into the result it completes."""
+    from asyncqueue_django import outbound
+
+    waiting, path = _waiting_task(team)
+    vault_id = str(services.create_token(team, "key", "vault-secret-value").pk)
+    caller = services.create_task(
+        team,
+        TaskSpec(
+            target_url=f"http://testserver{path}",
+            headers={"X-Custom": vault_id, "X-Plain": "hello"},
+            payload={"a": 1},
+        ),
+    ).task
+    sent, body = outbound.build_callback(caller)
+    assert sent["X-Custom"] == "vault-secret-value"  # what the target would get
+    meta = {"HTTP_" + k.upper().replace("-", "_"): v for k, v in sent.items()}
+    meta.pop("HTTP_CONTENT_TYPE")
+    response = anon.post(path, data=body, content_type="application/json", **meta)
+    assert response.status_code == 200
+    stored = Task.objects.get(pk=waiting.pk).result
+    assert "vault-secret-value" not in json.dumps(stored)
+    assert "X-Custom" not in stored["headers"]
+    assert "X-Plain" not in stored["headers"]
+    assert stored["headers"]["X-Asyncqueue-Task-Id"] == str(caller.pk)
+    assert stored["body"] == {"a": 1}
+
+
+@pytest.mark.django_db
 def test_text_body_is_stored_as_text(team: Team, anon: APIClient) -> None:
     _, path = _waiting_task(team)
     response = anon.post(path, data="job=done", content_type="application/x-www-form-urlencoded")
@@ -206,6 +239,31 @@ def test_early_callback_is_202_and_applied_when_the_call_succeeds(
     assert status == "completed"  # straight to the callback's outcome, never waiting
     task.refresh_from_db()
     assert task.result["body"] == {"done": True}
+
+
+@pytest.mark.django_db
+def test_an_error_answer_on_a_live_callback_id_or_signal_token_never_logs_it(
+    team: Team, anon: APIClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    task, path = _waiting_task(team)
+    callback_id = path.rsplit("/", 1)[1]
+    token = services.create_task(
+        team, TaskSpec(target_url="http://127.0.0.1:9/", wait_for_signal=True)
+    ).signal_token
+    with override_settings(ASYNCQUEUE={**TEST_SETTINGS, "MAX_REQUEST_BYTES": 1024}):
+        assert anon.post(path, data="x" * 2000, content_type="text/plain").status_code == 413
+    bad = anon.post(f"/v1/signals/{token}", {"status": "maybe"}, format="json")
+    assert bad.status_code == 400
+    beat = anon.post(f"/v1/signals/{token}/heartbeat", {"extendBy": 0}, format="json")
+    assert beat.status_code == 400
+    assert Task.objects.get(pk=task.pk).status == "waiting"  # both still live
+    logged = caplog.text
+    assert callback_id not in logged
+    assert str(token) not in logged
+    # Still logged, as Django logs every 4xx, with the credential left out.
+    assert "Request Entity Too Large: /v1/callbacks/[redacted]" in logged
+    assert "Bad Request: /v1/signals/[redacted]/heartbeat" in logged
 
 
 @pytest.mark.django_db

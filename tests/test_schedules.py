@@ -478,6 +478,27 @@ def test_a_test_keys_schedule_makes_sandbox_tasks(team: Team) -> None:
     assert task.sandbox
 
 
+def test_a_test_key_cannot_rewrite_what_a_live_schedule_calls(team: Team) -> None:
+    """A test key never makes a real call: it may not change a live schedule's template (the
+    next tick would call its target for real), though it may pause, resume or read it."""
+    schedule = make(team)
+    test_key = services.create_api_key(team, "sandbox", mode="test").raw_key
+    c = APIClient()
+    c.credentials(HTTP_AUTHORIZATION=f"Bearer {test_key}")
+    other = {"targetUrl": "https://example.com/elsewhere"}
+    answer = c.patch(f"/v1/schedules/{schedule.pk}", {"task": other}, format="json")
+    assert answer.status_code == 400, answer.json()
+    assert list(answer.json()["fields"]) == ["task"]
+    schedule.refresh_from_db()
+    assert schedule.task_template["targetUrl"] == TARGET
+    paused = c.patch(f"/v1/schedules/{schedule.pk}", {"paused": True}, format="json")
+    assert paused.status_code == 200
+    # Its own (sandbox) schedules it changes freely.
+    own = post(c, "/v1/schedules", {"cron": "* * * * *", "task": TEMPLATE}).json()["schedule"]
+    changed = c.patch(f"/v1/schedules/{own['id']}", {"task": other}, format="json")
+    assert changed.status_code == 200
+
+
 def test_last_run_and_task_are_shown(client: APIClient, team: Team) -> None:
     schedule = make(team, since=utc(2026, 6, 1))
     task = services.run_schedule(schedule.pk, now=utc(2026, 6, 1, 0, 1, 2))

@@ -259,7 +259,8 @@ class TaskCreateSerializer(InputSerializer):
                     errors[alias] = [f"Give either {alias} or {canonical}, not both."]
                     continue
                 data[canonical] = data.pop(alias)
-        errors.update(_refuse_unknown(data, list(self.fields)))
+        for name, messages in _refuse_unknown(data, list(self.fields)).items():
+            errors.setdefault(name, messages)  # an alias given twice is not "unknown"
         if errors:
             raise serializers.ValidationError(errors)
         # The request as sent (aliases resolved): what an Idempotency-Key replay must match.

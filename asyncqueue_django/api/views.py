@@ -9,6 +9,7 @@ from typing import Any, cast
 
 from django.db import connection
 from django.db.models import QuerySet
+from django.utils.log import log_response
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiExample,
@@ -595,6 +596,15 @@ class ScheduleViewSet(AsyncQueueViewMixin, viewsets.GenericViewSet[Schedule]):
         serializer = ScheduleUpdateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
+        # A test key never makes a real call: a live schedule's ticks do.
+        if (
+            "task" in data
+            and _is_sandbox(request)
+            and not services.get_schedule(self.team, schedule_id).sandbox
+        ):
+            raise ValidationError(
+                {"task": "A test key cannot change the template of a live schedule."}
+            )
         schedule = services.update_schedule(
             self.team,
             schedule_id,
@@ -721,7 +731,28 @@ class NotFoundView(AsyncQueueViewMixin, APIView):
         return self.finalize_response(self.request, response, *args, **kwargs)
 
 
-class SignalView(AsyncQueueViewMixin, APIView):
+class CredentialInPathMixin(AsyncQueueViewMixin):
+    """A view whose URL path carries a credential (a signal token, a callback id): an error
+    answer is logged (``django.request``, as Django logs every 4xx and 5xx) with the
+    credential replaced by ``[redacted]``, not with the path as is. A 400 or 413 on a live
+    token must not put the token in the logs."""
+
+    credential_kwarg = "token"
+
+    def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:
+        response = super().finalize_response(request, response, *args, **kwargs)
+        if response.status_code >= 400 and not getattr(response, "_has_been_logged", False):
+            secret = str(kwargs.get(self.credential_kwarg) or "")
+            path = request._request.path
+            shown = path.replace(secret, "[redacted]") if secret else path
+            # Marks the response as logged, so Django's handler does not log the raw path.
+            log_response(
+                "%s: %s", response.reason_phrase, shown, response=response, request=request
+            )
+        return response
+
+
+class SignalView(CredentialInPathMixin, APIView):
     """``POST /v1/signals/{token}``: the token is the credential; no API key."""
 
     authentication_classes: Sequence[type[BaseAuthentication]] = []
@@ -779,11 +810,12 @@ class HeartbeatView(SignalView):
         return Response({"task": TaskSerializer(task).data})
 
 
-class CallbackView(AsyncQueueViewMixin, APIView):
+class CallbackView(CredentialInPathMixin, APIView):
     """``POST /v1/callbacks/{callbackId}``: a provider calling a task's one-time callback URL.
     No API key (the id is the credential), any body up to ``MAX_REQUEST_BYTES``, limited per
     client IP (``CALLBACK_RATE_LIMIT``)."""
 
+    credential_kwarg = "callback_id"
     authentication_classes: Sequence[type[BaseAuthentication]] = []
     permission_classes: Sequence[Any] = []
     parser_classes: Sequence[type[BaseParser]] = []  # the body is read raw, never parsed here

@@ -19,7 +19,7 @@ from typing import Any
 
 from django.conf import settings
 
-from asyncqueue_django import tokens
+from asyncqueue_django import tokens, urlpolicy
 from asyncqueue_django.conf import app_settings
 from asyncqueue_django.exceptions import CallbackNotFound
 from asyncqueue_django.jsonvalue import redact_headers, storable_headers
@@ -27,6 +27,9 @@ from asyncqueue_django.models import Task
 from asyncqueue_django.services.callbacks import result_body
 from asyncqueue_django.services.waits import SignalResult, resolve
 from asyncqueue_django.states import SignalStatus
+
+#: Set on every request a worker sends (a task cannot set it): marks a call of this service's own.
+SERVICE_HEADER = "x-asyncqueue-task-id"
 
 #: Where the callback endpoint lives under ``PUBLIC_BASE_URL``.
 CALLBACK_PATH = "/v1/callbacks/"
@@ -79,9 +82,14 @@ def receive_callback(
     """
     limit = app_settings.MAX_STORED_RESPONSE_BYTES
     content_type = next((v for k, v in headers.items() if k.lower() == "content-type"), "")
+    kept = dict(headers)
+    if any(k.lower() == SERVICE_HEADER for k in kept):
+        # A request this service made (a task whose target is a callback URL) carries that
+        # task's headers, Token Vault secrets revealed: nothing stored may hold them.
+        kept = urlpolicy.cross_origin_headers(kept)
     result = {
         "statusCode": 200,
-        "headers": redact_headers(storable_headers(dict(headers), limit)),
+        "headers": redact_headers(storable_headers(kept, limit)),
         "body": result_body(body, content_type, len(body) > limit, limit),
         "duration": 0,
     }
