@@ -156,6 +156,16 @@ class VaultNotConfigured(ServiceError):
     message = "The Token Vault has no encryption key (set ASYNCQUEUE['VAULT_KEYS'])"
 
 
+class TestKeyCannotChangeLive(ServiceError):
+    """A test key asked to change live work: a live task (cancel, retry), a live schedule, or a
+    queue (which holds live tasks). Test keys read everything of their team and change only
+    sandbox work, so trying things out can never stop, restart or redirect a live call."""
+
+    code = "test_key_cannot_change_live"
+    http_status = 403
+    message = "A test key can change only sandbox tasks and schedules"
+
+
 class ScheduleNotFound(ServiceError):
     code = "not_found"
     http_status = 404

@@ -6,6 +6,7 @@ or wait for a signal and time out), and their webhooks still fire."""
 from __future__ import annotations
 
 import io
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.test import Client
+from django.utils import timezone
 from pytest_httpserver import HTTPServer
 from rest_framework.test import APIClient
 
@@ -181,3 +183,32 @@ def test_sandbox_tasks_never_reach_the_target_and_webhooks_fire(
     )
     assert c.get(f"/v1/tasks/{done_id}").json()["task"]["result"] == SANDBOX_RESULT
     assert {r.path for r, _ in httpserver.log} == {"/hook"}  # the target never saw a request
+
+
+def test_a_test_key_changes_only_sandbox_tasks(
+    client: APIClient, test_client: APIClient, team: Team
+) -> None:
+    """A test key reads the team's live tasks but never cancels or retries one (a retry would
+    make a real call); its own sandbox tasks it cancels and retries. Queues hold live tasks
+    too: a test key lists them and does not pause or resume them."""
+    later = timezone.now() + timedelta(minutes=5)
+    live = services.create_task(team, TaskSpec(target_url=TARGET, delay_until=later)).task
+    failed = services.create_task(team, TaskSpec(target_url=TARGET)).task
+    Task.objects.filter(pk=failed.pk).update(status="failed", error="boom")
+    for answer in (
+        test_client.post(f"/v1/tasks/{live.pk}/cancel"),
+        test_client.delete(f"/v1/tasks/{live.pk}"),
+        test_client.post(f"/v1/tasks/{failed.pk}/retry"),
+        test_client.post("/v1/queues/default/pause"),
+        test_client.post("/v1/queues/default/resume"),
+    ):
+        assert answer.status_code == 403, answer.json()
+        assert answer.json()["code"] == "test_key_cannot_change_live"
+    assert Task.objects.get(pk=live.pk).status == "delayed"
+    assert Task.objects.get(pk=failed.pk).status == "failed"
+    assert test_client.get(f"/v1/tasks/{live.pk}").status_code == 200
+    assert test_client.get("/v1/queues").status_code == 200
+    own = test_client.post("/v1/tasks", {"targetUrl": TARGET, "delay": 60}, format="json")
+    own_id = own.json()["task"]["id"]
+    assert test_client.post(f"/v1/tasks/{own_id}/cancel").json()["task"]["status"] == "cancelled"
+    assert client.post(f"/v1/tasks/{live.pk}/cancel").status_code == 200  # a live key may

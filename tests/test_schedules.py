@@ -478,25 +478,34 @@ def test_a_test_keys_schedule_makes_sandbox_tasks(team: Team) -> None:
     assert task.sandbox
 
 
-def test_a_test_key_cannot_rewrite_what_a_live_schedule_calls(team: Team) -> None:
-    """A test key never makes a real call: it may not change a live schedule's template (the
-    next tick would call its target for real), though it may pause, resume or read it."""
+def test_a_test_key_changes_only_sandbox_schedules(team: Team) -> None:
+    """A test key never makes a real call, nor stops one: on a live schedule it may read, but
+    not change the template (the next tick would call its target for real), pause, resume or
+    delete it; its own (sandbox) schedules it changes freely."""
     schedule = make(team)
     test_key = services.create_api_key(team, "sandbox", mode="test").raw_key
     c = APIClient()
     c.credentials(HTTP_AUTHORIZATION=f"Bearer {test_key}")
     other = {"targetUrl": "https://example.com/elsewhere"}
-    answer = c.patch(f"/v1/schedules/{schedule.pk}", {"task": other}, format="json")
-    assert answer.status_code == 400, answer.json()
-    assert list(answer.json()["fields"]) == ["task"]
+    path = f"/v1/schedules/{schedule.pk}"
+    for answer in (
+        c.patch(path, {"task": other}, format="json"),
+        c.patch(path, {"paused": True}, format="json"),
+        post(c, path + "/pause"),
+        post(c, path + "/resume"),
+        c.delete(path),
+    ):
+        assert answer.status_code == 403, answer.json()
+        assert answer.json()["code"] == "test_key_cannot_change_live"
+    assert c.get(path).status_code == 200
     schedule.refresh_from_db()
     assert schedule.task_template["targetUrl"] == TARGET
-    paused = c.patch(f"/v1/schedules/{schedule.pk}", {"paused": True}, format="json")
-    assert paused.status_code == 200
-    # Its own (sandbox) schedules it changes freely.
+    assert schedule.periodic_task.enabled
     own = post(c, "/v1/schedules", {"cron": "* * * * *", "task": TEMPLATE}).json()["schedule"]
-    changed = c.patch(f"/v1/schedules/{own['id']}", {"task": other}, format="json")
-    assert changed.status_code == 200
+    own_path = f"/v1/schedules/{own['id']}"
+    assert c.patch(own_path, {"task": other}, format="json").status_code == 200
+    assert post(c, own_path + "/pause").status_code == 200
+    assert c.delete(own_path).status_code == 200
 
 
 def test_last_run_and_task_are_shown(client: APIClient, team: Team) -> None:

@@ -192,6 +192,7 @@ def errors(*codes: int) -> dict[int, OpenApiResponse]:
     text = {
         400: "Invalid request: a field named in `fields`, or malformed JSON.",
         401: "API key required, or invalid or revoked.",
+        403: "A test key asked to change live work (a live task or schedule, or a queue).",
         404: "Not found (another team's task or token answers the same).",
         405: "Method not allowed.",
         409: "The task's status does not allow this (named in `status`), or a conflict.",

@@ -31,7 +31,7 @@ from rest_framework.throttling import BaseThrottle
 from rest_framework.versioning import BaseVersioning
 from rest_framework.views import APIView
 
-from asyncqueue_django import providers, services, states, tracing, validators
+from asyncqueue_django import exceptions, providers, services, states, tracing, validators
 from asyncqueue_django.api.authentication import ApiKeyAuthentication, TeamPrincipal
 from asyncqueue_django.api.exceptions import PayloadTooLarge, error_response, exception_handler
 from asyncqueue_django.api.longpoll import watcher
@@ -410,7 +410,7 @@ class TaskViewSet(AsyncQueueViewMixin, viewsets.GenericViewSet[Task]):
     @extend_schema(
         operation_id="deleteTask",
         summary="Cancel a task (same as POST .../cancel)",
-        responses={200: TaskEnvelope, **errors(401, 404, 409, 429)},
+        responses={200: TaskEnvelope, **errors(401, 403, 404, 409, 429)},
     )
     def destroy(self, request: Request, task_id: str) -> Response:
         """``DELETE /v1/tasks/{id}``: the same as cancel."""
@@ -420,25 +420,32 @@ class TaskViewSet(AsyncQueueViewMixin, viewsets.GenericViewSet[Task]):
         operation_id="cancelTask",
         summary="Cancel a pending, delayed or waiting task",
         request=None,
-        responses={200: TaskEnvelope, **errors(401, 404, 409, 429)},
+        responses={200: TaskEnvelope, **errors(401, 403, 404, 409, 429)},
     )
     @action(detail=True, methods=["post"])
     def cancel(self, request: Request, task_id: str) -> Response:
         return self._cancel()
 
     def _cancel(self) -> Response:
-        task = services.cancel_task(self.team, self._task_id())
+        task = services.cancel_task(self.team, self._live_guard())
         return Response({"task": TaskSerializer(task).data})
+
+    def _live_guard(self) -> uuid.UUID:
+        """The task id of the path, once a test key is known to be changing a sandbox task."""
+        pk = self._task_id()
+        if _is_sandbox(self.request) and not services.get_task(self.team, pk).sandbox:
+            raise exceptions.TestKeyCannotChangeLive()
+        return pk
 
     @extend_schema(
         operation_id="retryTask",
         summary="Run a failed or timed-out task again",
         request=None,
-        responses={200: TaskEnvelope, **errors(401, 404, 409, 429)},
+        responses={200: TaskEnvelope, **errors(401, 403, 404, 409, 429)},
     )
     @action(detail=True, methods=["post"])
     def retry(self, request: Request, task_id: str) -> Response:
-        task = services.retry_task(self.team, self._task_id())
+        task = services.retry_task(self.team, self._live_guard())
         return Response({"task": TaskSerializer(task).data})
 
 
@@ -446,6 +453,12 @@ def _is_sandbox(request: Request) -> bool:
     """Tasks (and schedules) created with a test key are sandbox tasks."""
     key = request.auth
     return isinstance(key, ApiKey) and key.mode == KeyMode.TEST
+
+
+def _refuse_live_schedule(request: Request, team: Team, schedule_id: str) -> None:
+    """A test key changes only sandbox schedules: a live schedule's ticks make real calls."""
+    if _is_sandbox(request) and not services.get_schedule(team, schedule_id).sandbox:
+        raise exceptions.TestKeyCannotChangeLive()
 
 
 def _carry_trace(trace: tracing.TraceContext | None, specs: list[TaskSpec]) -> None:
@@ -590,21 +603,13 @@ class ScheduleViewSet(AsyncQueueViewMixin, viewsets.GenericViewSet[Schedule]):
         description="A new cron or time zone counts ticks from now on. `task` replaces the "
         "template as a whole.",
         request=ScheduleUpdateSerializer,
-        responses={200: ScheduleEnvelope, **errors(400, 401, 404, 413, 415, 429)},
+        responses={200: ScheduleEnvelope, **errors(400, 401, 403, 404, 413, 415, 429)},
     )
     def partial_update(self, request: Request, schedule_id: str) -> Response:
         serializer = ScheduleUpdateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        # A test key never makes a real call: a live schedule's ticks do.
-        if (
-            "task" in data
-            and _is_sandbox(request)
-            and not services.get_schedule(self.team, schedule_id).sandbox
-        ):
-            raise ValidationError(
-                {"task": "A test key cannot change the template of a live schedule."}
-            )
+        _refuse_live_schedule(request, self.team, schedule_id)
         schedule = services.update_schedule(
             self.team,
             schedule_id,
@@ -618,9 +623,10 @@ class ScheduleViewSet(AsyncQueueViewMixin, viewsets.GenericViewSet[Schedule]):
     @extend_schema(
         operation_id="deleteSchedule",
         summary="Delete a schedule and its beat entry (the tasks it created stay)",
-        responses={200: ScheduleEnvelope, **errors(401, 404, 429)},
+        responses={200: ScheduleEnvelope, **errors(401, 403, 404, 429)},
     )
     def destroy(self, request: Request, schedule_id: str) -> Response:
+        _refuse_live_schedule(request, self.team, schedule_id)
         schedule = services.delete_schedule(self.team, schedule_id)
         return Response({"schedule": {**ScheduleSerializer(schedule).data, "nextRunAt": None}})
 
@@ -628,20 +634,22 @@ class ScheduleViewSet(AsyncQueueViewMixin, viewsets.GenericViewSet[Schedule]):
         operation_id="pauseSchedule",
         summary="Pause a schedule: no tick runs until it is resumed",
         request=None,
-        responses={200: ScheduleEnvelope, **errors(401, 404, 429)},
+        responses={200: ScheduleEnvelope, **errors(401, 403, 404, 429)},
     )
     @action(detail=True, methods=["post"])
     def pause(self, request: Request, schedule_id: str) -> Response:
+        _refuse_live_schedule(request, self.team, schedule_id)
         return self._answer(services.pause_schedule(self.team, schedule_id))
 
     @extend_schema(
         operation_id="resumeSchedule",
         summary="Resume a schedule from its next tick (ticks missed while paused do not run)",
         request=None,
-        responses={200: ScheduleEnvelope, **errors(401, 404, 429)},
+        responses={200: ScheduleEnvelope, **errors(401, 403, 404, 429)},
     )
     @action(detail=True, methods=["post"])
     def resume(self, request: Request, schedule_id: str) -> Response:
+        _refuse_live_schedule(request, self.team, schedule_id)
         return self._answer(services.resume_schedule(self.team, schedule_id))
 
 
@@ -688,10 +696,12 @@ class QueueViewSet(AsyncQueueViewMixin, viewsets.ViewSet):
         description="Idempotent. Tasks already running finish; waiting tasks still take "
         "signals and time out.",
         request=None,
-        responses={200: QueueEnvelope, **errors(400, 401, 429)},
+        responses={200: QueueEnvelope, **errors(400, 401, 403, 429)},
     )
     @action(detail=True, methods=["post"])
     def pause(self, request: Request, name: str) -> Response:
+        if _is_sandbox(request):  # a queue holds the team's live tasks too
+            raise exceptions.TestKeyCannotChangeLive()
         queue = services.pause_queue(self.team, _queue_name(name))
         return Response({"queue": QueueSerializer(queue).data})
 
@@ -700,10 +710,12 @@ class QueueViewSet(AsyncQueueViewMixin, viewsets.ViewSet):
         summary="Resume the queue for the team: its due tasks start at once",
         description="Idempotent. An operator's pause of the whole queue stays (`paused` true).",
         request=None,
-        responses={200: QueueEnvelope, **errors(400, 401, 429)},
+        responses={200: QueueEnvelope, **errors(400, 401, 403, 429)},
     )
     @action(detail=True, methods=["post"])
     def resume(self, request: Request, name: str) -> Response:
+        if _is_sandbox(request):
+            raise exceptions.TestKeyCannotChangeLive()
         queue = services.resume_queue(self.team, _queue_name(name))
         return Response({"queue": QueueSerializer(queue).data})
 
