@@ -157,9 +157,10 @@ class VaultNotConfigured(ServiceError):
 
 
 class TestKeyCannotChangeLive(ServiceError):
-    """A test key asked to change live work: a live task (cancel, retry), a live schedule, or a
-    queue (which holds live tasks). Test keys read everything of their team and change only
-    sandbox work, so trying things out can never stop, restart or redirect a live call."""
+    """A test key asked to change live work: a live task (cancel, retry), a live schedule, a
+    queue (which holds live tasks) or a vault token (live tasks may use it). Test keys read
+    everything of their team and change only sandbox work, so trying things out can never
+    stop, restart or redirect a live call."""
 
     code = "test_key_cannot_change_live"
     http_status = 403

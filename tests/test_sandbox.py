@@ -201,6 +201,7 @@ def test_a_test_key_changes_only_sandbox_tasks(
         test_client.post(f"/v1/tasks/{failed.pk}/retry"),
         test_client.post("/v1/queues/default/pause"),
         test_client.post("/v1/queues/default/resume"),
+        test_client.delete(f"/v1/tokens/{services.create_token(team, 'api', 's3cret').pk}"),
     ):
         assert answer.status_code == 403, answer.json()
         assert answer.json()["code"] == "test_key_cannot_change_live"

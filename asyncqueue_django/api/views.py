@@ -526,9 +526,11 @@ class TokenViewSet(AsyncQueueViewMixin, viewsets.GenericViewSet[VaultToken]):
     @extend_schema(
         operation_id="revokeToken",
         summary="Revoke a token: tasks that use it fail their next attempt, not retried",
-        responses={200: RevokedTokenEnvelope, **errors(401, 404, 429)},
+        responses={200: RevokedTokenEnvelope, **errors(401, 403, 404, 429)},
     )
     def destroy(self, request: Request, token_id: str) -> Response:
+        if _is_sandbox(request):  # live tasks may use it: revoking fails their next attempt
+            raise exceptions.TestKeyCannotChangeLive()
         token = services.revoke_token(self.team, str(token_id))
         return Response({"token": RevokedTokenSerializer(token).data})
 
