@@ -86,4 +86,7 @@ def test_two_beats_and_a_worker_run_each_tick_once(
     body = client.get(f"/v1/schedules/{schedule_id}").json()["schedule"]
     assert body["lastTaskId"] == str(task.pk)
     logs = "".join(p.read_text() for p in tmp_path.glob("beat-*.log"))
-    assert logs.count("Sending due task asyncqueue-schedule-") >= 2  # both beats fired it
+    # Usually both beats fire the tick; one that starts late may read the other's last run
+    # from the database and skip it. Duplicate firings of one tick are covered
+    # deterministically in tests/test_schedules.py (two beats and a repeated message).
+    assert logs.count("Sending due task asyncqueue-schedule-") >= 1
