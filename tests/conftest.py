@@ -1,15 +1,73 @@
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from pytest_httpserver import HTTPServer
 from rest_framework.test import APIClient
+from werkzeug import Request, Response
 
 import tests.celery_app  # noqa: F401  (the tests' app is current from the first publish on)
 from asyncqueue_django import services
 from asyncqueue_django.models import Team
 
 pytest_plugins = ["tests.worker", "tests.peers"]
+
+
+class DrainingHTTPServer(HTTPServer):
+    """The session's local HTTP server, counting the requests it is still answering.
+
+    The server outlives each test; a handler that is still running when its test ends (a slow
+    target whose client gave up, a worker's call finishing late) would otherwise append its
+    request to the next test's log. `drain` waits for those before the log is cleared."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._in_flight = 0
+        self._idle = threading.Condition()
+
+    def application(self, request: Request) -> Response:
+        with self._idle:
+            self._in_flight += 1
+        try:
+            return super().application(request)
+        finally:
+            with self._idle:
+                self._in_flight -= 1
+                self._idle.notify_all()
+
+    def drain(self, timeout: float = 15) -> None:
+        with self._idle:
+            if not self._idle.wait_for(lambda: self._in_flight == 0, timeout=timeout):
+                pending = self._in_flight
+                raise AssertionError(f"{pending} request(s) still in flight after {timeout}s")
+
+    def fresh(self) -> None:
+        """Wait for the requests still being answered, then forget every handler and log entry."""
+        self.drain()
+        self.clear()
+
+
+@pytest.fixture(scope="session")
+def make_httpserver() -> Iterator[HTTPServer]:
+    server = DrainingHTTPServer(
+        host=HTTPServer.DEFAULT_LISTEN_HOST, port=HTTPServer.DEFAULT_LISTEN_PORT
+    )
+    server.start()
+    yield server
+    server.clear()
+    if server.is_running():
+        server.stop()
+
+
+@pytest.fixture
+def httpserver(make_httpserver: DrainingHTTPServer) -> Iterator[HTTPServer]:
+    """The shared server, its log holding this test's requests only (see `DrainingHTTPServer`)."""
+    make_httpserver.fresh()
+    yield make_httpserver
+    make_httpserver.fresh()
 
 
 @pytest.fixture
