@@ -11,9 +11,11 @@ class AsyncQueueConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from asyncqueue_django import broker, checks  # noqa: F401  (registers the system checks)
+        from asyncqueue_django import accesslog, broker, checks  # noqa: F401  (checks: registered)
         from asyncqueue_django.services import engine
 
         # The write path publishes through this; it imports no Celery itself.
         if engine.publisher is None:
             engine.set_publisher(broker.publish)
+        # Signal tokens and callback ids are in URL paths: keep them out of access logs.
+        accesslog.install()

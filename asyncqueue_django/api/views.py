@@ -32,6 +32,7 @@ from rest_framework.versioning import BaseVersioning
 from rest_framework.views import APIView
 
 from asyncqueue_django import exceptions, providers, services, states, tracing, validators
+from asyncqueue_django.accesslog import redact_path
 from asyncqueue_django.api.authentication import ApiKeyAuthentication, TeamPrincipal
 from asyncqueue_django.api.exceptions import PayloadTooLarge, error_response, exception_handler
 from asyncqueue_django.api.longpoll import watcher
@@ -748,17 +749,13 @@ class NotFoundView(AsyncQueueViewMixin, APIView):
 class CredentialInPathMixin(AsyncQueueViewMixin):
     """A view whose URL path carries a credential (a signal token, a callback id): an error
     answer is logged (``django.request``, as Django logs every 4xx and 5xx) with the
-    credential replaced by ``[redacted]``, not with the path as is. A 400 or 413 on a live
-    token must not put the token in the logs."""
-
-    credential_kwarg = "token"
+    credential replaced by ``[redacted]`` (:func:`asyncqueue_django.accesslog.redact_path`),
+    not with the path as is. A 400 or 413 on a live token must not put the token in the logs."""
 
     def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:
         response = super().finalize_response(request, response, *args, **kwargs)
         if response.status_code >= 400 and not getattr(response, "_has_been_logged", False):
-            secret = str(kwargs.get(self.credential_kwarg) or "")
-            path = request._request.path
-            shown = path.replace(secret, "[redacted]") if secret else path
+            shown = redact_path(request._request.path)
             # Marks the response as logged, so Django's handler does not log the raw path.
             log_response(
                 "%s: %s", response.reason_phrase, shown, response=response, request=request
@@ -829,7 +826,6 @@ class CallbackView(CredentialInPathMixin, APIView):
     No API key (the id is the credential), any body up to ``MAX_REQUEST_BYTES``, limited per
     client IP (``CALLBACK_RATE_LIMIT``)."""
 
-    credential_kwarg = "callback_id"
     authentication_classes: Sequence[type[BaseAuthentication]] = []
     permission_classes: Sequence[Any] = []
     parser_classes: Sequence[type[BaseParser]] = []  # the body is read raw, never parsed here

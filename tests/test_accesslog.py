@@ -1,0 +1,222 @@
+"""Signal tokens and callback ids stay out of access logs: the rule (`redact_path`), the logging
+filter on the records of each server that logs through Python, and the servers themselves —
+gunicorn and Django's development server as real processes, answering real signals and
+callbacks, with their access logs read back from disk."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from django.conf import settings
+from django.db import connection
+
+from asyncqueue_django import accesslog, services
+from asyncqueue_django.accesslog import RedactCredentials, redact_path
+from asyncqueue_django.values import TaskSpec
+from tests.worker import ROOT, wait_for
+
+TOKEN = "9f" * 32
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        (f"/v1/signals/{TOKEN}", "/v1/signals/[redacted]"),
+        (f"/v1/signals/{TOKEN}/", "/v1/signals/[redacted]/"),
+        (f"/v1/signals/{TOKEN}/heartbeat", "/v1/signals/[redacted]/heartbeat"),
+        (f"/v1/callbacks/{TOKEN}", "/v1/callbacks/[redacted]"),
+        (f"/v1/callbacks/{TOKEN}?via=provider", "/v1/callbacks/[redacted]?via=provider"),
+        (f"POST /v1/signals/{TOKEN} HTTP/1.1", "POST /v1/signals/[redacted] HTTP/1.1"),
+        (f'"POST /v1/signals/{TOKEN} HTTP/1.1" 200', '"POST /v1/signals/[redacted] HTTP/1.1" 200'),
+        (
+            f"https://aq.example.com/api/v1/callbacks/{TOKEN}",
+            "https://aq.example.com/api/v1/callbacks/[redacted]",
+        ),
+        ("/v1/signals/ab%2Fcd%20ef", "/v1/signals/[redacted]"),
+        (f"/V1/Signals/{TOKEN}", "/V1/Signals/[redacted]"),  # a miscased path 404s, with its token
+        # Two on one line (a log line quoting a referer, say): both.
+        (
+            f"/v1/signals/{TOKEN} from /v1/callbacks/{TOKEN}",
+            "/v1/signals/[redacted] from /v1/callbacks/[redacted]",
+        ),
+    ],
+)
+def test_credential_segments_are_redacted(text: str, shown: str) -> None:
+    assert redact_path(text) == shown
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "/v1/tasks/0192f0c4-7d1e-7c3a-9d2b-1f0e2d3c4b5a",  # a task id is not a credential
+        "/v1/signals/",
+        "/v1/signals",
+        "GET /metrics HTTP/1.1",
+        "/v2/signals/abc",
+        "",
+    ],
+)
+def test_other_paths_are_left_alone(text: str) -> None:
+    assert redact_path(text) == text
+
+
+def _record(msg: str, args: object) -> logging.LogRecord:
+    return logging.LogRecord("x", logging.INFO, __file__, 1, msg, args, None)  # type: ignore[arg-type]
+
+
+def test_the_filter_redacts_message_and_tuple_arguments() -> None:
+    # The shape of Django's development server record, and of uvicorn's.
+    record = _record('"%s" %s %s', (f"POST /v1/signals/{TOKEN} HTTP/1.1", "200", "512"))
+    assert RedactCredentials().filter(record) is True
+    assert TOKEN not in record.getMessage()
+    assert record.getMessage() == '"POST /v1/signals/[redacted] HTTP/1.1" 200 512'
+    message = _record(f"Not Found: /v1/callbacks/{TOKEN}", None)
+    RedactCredentials().filter(message)
+    assert message.getMessage() == "Not Found: /v1/callbacks/[redacted]"
+
+
+def test_the_filter_keeps_gunicorns_atoms_mapping_and_its_lookups() -> None:
+    glogging = pytest.importorskip("gunicorn.glogging")
+    atoms = glogging.SafeAtoms(
+        {
+            "r": f"POST /v1/signals/{TOKEN} HTTP/1.1",
+            "U": f"/v1/signals/{TOKEN}",
+            "s": "200",
+            "{raw_uri}e": f"/v1/signals/{TOKEN}",
+            "{user-agent}i": "curl/8",
+        }
+    )
+    record = logging.LogRecord("gunicorn.access", logging.INFO, __file__, 1, "x", None, None)
+    record.args = atoms  # how logging stores a single mapping argument
+    RedactCredentials().filter(record)
+    assert record.args is atoms  # changed in place: SafeAtoms' own lookups still apply
+    assert atoms["r"] == "POST /v1/signals/[redacted] HTTP/1.1"
+    assert atoms["U"] == atoms["{raw_uri}e"] == "/v1/signals/[redacted]"
+    assert atoms["{User-Agent}i"] == "curl/8"
+    assert atoms["{missing}i"] == "-"
+
+
+def test_the_app_puts_the_filter_on_each_access_logger_once() -> None:
+    for name in accesslog.ACCESS_LOGGERS:  # at start (AppConfig.ready)
+        assert any(isinstance(f, RedactCredentials) for f in logging.getLogger(name).filters)
+    accesslog.install()  # a second install (a reload) adds nothing
+    for name in accesslog.ACCESS_LOGGERS:
+        filters = logging.getLogger(name).filters
+        assert sum(isinstance(f, RedactCredentials) for f in filters) == 1, name
+
+
+# --------------------------------------------------------------------------- the real servers
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _serve(command: list[str], log: Path) -> Iterator[str]:
+    """Run a web server on the test project and database; yield its base URL."""
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "ASYNCQUEUE_TEST_DB_NAME": str(connection.settings_dict["NAME"]),
+        "ASYNCQUEUE_TEST_OVERRIDES": json.dumps(settings.ASYNCQUEUE),
+        "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+        "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        "PYTHONUNBUFFERED": "1",
+    }
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [part.format(port=port) for part in command],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=out,
+        )
+    try:
+
+        def answers() -> bool:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the server exited:\n{log.read_text()[-3000:]}")
+            try:
+                return requests.get(f"{url}/v1/tasks", timeout=5).status_code == 401
+            except requests.ConnectionError:
+                return False
+
+        wait_for(answers, timeout=60)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@pytest.fixture(
+    params=[
+        pytest.param(
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "tests.wsgi:application",
+                "--workers",
+                "1",
+                "--bind",
+                "127.0.0.1:{port}",
+                "--access-logfile",
+                "-",
+            ],
+            id="gunicorn",
+        ),
+        pytest.param(
+            [sys.executable, "-m", "django", "runserver", "127.0.0.1:{port}", "--noreload"],
+            id="runserver",
+        ),
+    ]
+)
+def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    if request.param[2] == "gunicorn":
+        pytest.importorskip("gunicorn")
+    log = tmp_path / "server.log"
+    for url in _serve(request.param, log):
+        yield url, log
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_servers_access_log_never_shows_a_signal_token_or_callback_id(
+    server: tuple[str, Path],
+) -> None:
+    url, log = server
+    team = services.get_or_create_team("acme")[0]
+    token = services.create_task(
+        team, TaskSpec(target_url="http://127.0.0.1:9/", wait_for_signal=True)
+    ).signal_token
+    unknown = secrets.token_hex(32)
+    answers = [
+        requests.post(f"{url}/v1/signals/{token}/heartbeat", json={"extendBy": 60}, timeout=10),
+        requests.post(f"{url}/v1/signals/{token}", json={"status": "completed"}, timeout=10),
+        requests.post(f"{url}/v1/signals/{unknown}", json={"status": "completed"}, timeout=10),
+        requests.post(f"{url}/v1/callbacks/{unknown}", data=b"done", timeout=10),
+    ]
+    assert [a.status_code for a in answers] == [409, 202, 404, 404]
+
+    def logged() -> str | None:
+        text = log.read_text(errors="replace")
+        return text if text.count("[redacted]") >= 4 else None
+
+    text = wait_for(logged, timeout=10)
+    assert str(token) not in text
+    assert unknown not in text
+    assert "/v1/signals/[redacted]/heartbeat" in text
+    assert "/v1/callbacks/[redacted]" in text
