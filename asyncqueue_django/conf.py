@@ -152,6 +152,14 @@ SETTINGS: dict[str, Setting] = {
         1,
         100_000,
     ),
+    "MAX_SCHEDULES_PER_TEAM": Setting(
+        1000,
+        int,
+        "Most schedules (live and sandbox, paused or not) one team may have; beat loads every "
+        "schedule, so one team's runaway client cannot stall the sweeps of all.",
+        1,
+        1_000_000,
+    ),
     "SWEEP_BATCH_SIZE": Setting(500, int, "Rows one sweep batch handles.", 1, 10_000),
     "BATCH_SIZE": Setting(
         16,

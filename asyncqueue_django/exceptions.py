@@ -173,5 +173,13 @@ class ScheduleNotFound(ServiceError):
     message = "Schedule not found"
 
 
+class ScheduleLimitReached(ServiceError):
+    """The team already has ``MAX_SCHEDULES_PER_TEAM`` schedules."""
+
+    code = "schedule_limit_reached"
+    http_status = 409
+    message = "The team has reached its schedule limit"
+
+
 class InvalidScheduleInput(InvalidFields):
     """A schedule's cron expression, time zone or task template cannot be used."""

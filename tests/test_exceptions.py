@@ -21,6 +21,7 @@ EXPECTED = {
     exceptions.CallbackNotFound: (404, "not_found"),
     exceptions.CallbackUrlNotConfigured: (503, "callback_url_not_configured"),
     exceptions.ScheduleNotFound: (404, "not_found"),
+    exceptions.ScheduleLimitReached: (409, "schedule_limit_reached"),
     exceptions.TestKeyCannotChangeLive: (403, "test_key_cannot_change_live"),
 }
 

@@ -11,13 +11,16 @@ from typing import Any
 
 import pytest
 from django.db import connection, connections
+from django.test import override_settings
 from django.utils import timezone
 from django_celery_beat.models import CrontabSchedule, PeriodicTask
 from rest_framework.test import APIClient
 
 from asyncqueue_django import services
+from asyncqueue_django.exceptions import ScheduleLimitReached
 from asyncqueue_django.models import Schedule, Task, Team
 from asyncqueue_django.services import schedules
+from tests.settings import ASYNCQUEUE as TEST_SETTINGS
 
 TARGET = "http://127.0.0.1:9/report"
 TEMPLATE = {"targetUrl": TARGET, "payload": {"report": "sales"}}
@@ -592,6 +595,74 @@ def test_two_beats_at_the_same_instant_make_one_task() -> None:
             thread.join()
         assert len([r for r in results if r is not None]) == 1, results
     assert Task.objects.filter(team=team).count() == 10
+
+
+# --------------------------------------------------------------------------- the per-team limit
+
+LIMIT_3 = {**TEST_SETTINGS, "MAX_SCHEDULES_PER_TEAM": 3}
+
+
+def test_a_team_at_its_schedule_limit_gets_409_naming_the_limit(
+    client: APIClient, team: Team
+) -> None:
+    """Live, sandbox and paused schedules all count (beat loads each); another team's do not;
+    deleting one makes room; both ways to create a schedule are limited."""
+    other = services.get_or_create_team("other")[0]
+    with override_settings(ASYNCQUEUE=LIMIT_3):
+        make(other)
+        make(team, sandbox=True)
+        make(team, paused=True)
+        assert (
+            post(client, "/v1/schedules", {"cron": "0 9 * * *", "task": TEMPLATE}).status_code
+            == 201
+        )
+        beat_rows = PeriodicTask.objects.count()
+        for path, body in [
+            ("/v1/schedules", {"cron": "0 9 * * *", "task": TEMPLATE}),
+            ("/v1/tasks", {**TEMPLATE, "schedule": "0 9 * * *"}),
+        ]:
+            refused = post(client, path, body)
+            assert refused.status_code == 409, refused.json()
+            assert refused.json()["code"] == "schedule_limit_reached"
+            assert "MAX_SCHEDULES_PER_TEAM = 3" in refused.json()["error"]
+        assert PeriodicTask.objects.count() == beat_rows  # nothing half-made
+        assert Schedule.objects.filter(team=team).count() == 3
+        make(other)  # another team still has room
+        oldest = Schedule.objects.filter(team=team).order_by("created_at").first()
+        assert oldest is not None
+        assert client.delete(f"/v1/schedules/{oldest.pk}").status_code in (200, 204)
+        assert (
+            post(client, "/v1/schedules", {"cron": "0 9 * * *", "task": TEMPLATE}).status_code
+            == 201
+        )
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="real concurrency: PostgreSQL")
+def test_concurrent_creates_never_overshoot_the_limit() -> None:
+    """Eight threads on their own connections create at once, against room for three."""
+    team = services.get_or_create_team("race")[0]
+    barrier = threading.Barrier(8)
+    outcomes: list[str] = []
+
+    def create() -> None:
+        try:
+            barrier.wait()
+            make(team)
+            outcomes.append("created")
+        except ScheduleLimitReached:
+            outcomes.append("refused")
+        finally:
+            connections.close_all()
+
+    with override_settings(ASYNCQUEUE=LIMIT_3):
+        threads = [threading.Thread(target=create) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert sorted(outcomes) == ["created"] * 3 + ["refused"] * 5
+    assert Schedule.objects.filter(team=team).count() == 3
 
 
 # --------------------------------------------------------------------------- admin

@@ -566,7 +566,7 @@ class ScheduleViewSet(AsyncQueueViewMixin, viewsets.GenericViewSet[Schedule]):
         "(errors named `task.<field>`); `delay`, `delayUntil`, `idempotencyKey` and "
         "`waitForSignal: true` are refused in it. Ticks are read in `timezone` (default UTC).",
         request=ScheduleCreateSerializer,
-        responses={201: ScheduleEnvelope, **errors(400, 401, 413, 415, 429)},
+        responses={201: ScheduleEnvelope, **errors(400, 401, 409, 413, 415, 429)},
         examples=SCHEDULE_EXAMPLES,
     )
     def create(self, request: Request) -> Response:

@@ -29,7 +29,13 @@ from django.utils import timezone
 from django_celery_beat.models import CrontabSchedule, PeriodicTask
 
 from asyncqueue_django import cron, tracing, validators
-from asyncqueue_django.exceptions import InvalidFields, InvalidScheduleInput, ScheduleNotFound
+from asyncqueue_django.conf import app_settings
+from asyncqueue_django.exceptions import (
+    InvalidFields,
+    InvalidScheduleInput,
+    ScheduleLimitReached,
+    ScheduleNotFound,
+)
 from asyncqueue_django.models import Schedule, Task, Team
 from asyncqueue_django.services import lifecycle, vault
 from asyncqueue_django.values import spec_of_body
@@ -96,12 +102,14 @@ def create_schedule(
     ``template`` is a create body already validated as ``POST /v1/tasks`` validates one
     (camelCase, aliases resolved, JSON values only). Raises :class:`InvalidScheduleInput`
     (``cron``, ``timezone``) or ``InvalidTokenReference`` (``<field_prefix>headers.<name>``).
-    A ``sandbox`` schedule (created with a test key) creates sandbox tasks.
+    A ``sandbox`` schedule (created with a test key) creates sandbox tasks. Raises
+    :class:`ScheduleLimitReached` when the team has ``MAX_SCHEDULES_PER_TEAM`` already.
     """
     parsed = check_cron(expression, zone_name)
     _check_template(team, template, field_prefix)
     now = now or timezone.now()
     with transaction.atomic():  # the beat rows and the schedule exist together or not at all
+        _check_room(team)
         crontab = CrontabSchedule.objects.create(timezone=zone_name, **_crontab_fields(parsed))
         schedule = Schedule(team=team, task_template=template, sandbox=sandbox, active_since=now)
         schedule.periodic_task = PeriodicTask.objects.create(
@@ -115,6 +123,20 @@ def create_schedule(
         schedule.save(force_insert=True)
     logger.info("Schedule %s created for team %s (%s)", schedule.pk, team.pk, parsed.expression)
     return get_schedule(team, schedule.pk)
+
+
+def _check_room(team: Team) -> None:
+    """Inside the creating transaction: the team's row is locked (on PostgreSQL; SQLite in
+    ``IMMEDIATE`` transaction mode serialises writers anyway), so concurrent creates of one
+    team are counted one after another and the limit is never overshot."""
+    Team.objects.select_for_update().filter(pk=team.pk).values_list("pk").first()
+    limit = app_settings.MAX_SCHEDULES_PER_TEAM
+    count = Schedule.objects.filter(team=team).count()
+    if count >= limit:
+        raise ScheduleLimitReached(
+            f"The team has {count} schedules, the most it may have "
+            f"(MAX_SCHEDULES_PER_TEAM = {limit}); delete one first"
+        )
 
 
 def _crontab_fields(parsed: cron.Cron) -> dict[str, str]:
