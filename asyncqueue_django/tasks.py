@@ -271,10 +271,14 @@ def poll_task(task_id: str) -> str | None:
         return None
     result = _poll(task)()
     status = _record(services.finish_poll, task, result, worker=me)
+    _log_poll(task, result, status)
+    return status
+
+
+def _log_poll(task: Task, result: http.CallResult, status: Any) -> None:
     logger.info(
         "Task %s poll %s: %s -> %s", task.pk, task.poll_count + 1, result.describe(), status
     )
-    return status
 
 
 @shared_task(name="asyncqueue.deliver_webhook", ignore_result=True)
@@ -313,9 +317,67 @@ def _call_pool() -> ThreadPoolExecutor:
         return _calls[1]
 
 
+@dataclass(frozen=True)
+class _Kind:
+    """What a wake-up does for one kind of work: claim a batch, build each call, record the
+    outcomes of several at once (or of one, the fallback), and log each."""
+
+    claim: Callable[[str, str], list[Any]]  # (queue, worker) → claimed rows
+    build: Callable[[Any], tuple[str, Callable[[], http.CallResult]]]  # row → (body, call)
+    finish_many: Callable[[list[tuple[Any, http.CallResult, str]], str], list[Any]]
+    finish_one: Callable[[Any, http.CallResult, str, str], Any]
+    log: Callable[[Any, http.CallResult, Any], None]
+    traced: bool = False  # claim and finish spans (a task's callback)
+
+
+def _finish_tasks(done: list[tuple[Any, http.CallResult, str]], me: str) -> list[Any]:
+    return services.finish_attempts([(work, result) for work, result, _ in done], worker=me)
+
+
+def _finish_polls(done: list[tuple[Any, http.CallResult, str]], me: str) -> list[Any]:
+    return services.finish_polls([(work, result) for work, result, _ in done], worker=me)
+
+
+def _finish_webhooks(done: list[tuple[Any, http.CallResult, str]], me: str) -> list[Any]:
+    return services.finish_webhook_attempts([(w, r, body) for w, r, body in done], worker=me)
+
+
+#: The kinds a wake-up (``asyncqueue.run_due``) runs, by the name in its message.
+_KINDS: dict[str, _Kind] = {
+    "task": _Kind(
+        claim=lambda queue, me: _db(services.claim_due_tasks, queue, worker=me),
+        build=lambda task: ("", _callback(task)),
+        finish_many=_finish_tasks,
+        finish_one=lambda task, result, me, _: _record(
+            services.finish_attempt, task, result, worker=me
+        ),
+        log=lambda task, result, status: _log_task(task, result, status),
+        traced=True,
+    ),
+    "poll": _Kind(
+        claim=lambda queue, me: _db(services.claim_due_polls, queue, worker=me),
+        build=lambda task: ("", _poll(task)),
+        finish_many=_finish_polls,
+        finish_one=lambda task, result, me, _: _record(
+            services.finish_poll, task, result, worker=me
+        ),
+        log=lambda task, result, status: _log_poll(task, result, status),
+    ),
+    "webhook": _Kind(
+        claim=lambda queue, me: _db(services.claim_due_webhooks, worker=me),
+        build=_webhook,
+        finish_many=_finish_webhooks,
+        finish_one=lambda delivery, result, me, body: _record(
+            services.finish_webhook_attempt, delivery, result, worker=me, body=body
+        ),
+        log=lambda delivery, result, status: _log_webhook(delivery, result, status),
+    ),
+}
+
+
 @shared_task(name="asyncqueue.run_due", ignore_result=True)
 def run_due(kind: str, queue: str) -> int:
-    """A wake-up: claim up to ``BATCH_SIZE`` due rows of ``kind`` (``"task"`` or
+    """A wake-up: claim up to ``BATCH_SIZE`` due rows of ``kind`` (``"task"``, ``"poll"`` or
     ``"webhook"``) on ``queue`` at once, make their calls concurrently, each with its own
     deadline (a slow target holds back no other call), and record the outcomes as the calls
     return — all that returned meanwhile in one transaction. Returns how many were run; 0 for
@@ -323,24 +385,22 @@ def run_due(kind: str, queue: str) -> int:
 
     Whatever happens after the claim, every attempt is recorded before this returns.
     """
-    me = worker_id()
-    jobs: list[_Job] = []
-    if kind == "task":
-        claim_started = tracing.now_ns()
-        for task in _db(services.claim_due_tasks, queue, worker=me):
-            tracing.record(
-                "asyncqueue.claim", *_trace(task), start_ns=claim_started, task_id=str(task.pk)
-            )
-            jobs.append(_Job(task, _callback(task), ""))
-    elif kind == "webhook":
-        for delivery in _db(services.claim_due_webhooks, worker=me):
-            body, run = _webhook(delivery)
-            jobs.append(_Job(delivery, run, body))
-    else:
+    runner = _KINDS.get(kind)
+    if runner is None:
         logger.warning("Wake-up for an unknown kind of work %r ignored", kind)
         return 0
+    me = worker_id()
+    claim_started = tracing.now_ns()
+    jobs: list[_Job] = []
+    for work in runner.claim(queue, me):
+        if runner.traced:
+            tracing.record(
+                "asyncqueue.claim", *_trace(work), start_ns=claim_started, task_id=str(work.pk)
+            )
+        body, run = runner.build(work)
+        jobs.append(_Job(work, run, body))
     if len(jobs) == 1:  # no hand-off for a batch of one
-        _record_batch(kind, [(jobs[0], jobs[0].run())], me)
+        _record_batch(runner, [(jobs[0], jobs[0].run())], me)
         return 1
     pool = _call_pool()
     futures = {pool.submit(job.run): job for job in jobs}
@@ -348,7 +408,7 @@ def run_due(kind: str, queue: str) -> int:
     while pending:
         done, pending = wait(pending, return_when=FIRST_COMPLETED)
         # Database writes stay on this thread (its connection).
-        _record_batch(kind, [(futures[f], f.result()) for f in done], me)
+        _record_batch(runner, [(futures[f], f.result()) for f in done], me)
     return len(jobs)
 
 
@@ -356,51 +416,31 @@ def run_due(kind: str, queue: str) -> int:
 class _Job:
     work: Any  # the claimed task or webhook event
     run: Callable[[], http.CallResult]
-    body: str  # a webhook's body as sent
+    body: str  # a webhook's body as sent ("" for the other kinds)
 
 
-def _record_batch(kind: str, done: list[tuple[_Job, http.CallResult]], me: str) -> None:
+def _record_batch(runner: _Kind, done: list[tuple[_Job, http.CallResult]], me: str) -> None:
     """Record the attempts in ``done`` in one transaction; if that fails, each on its own
     (with :func:`_record`'s fallbacks), so one unstorable answer cannot lose the others."""
     finish_started = tracing.now_ns()
     try:
-        if kind == "task":
-            statuses: list[Any] = services.finish_attempts(
-                [(job.work, result) for job, result in done], worker=me
-            )
-            for job, _ in done:
-                tracing.record(
-                    "asyncqueue.finish",
-                    *_trace(job.work),
-                    start_ns=finish_started,
-                    task_id=str(job.work.pk),
-                )
-        else:
-            statuses = services.finish_webhook_attempts(
-                [(job.work, result, job.body) for job, result in done], worker=me
-            )
+        statuses = runner.finish_many([(job.work, result, job.body) for job, result in done], me)
     except Exception:
         logger.warning("Could not record a batch of %s attempts; recording each", len(done))
         _drop_broken_connections()
         for job, result in done:
-            status: Any
-            if kind == "task":
-                status = _record(services.finish_attempt, job.work, result, worker=me)
-            else:
-                status = _record(
-                    services.finish_webhook_attempt, job.work, result, worker=me, body=job.body
-                )
-            _log(kind, job.work, result, status)
+            runner.log(job.work, result, runner.finish_one(job.work, result, me, job.body))
         return
+    for job, _ in done:
+        if runner.traced:
+            tracing.record(
+                "asyncqueue.finish",
+                *_trace(job.work),
+                start_ns=finish_started,
+                task_id=str(job.work.pk),
+            )
     for (job, result), status in zip(done, statuses, strict=True):
-        _log(kind, job.work, result, status)
-
-
-def _log(kind: str, work: Any, result: http.CallResult, status: Any) -> None:
-    if kind == "task":
-        _log_task(work, result, status)
-    else:
-        _log_webhook(work, result, status)
+        runner.log(job.work, result, status)
 
 
 @shared_task(name="asyncqueue.dispatch_due", ignore_result=True)

@@ -6,6 +6,7 @@ on poll URLs."""
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -13,6 +14,7 @@ from typing import Any
 
 import pytest
 from django.test import override_settings
+from django.utils import timezone
 from pytest_httpserver import HTTPServer
 from rest_framework.test import APIClient
 from werkzeug import Request, Response
@@ -448,6 +450,66 @@ def test_worker_killed_mid_poll_resumes_polling(
     assert task.result == 42
     assert task.poll_count == 2  # the lost poll is counted
     assert provider.polls == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_polls_due_together_share_one_wake_up_and_run_as_one_batch(
+    team: Team, httpserver: HTTPServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Twelve tasks start polling at once: their first polls are due within a moment of each
+    other and share a wake-up (not one message per poll); one wake-up claims and polls them
+    all concurrently and records each outcome once; a duplicate wake-up polls nothing."""
+    from asyncqueue_django.services import engine
+    from asyncqueue_django.values import Message
+
+    polled: list[str] = []
+
+    def status(request: Request) -> Response:
+        polled.append(request.path)
+        job = request.path.rsplit("/", 1)[1]
+        body = {"status": "succeeded", "output": int(job)}
+        return Response(json.dumps(body), 200, content_type="application/json")
+
+    httpserver.expect_request(re.compile(r"/jobs/\d+")).respond_with_handler(status)
+    queue = "unconsumed-pollbatch"
+    for _ in range(12):
+        services.create_task(
+            team,
+            TaskSpec(
+                target_url="http://127.0.0.1:9/submit",
+                queue=queue,
+                poll_config=providers.check_poll_config(POLL, None),
+            ),
+        )
+    submitting = services.claim_due_tasks(queue, "w", limit=16)
+    assert len(submitting) == 12
+    sent: list[Message] = []
+    monkeypatch.setattr(engine, "publisher", sent.append)
+    answers = [
+        CallResult(
+            status_code=201,
+            headers={"Content-Type": "application/json"},
+            body=json.dumps({"urls": {"get": httpserver.url_for(f"/jobs/{i}")}}).encode(),
+        )
+        for i in range(12)
+    ]
+    statuses = services.finish_attempts(list(zip(submitting, answers, strict=True)), worker="w")
+    assert statuses == ["polling"] * 12
+    engine.wakeups.flush()
+    polls = [m for m in sent if m.args[:1] == ("poll",)]
+    assert {m.task_name for m in sent} == {"asyncqueue.run_due"}  # no asyncqueue.poll_task
+    assert 1 <= len(polls) <= 2  # one due slot, or two when the finish straddles a grid line
+    assert all(m.args == ("poll", queue) and 0.8 < m.countdown <= 1 + 1 / 8 for m in polls)
+
+    PollingTask.objects.filter(queue=queue).update(next_attempt_at=timezone.now())
+    assert tasks.run_due.run("poll", queue) == 12
+    assert sorted(polled) == sorted(f"/jobs/{i}" for i in range(12))
+    assert tasks.run_due.run("poll", queue) == 0  # a duplicate wake-up
+    assert len(polled) == 12
+    done = Task.objects.filter(queue=queue)
+    assert sorted(done.values_list("status", "result", "poll_count")) == [
+        ("completed", i, 1) for i in range(12)
+    ]
 
 
 # --------------------------------------------------------------------------------------------

@@ -71,7 +71,12 @@ from asyncqueue_django.services.lifecycle import (
     create_tasks,
     retry_task,
 )
-from asyncqueue_django.services.polls import claim_poll, finish_poll
+from asyncqueue_django.services.polls import (
+    claim_due_polls,
+    claim_poll,
+    finish_poll,
+    finish_polls,
+)
 from asyncqueue_django.services.provider_callbacks import callback_url_for, receive_callback
 from asyncqueue_django.services.queues import (
     get_queue,
@@ -157,6 +162,7 @@ __all__ = [
     "authenticate_api_key",
     "callback_url_for",
     "cancel_task",
+    "claim_due_polls",
     "claim_due_tasks",
     "claim_due_webhooks",
     "claim_poll",
@@ -178,6 +184,7 @@ __all__ = [
     "finish_attempt",
     "finish_attempts",
     "finish_poll",
+    "finish_polls",
     "finish_webhook_attempt",
     "finish_webhook_attempts",
     "get_or_create_team",

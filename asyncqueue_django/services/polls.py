@@ -107,10 +107,23 @@ class Polls(WorkKind[PollingTask]):
     claim_to = None  # a claimed task stays polling; the lease marks the poll in flight
     in_flight = states.POLL_OPEN
     message_fields = ("queue", "priority")
+    # Polls are woken like callbacks: one message per queue (and due slot) for the polls that
+    # fall due together, each wake-up claiming up to BATCH_SIZE of them.
+    wakes = True
 
     def message(self, pk: Any, *values: Any, countdown: float = 0) -> Message:
+        """One poll's own message (``asyncqueue.poll_task``): what older releases sent, still
+        run when it arrives; new polls are woken (:meth:`wake_target`)."""
         queue, priority = values if values else ("default", 5)
         return Message(self.task_name, (str(pk),), queue, priority, countdown)
+
+    def wake_target(self, *values: Any) -> tuple[str, int]:
+        queue, priority = values[:2]
+        return str(queue), int(priority)
+
+    def batch_filters(self, queue: str) -> tuple[dict[str, Any], str, list[Any], str]:
+        # Higher priority first, then the longest due (as for callbacks).
+        return {"queue": queue}, "queue = %s", [queue], "priority DESC, next_attempt_at"
 
     def lease_seconds(self, row: PollingTask) -> float:
         # A poll, and the result fetch after it: each bounded by timeout + connect timeout.
@@ -249,6 +262,28 @@ def claim_poll(task_id: Any, worker: str, now: datetime | None = None) -> Pollin
     stays ``polling``); None if not claimable (a duplicate or late message, a poll in flight
     elsewhere, or the task resolved meanwhile)."""
     return engine.claim(POLLS, task_id, worker, now or timezone.now())
+
+
+def claim_due_polls(
+    queue: str, worker: str, now: datetime | None = None, limit: int | None = None
+) -> list[PollingTask]:
+    """Up to ``limit`` (default ``BATCH_SIZE``) polling tasks of ``queue`` whose next poll is
+    due and not in flight, highest priority first, each leased to ``worker`` for one poll
+    (what a wake-up message runs). An empty list is the normal answer to a duplicate
+    wake-up."""
+    size = app_settings.BATCH_SIZE if limit is None else limit
+    return engine.claim_batch(POLLS, queue, worker, now or timezone.now(), size)
+
+
+def finish_polls(
+    batch: list[tuple[PollingTask, CallOutcome]], *, worker: str, now: datetime | None = None
+) -> list[TaskStatus | None]:
+    """:func:`finish_poll` for the polls of a batch; each new status, or None where the
+    worker no longer held the lease."""
+    statuses = engine.finish_many(
+        POLLS, [(t, c, None) for t, c in batch], worker=worker, now=now or timezone.now()
+    )
+    return [None if s is None else TaskStatus(s) for s in statuses]
 
 
 def finish_poll(
