@@ -45,7 +45,7 @@ def broker_priority(priority: int, driver_type: str) -> int | None:
 def publish(message: Message) -> None:
     """Send ``message`` to its queue. Raises when the broker refuses it (after the one retry)."""
     conf = current_app.conf
-    options: dict[str, Any] = {"queue": message.queue}
+    options: dict[str, Any] = {"queue": message.queue} if message.queue else {}
     mapped = broker_priority(
         message.priority, _driver_type(conf.broker_url or "memory://", conf.broker_transport)
     )

@@ -483,3 +483,10 @@ def run_schedule(schedule_id: str) -> str | None:
     with tracing.span("asyncqueue.schedule", attributes={"asyncqueue.schedule_id": schedule_id}):
         task = _db(services.run_schedule, schedule_id)
     return str(task.pk) if task is not None else None
+
+
+@shared_task(name="asyncqueue.drop_crontab", ignore_result=True)
+def drop_crontab(crontab_id: str) -> bool:
+    """A deleted schedule's crontab, some time after the schedule (see
+    ``services.schedules._delete_beat_rows``): deleted unless a periodic task uses it."""
+    return _db(services.drop_unused_crontab, crontab_id)

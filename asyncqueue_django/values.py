@@ -185,7 +185,8 @@ class RetryDecision:
 
 @dataclass(frozen=True)
 class Message:
-    """One broker message: which Celery task (by name), its arguments (ids only), where."""
+    """One broker message: which Celery task (by name), its arguments (ids only), where
+    (``queue``; ``""`` is Celery's default queue, where beat's own tasks go)."""
 
     task_name: str
     args: tuple[str, ...]

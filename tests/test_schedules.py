@@ -16,11 +16,13 @@ from django.utils import timezone
 from django_celery_beat.models import CrontabSchedule, PeriodicTask
 from rest_framework.test import APIClient
 
-from asyncqueue_django import services
+from asyncqueue_django import services, tasks
 from asyncqueue_django.exceptions import ScheduleLimitReached
 from asyncqueue_django.models import Schedule, Task, Team
 from asyncqueue_django.services import schedules
+from asyncqueue_django.values import Message
 from tests.settings import ASYNCQUEUE as TEST_SETTINGS
+from tests.worker import wait_for
 
 TARGET = "http://127.0.0.1:9/report"
 TEMPLATE = {"targetUrl": TARGET, "payload": {"report": "sales"}}
@@ -149,7 +151,8 @@ def test_get_list_patch_pause_resume_delete(client: APIClient, team: Team) -> No
     assert deleted.status_code == 200
     assert deleted.json()["schedule"]["id"] == sid
     assert not PeriodicTask.objects.filter(name=f"asyncqueue-schedule-{sid}").exists()
-    assert CrontabSchedule.objects.count() == 1  # the other schedule's
+    # The other schedule's crontab in use; the deleted one's goes later (its own message).
+    assert CrontabSchedule.objects.filter(periodictask__isnull=False).count() == 1
     assert client.get(f"/v1/schedules/{sid}").status_code == 404
     assert client.delete(f"/v1/schedules/{sid}").status_code == 404
 
@@ -398,12 +401,71 @@ def test_paused_schedules_do_not_tick_and_resume_skips_what_was_missed(team: Tea
     assert Task.objects.count() == 1
 
 
-def test_a_deleted_schedule_does_not_tick(team: Team) -> None:
+def test_a_deleted_schedule_does_not_tick(
+    team: Team, monkeypatch: pytest.MonkeyPatch, django_capture_on_commit_callbacks: Any
+) -> None:
+    """Its periodic task goes at once; its crontab a while later, by a message of its own."""
+    from asyncqueue_django.services import engine
+
     schedule = make(team, since=utc(2026, 6, 1, 11, 0))
-    services.delete_schedule(team, schedule.pk)
+    crontab_id = PeriodicTask.objects.get(pk=schedule.periodic_task_id).crontab_id
+    sent: list[Message] = []
+    monkeypatch.setattr(engine, "publisher", sent.append)
+    with django_capture_on_commit_callbacks(execute=True):
+        services.delete_schedule(team, schedule.pk)
     assert services.run_schedule(schedule.pk, now=utc(2026, 6, 1, 12, 0)) is None
     assert not PeriodicTask.objects.exists()
+    assert CrontabSchedule.objects.filter(pk=crontab_id).exists()
+    assert [(m.task_name, m.args, m.queue, m.countdown) for m in sent] == [
+        ("asyncqueue.drop_crontab", (str(crontab_id),), "", schedules.CRONTAB_DROP_DELAY)
+    ]
+    assert tasks.drop_crontab.run(str(crontab_id)) is True
     assert not CrontabSchedule.objects.exists()
+    assert tasks.drop_crontab.run(str(crontab_id)) is False  # a duplicate message
+
+
+def test_a_crontab_used_again_is_not_dropped(team: Team) -> None:
+    schedule = make(team)
+    task = PeriodicTask.objects.get(pk=schedule.periodic_task_id)
+    other = PeriodicTask.objects.create(name="mine", task="x", crontab_id=task.crontab_id)
+    services.delete_schedule(team, schedule.pk)
+    assert services.drop_unused_crontab(other.crontab_id) is False  # type: ignore[arg-type]
+    assert CrontabSchedule.objects.filter(pk=other.crontab_id).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_delete_between_beats_two_reads_does_not_break_beat() -> None:
+    """django-celery-beat's ``DatabaseScheduler`` lists the enabled periodic tasks, then reads
+    their crontabs in a second query (``prefetch_related``), then builds an entry per task. A
+    schedule deleted between the two reads must leave every entry buildable: an entry that
+    raises there stops beat, and every schedule and sweep with it."""
+    from celery import current_app
+    from django.db.models import prefetch_related_objects
+    from django_celery_beat.schedulers import ModelEntry
+
+    team = services.get_or_create_team("beat")[0]
+    doomed, kept = make(team), make(team, "0 9 * * *")
+    listed = list(PeriodicTask.objects.filter(enabled=True))  # beat's first read
+    services.delete_schedule(team, doomed.pk)  # another process, committed in between
+    prefetch_related_objects(listed, "interval", "crontab", "solar", "clocked")  # its second
+    entries = [ModelEntry(model, app=current_app) for model in listed]
+    assert {e.name for e in entries} == {
+        schedules.beat_name(doomed.pk),
+        schedules.beat_name(kept.pk),
+    }
+    # The deleted one's entry fires into a tick that creates nothing.
+    assert services.run_schedule(doomed.pk) is None
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+def test_the_drop_message_reaches_a_worker_on_the_default_queue(celery_worker: Any) -> None:
+    """The crontab message goes to Celery's default queue (``""``), where a worker takes it."""
+    from asyncqueue_django.services import engine
+
+    crontab = CrontabSchedule.objects.create(minute="5")
+    assert engine.publish(Message("asyncqueue.drop_crontab", (str(crontab.pk),), "", 5, 0))
+    wait_for(lambda: not CrontabSchedule.objects.filter(pk=crontab.pk).exists())
 
 
 def test_deleting_the_beat_entry_in_the_admin_deletes_the_schedule(team: Team) -> None:
@@ -703,7 +765,7 @@ def test_admin_actions_pause_resume_and_delete(admin_client: Any, team: Team) ->
     act("delete_schedules")
     assert not Schedule.objects.exists()
     assert not PeriodicTask.objects.exists()
-    assert not CrontabSchedule.objects.exists()
+    assert not CrontabSchedule.objects.filter(periodictask__isnull=False).exists()
 
 
 def test_a_beat_entry_given_another_kind_of_schedule_in_the_admin(
@@ -739,5 +801,5 @@ def test_a_deleted_teams_schedules_leave_beat_on_their_next_firing(team: Team) -
     assert PeriodicTask.objects.filter(pk=schedule.periodic_task_id).exists()
     assert services.run_schedule(schedule.pk, now=utc(2026, 6, 1, 0, 1)) is None
     assert not PeriodicTask.objects.exists()
-    assert not CrontabSchedule.objects.exists()
+    assert not CrontabSchedule.objects.filter(periodictask__isnull=False).exists()
     assert services.run_schedule("not-a-uuid") is None

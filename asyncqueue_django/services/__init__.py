@@ -88,6 +88,7 @@ from asyncqueue_django.services.retention import prunable_tasks, prune_finished
 from asyncqueue_django.services.schedules import (
     create_schedule,
     delete_schedule,
+    drop_unused_crontab,
     get_schedule,
     list_schedules,
     pause_schedule,
@@ -177,6 +178,7 @@ __all__ = [
     "dispatch_due",
     "dispatch_due_polls",
     "dispatch_due_webhooks",
+    "drop_unused_crontab",
     "enqueue",
     "enqueue_webhook",
     "expire_overdue",

@@ -37,13 +37,17 @@ from asyncqueue_django.exceptions import (
     ScheduleNotFound,
 )
 from asyncqueue_django.models import Schedule, Task, Team
-from asyncqueue_django.services import lifecycle, vault
-from asyncqueue_django.values import spec_of_body
+from asyncqueue_django.services import engine, lifecycle, vault
+from asyncqueue_django.values import Message, spec_of_body
 
 logger = logging.getLogger(__name__)
 
 #: The Celery task beat fires for every schedule.
 TICK_TASK = "asyncqueue.run_schedule"
+#: The message that deletes a deleted schedule's crontab, and how long after (seconds): far
+#: longer than beat takes between reading the periodic tasks and reading their crontabs.
+DROP_CRONTAB_TASK = "asyncqueue.drop_crontab"
+CRONTAB_DROP_DELAY = 30.0
 #: A firing this early still counts for the coming tick (beat's and the worker's clocks differ
 #: a little); far below one minute, the shortest cron period.
 CLOCK_SKEW = timedelta(seconds=10)
@@ -246,13 +250,34 @@ def delete_schedule(team: Team, schedule_id: Any) -> Schedule:
 
 
 def _delete_beat_rows(task: PeriodicTask | None) -> None:
-    """Delete a schedule's ``PeriodicTask`` and its own crontab."""
+    """Delete a schedule's ``PeriodicTask`` now, and its own crontab
+    ``CRONTAB_DROP_DELAY`` seconds later (:func:`drop_unused_crontab`).
+
+    Not both at once: beat's ``DatabaseScheduler`` reads the enabled periodic tasks in one
+    query and their crontabs in a second (``prefetch_related``). A crontab deleted between the
+    two leaves a listed task without a schedule, and building its entry raises, which stops
+    beat, and with it every schedule and sweep. A task deleted alone is harmless there (its
+    crontab is still found; its entry fires into :func:`run_schedule`, which finds no
+    schedule), and a crontab that no task uses is never read.
+    """
     if task is None:
         return
     crontab_id = task.crontab_id
     task.delete()  # delete(), not a queryset delete: its signal tells beat to reload
-    if crontab_id is not None and not PeriodicTask.objects.filter(crontab_id=crontab_id):
-        CrontabSchedule.objects.filter(pk=crontab_id).delete()
+    if crontab_id is not None:
+        engine.publish_on_commit(
+            # On Celery's default queue, with beat's own tasks.
+            [Message(DROP_CRONTAB_TASK, (str(crontab_id),), "", 5, CRONTAB_DROP_DELAY)]
+        )
+
+
+def drop_unused_crontab(crontab_id: int | str) -> bool:
+    """Delete the ``CrontabSchedule`` ``crontab_id`` of a deleted schedule, unless a periodic
+    task uses it again. True if it was deleted. (If this never runs, the row stays unused.)"""
+    unused = CrontabSchedule.objects.filter(pk=crontab_id).exclude(
+        pk__in=PeriodicTask.objects.filter(crontab_id=crontab_id).values("crontab_id")
+    )
+    return bool(unused.delete()[0])
 
 
 def cron_text(crontab: CrontabSchedule) -> str:
