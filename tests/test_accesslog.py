@@ -5,6 +5,7 @@ callbacks, with their access logs read back from disk."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import os
@@ -14,6 +15,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -42,7 +44,43 @@ TOKEN = "9f" * 32
             f"https://aq.example.com/api/v1/callbacks/{TOKEN}",
             "https://aq.example.com/api/v1/callbacks/[redacted]",
         ),
-        ("/v1/signals/ab%2Fcd%20ef", "/v1/signals/[redacted]"),
+        # The segment ends where the decoded path's does.
+        ("/v1/signals/ab%2Fcd%20ef", "/v1/signals/[redacted]%2Fcd%20ef"),
+        # Percent-encoded anywhere: the server decodes the path before Django routes it, so
+        # each of these reaches the signal or callback view.
+        (f"POST /v1/%73ignals/{TOKEN} HTTP/1.1", "POST /v1/%73ignals/[redacted] HTTP/1.1"),
+        (f"/v1/signals%2F{TOKEN}", "/v1/signals%2F[redacted]"),
+        (f"/v1%2Fsignals/{TOKEN}", "/v1%2Fsignals/[redacted]"),
+        (f"%2Fv1%2Fsignals%2F{TOKEN}", "%2Fv1%2Fsignals%2F[redacted]"),
+        (f"/v1/callbacks%2f{TOKEN}", "/v1/callbacks%2f[redacted]"),
+        (f"/v1/%63allbacks/{TOKEN}", "/v1/%63allbacks/[redacted]"),
+        (f"/v1/signals/%39f{TOKEN[2:]}", "/v1/signals/[redacted]"),
+        (f"/v1/signals/9f%39f{TOKEN[4:]}/heartbeat", "/v1/signals/[redacted]/heartbeat"),
+        # A callback URL handed to a provider in a query string (the README's own pattern).
+        (
+            f'"POST /jobs?webhook=http%3A%2F%2Fh%3A8000%2Fv1%2Fcallbacks%2F{TOKEN} HTTP/1.1" 201',
+            '"POST /jobs?webhook=http%3A%2F%2Fh%3A8000%2Fv1%2Fcallbacks%2F[redacted] HTTP/1.1" 201',
+        ),
+        (
+            f"GET /v1/tasks?x=%2Fv1%2Fsignals%2F{TOKEN}",
+            "GET /v1/tasks?x=%2Fv1%2Fsignals%2F[redacted]",
+        ),
+        # Separators doubled, dotted, backslashed, with a ;parameter; an absolute-form target.
+        (f"/v1/signals//{TOKEN}", "/v1/signals//[redacted]"),
+        (f"/v1//signals/{TOKEN}", "/v1//signals/[redacted]"),
+        (f"/v1/./signals/{TOKEN}", "/v1/./signals/[redacted]"),
+        (f"/v1/signals;/{TOKEN}", "/v1/signals;/[redacted]"),
+        (f"/v1/signals\\{TOKEN}", "/v1/signals\\[redacted]"),
+        (
+            f"POST http://127.0.0.1:8000/v1/signals/{TOKEN} HTTP/1.1",
+            "POST http://127.0.0.1:8000/v1/signals/[redacted] HTTP/1.1",
+        ),
+        # 64 hex digits anywhere: a token sent after a space (the server's "Bad request syntax").
+        (
+            f"Bad request syntax ('POST /v1/signals/ {TOKEN} HTTP/1.1')",
+            "Bad request syntax ('POST /v1/signals/ [redacted] HTTP/1.1')",
+        ),
+        (f"/whatever/{TOKEN.upper()}x", "/whatever/[redacted]x"),
         (f"/V1/Signals/{TOKEN}", "/V1/Signals/[redacted]"),  # a miscased path 404s, with its token
         # Two on one line (a log line quoting a referer, say): both.
         (
@@ -63,6 +101,10 @@ def test_credential_segments_are_redacted(text: str, shown: str) -> None:
         "/v1/signals",
         "GET /metrics HTTP/1.1",
         "/v2/signals/abc",
+        "/xv1/signals/abc",
+        "/v1/signalsx/abc",
+        "100% done /v1/",
+        "a" * 63,
         "",
     ],
 )
@@ -107,10 +149,10 @@ def test_the_filter_keeps_gunicorns_atoms_mapping_and_its_lookups() -> None:
 
 
 def test_the_app_puts_the_filter_on_each_access_logger_once() -> None:
-    for name in accesslog.ACCESS_LOGGERS:  # at start (AppConfig.ready)
+    for name in accesslog.REDACTED_LOGGERS:  # at start (AppConfig.ready)
         assert any(isinstance(f, RedactCredentials) for f in logging.getLogger(name).filters)
     accesslog.install()  # a second install (a reload) adds nothing
-    for name in accesslog.ACCESS_LOGGERS:
+    for name in accesslog.REDACTED_LOGGERS:
         filters = logging.getLogger(name).filters
         assert sum(isinstance(f, RedactCredentials) for f in filters) == 1, name
 
@@ -203,20 +245,48 @@ def test_a_servers_access_log_never_shows_a_signal_token_or_callback_id(
         team, TaskSpec(target_url="http://127.0.0.1:9/", wait_for_signal=True)
     ).signal_token
     unknown = secrets.token_hex(32)
+    other = secrets.token_hex(32)  # a live callback-shaped id sent on odd paths
+    host, port = url.removeprefix("http://").split(":")
+
+    def post(path: str, body: bytes = b'{"status": "completed"}') -> int:
+        """POST ``path`` byte for byte (an HTTP library would normalise the escapes)."""
+        conn = http.client.HTTPConnection(host, int(port), timeout=10)
+        try:
+            conn.request("POST", path, body, {"Content-Type": "application/json"})
+            return conn.getresponse().status
+        finally:
+            conn.close()
+
     answers = [
-        requests.post(f"{url}/v1/signals/{token}/heartbeat", json={"extendBy": 60}, timeout=10),
-        requests.post(f"{url}/v1/signals/{token}", json={"status": "completed"}, timeout=10),
-        requests.post(f"{url}/v1/signals/{unknown}", json={"status": "completed"}, timeout=10),
-        requests.post(f"{url}/v1/callbacks/{unknown}", data=b"done", timeout=10),
+        post(f"/v1/signals/{token}/heartbeat", b'{"extendBy": 60}'),
+        post(f"/v1/%73ignals/{token}"),  # routed to the signal view once decoded
+        post(f"/v1/signals/{unknown}"),
+        post(f"/v1/callbacks%2F{other}", b"done"),
+        post(f"/V1/Signals/{unknown}"),  # no route: only Django's "Not Found" log has it
+        post(f"/v1//signals/{unknown}"),
     ]
-    assert [a.status_code for a in answers] == [409, 202, 404, 404]
+    assert answers == [409, 202, 404, 404, 404, 404]
 
     def logged() -> str | None:
         text = log.read_text(errors="replace")
-        return text if text.count("[redacted]") >= 4 else None
+        return text if text.count("[redacted]") >= len(answers) else None
 
     text = wait_for(logged, timeout=10)
-    assert str(token) not in text
-    assert unknown not in text
+    for secret in (str(token), unknown, other):
+        assert secret not in text
     assert "/v1/signals/[redacted]/heartbeat" in text
-    assert "/v1/callbacks/[redacted]" in text
+    assert "/v1/%73ignals/[redacted]" in text
+    assert "/v1/callbacks%2F[redacted]" in text
+
+
+@pytest.mark.django_db
+def test_djangos_request_log_of_an_unrouted_path_is_redacted(
+    anon: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Django logs every 4xx as ``Not Found: <path>``; a miscased or mangled signal path is
+    not routed to the signal view, and its log line is redacted all the same."""
+    caplog.set_level(logging.WARNING, logger="django.request")
+    for path in (f"/V1/Signals/{TOKEN}", f"/v1//signals/{TOKEN}", f"/v1/signals/x/{TOKEN}"):
+        assert anon.post(path, {}, format="json").status_code == 404
+    assert TOKEN not in caplog.text
+    assert "Not Found: /V1/Signals/[redacted]" in caplog.text

@@ -9,7 +9,6 @@ from typing import Any, cast
 
 from django.db import connection
 from django.db.models import QuerySet
-from django.utils.log import log_response
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiExample,
@@ -32,7 +31,6 @@ from rest_framework.versioning import BaseVersioning
 from rest_framework.views import APIView
 
 from asyncqueue_django import exceptions, providers, services, states, tracing, validators
-from asyncqueue_django.accesslog import redact_path
 from asyncqueue_django.api.authentication import ApiKeyAuthentication, TeamPrincipal
 from asyncqueue_django.api.exceptions import PayloadTooLarge, error_response, exception_handler
 from asyncqueue_django.api.longpoll import watcher
@@ -746,24 +744,7 @@ class NotFoundView(AsyncQueueViewMixin, APIView):
         return self.finalize_response(self.request, response, *args, **kwargs)
 
 
-class CredentialInPathMixin(AsyncQueueViewMixin):
-    """A view whose URL path carries a credential (a signal token, a callback id): an error
-    answer is logged (``django.request``, as Django logs every 4xx and 5xx) with the
-    credential replaced by ``[redacted]`` (:func:`asyncqueue_django.accesslog.redact_path`),
-    not with the path as is. A 400 or 413 on a live token must not put the token in the logs."""
-
-    def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:
-        response = super().finalize_response(request, response, *args, **kwargs)
-        if response.status_code >= 400 and not getattr(response, "_has_been_logged", False):
-            shown = redact_path(request._request.path)
-            # Marks the response as logged, so Django's handler does not log the raw path.
-            log_response(
-                "%s: %s", response.reason_phrase, shown, response=response, request=request
-            )
-        return response
-
-
-class SignalView(CredentialInPathMixin, APIView):
+class SignalView(AsyncQueueViewMixin, APIView):
     """``POST /v1/signals/{token}``: the token is the credential; no API key."""
 
     authentication_classes: Sequence[type[BaseAuthentication]] = []
@@ -821,7 +802,7 @@ class HeartbeatView(SignalView):
         return Response({"task": TaskSerializer(task).data})
 
 
-class CallbackView(CredentialInPathMixin, APIView):
+class CallbackView(AsyncQueueViewMixin, APIView):
     """``POST /v1/callbacks/{callbackId}``: a provider calling a task's one-time callback URL.
     No API key (the id is the credential), any body up to ``MAX_REQUEST_BYTES``, limited per
     client IP (``CALLBACK_RATE_LIMIT``)."""
