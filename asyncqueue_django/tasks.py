@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from celery import shared_task
@@ -322,7 +323,7 @@ class _Kind:
     """What a wake-up does for one kind of work: claim a batch, build each call, record the
     outcomes of several at once (or of one, the fallback), and log each."""
 
-    claim: Callable[[str, str], list[Any]]  # (queue, worker) → claimed rows
+    claim: Callable[[str, str, datetime | None], list[Any]]  # (queue, worker, due by) → rows
     build: Callable[[Any], tuple[str, Callable[[], http.CallResult]]]  # row → (body, call)
     finish_many: Callable[[list[tuple[Any, http.CallResult, str]], str], list[Any]]
     finish_one: Callable[[Any, http.CallResult, str, str], Any]
@@ -345,7 +346,7 @@ def _finish_webhooks(done: list[tuple[Any, http.CallResult, str]], me: str) -> l
 #: The kinds a wake-up (``asyncqueue.run_due``) runs, by the name in its message.
 _KINDS: dict[str, _Kind] = {
     "task": _Kind(
-        claim=lambda queue, me: _db(services.claim_due_tasks, queue, worker=me),
+        claim=lambda queue, me, due: _db(services.claim_due_tasks, queue, me, due_by=due),
         build=lambda task: ("", _callback(task)),
         finish_many=_finish_tasks,
         finish_one=lambda task, result, me, _: _record(
@@ -355,7 +356,7 @@ _KINDS: dict[str, _Kind] = {
         traced=True,
     ),
     "poll": _Kind(
-        claim=lambda queue, me: _db(services.claim_due_polls, queue, worker=me),
+        claim=lambda queue, me, due: _db(services.claim_due_polls, queue, me, due_by=due),
         build=lambda task: ("", _poll(task)),
         finish_many=_finish_polls,
         finish_one=lambda task, result, me, _: _record(
@@ -364,7 +365,7 @@ _KINDS: dict[str, _Kind] = {
         log=lambda task, result, status: _log_poll(task, result, status),
     ),
     "webhook": _Kind(
-        claim=lambda queue, me: _db(services.claim_due_webhooks, worker=me),
+        claim=lambda queue, me, due: _db(services.claim_due_webhooks, me, due_by=due),
         build=_webhook,
         finish_many=_finish_webhooks,
         finish_one=lambda delivery, result, me, body: _record(
@@ -375,10 +376,20 @@ _KINDS: dict[str, _Kind] = {
 }
 
 
+def _due_by(value: str | None) -> datetime | None:
+    """A wake-up's ``due_by`` (epoch seconds as text) as a time; None if absent or unreadable
+    (the claim then allows for clock skew, as for a wake-up from an older release)."""
+    try:
+        return datetime.fromtimestamp(float(value), tz=UTC) if value is not None else None
+    except (TypeError, ValueError, OverflowError, OSError):
+        return None
+
+
 @shared_task(name="asyncqueue.run_due", ignore_result=True)
-def run_due(kind: str, queue: str) -> int:
-    """A wake-up: claim up to ``BATCH_SIZE`` due rows of ``kind`` (``"task"``, ``"poll"`` or
-    ``"webhook"``) on ``queue`` at once, make their calls concurrently, each with its own
+def run_due(kind: str, queue: str, due_by: str | None = None) -> int:
+    """A wake-up: claim up to ``BATCH_SIZE`` rows of ``kind`` (``"task"``, ``"poll"`` or
+    ``"webhook"``) on ``queue`` that are due by ``due_by`` (epoch seconds on the sender's
+    clock) or by now, at once, make their calls concurrently, each with its own
     deadline (a slow target holds back no other call), and record the outcomes as the calls
     return — all that returned meanwhile in one transaction. Returns how many were run; 0 for
     a duplicate or late wake-up.
@@ -392,7 +403,7 @@ def run_due(kind: str, queue: str) -> int:
     me = worker_id()
     claim_started = tracing.now_ns()
     jobs: list[_Job] = []
-    for work in runner.claim(queue, me):
+    for work in runner.claim(queue, me, _due_by(due_by)):
         if runner.traced:
             tracing.record(
                 "asyncqueue.claim", *_trace(work), start_ns=claim_started, task_id=str(work.pk)

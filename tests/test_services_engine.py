@@ -393,7 +393,7 @@ def test_a_transaction_making_many_tasks_due_sends_one_wake_up(
     monkeypatch.setattr(
         engine,
         "publisher",
-        lambda m: sent.append((m.task_name, m.args, m.queue, m.priority)),
+        lambda m: sent.append((m.task_name, m.args[:2], m.queue, m.priority)),
     )
     with django_capture_on_commit_callbacks(execute=True) as hooks:
         for priority in (3, 9, 5):
@@ -417,6 +417,36 @@ def test_a_wake_up_for_later_is_never_early_and_at_most_an_eighth_late(countdown
         # Due times up to 5 % apart (a retry's jitter) share one or two slots.
         slots = {wake_slot(countdown * (1 + i / 1000), now=1_700_000_000.0) for i in range(50)}
         assert len(slots) <= 2
+
+
+def test_a_wake_up_runs_nothing_due_after_the_time_it_was_sent_for(
+    team: Team, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A wake-up carries the time it was sent for; its batch leaves a row due a moment later
+    (a retry in half a second, the next poll of another task) to that row's own wake-up, so
+    nothing starts early. A wake-up without that time (from an older release) still allows
+    for clock skew."""
+    from asyncqueue_django.services import engine
+    from asyncqueue_django.services.callbacks import CALLBACKS
+
+    queue = "unconsumed-early"
+    due_now = make_task(team, queue=queue, max_retries=0)
+    soon = make_task(team, queue=queue)
+    Task.objects.filter(pk=soon.pk).update(next_attempt_at=timezone.now() + timedelta(seconds=0.5))
+    sent: list[Message] = []
+    monkeypatch.setattr(engine, "publisher", sent.append)
+    engine.wakeups.add(CALLBACKS, queue, 5)  # what the first task's commit sent
+    engine.wakeups.flush()
+    (message,) = [m for m in sent if m.args[:2] == ("task", queue)]
+    assert tasks.run_due.run(*message.args) == 1  # the due one, called (and refused) once
+    assert Task.objects.get(pk=due_now.pk).attempt_count == 1
+    assert Task.objects.get(pk=soon.pk).status == "pending"  # not half a second early
+    # A slot's wake-up is due by its slot.
+    later = CALLBACKS.wake_message(queue, 5, countdown=0.25)
+    assert float(later.args[2]) == pytest.approx(time.time() + 0.25, abs=1)
+    # An older release's wake-up (kind and queue only) claims with the clock-skew allowance.
+    assert tasks.run_due.run("task", queue) == 1
+    assert Task.objects.get(pk=soon.pk).attempt_count == 1
 
 
 @pytest.mark.django_db(transaction=True)
@@ -445,10 +475,10 @@ def test_a_batchs_retries_and_events_share_their_wake_ups(
     assert sorted(map(str, statuses)) == ["completed"] * 8 + ["delayed"] * 8
     assert {m.task_name for m in sent} == {"asyncqueue.run_due"}  # no message per row
     # (The full batch's pass-on wake-up, countdown 0, may be published late by the sender.)
-    retries = [m for m in sent if m.args == ("task", queue) and m.countdown > 0]
+    retries = [m for m in sent if m.args[:2] == ("task", queue) and m.countdown > 0]
     assert 1 <= len(retries) <= 5  # 0.9 to 1.1 s on grids of 1/16 s (under 1 s) and 1/8 s
     assert all(0.8 < m.countdown <= 1.1 + 1 / 8 for m in retries)
-    assert [(m.args, m.countdown) for m in sent if m.args[0] == "webhook"] == [
+    assert [(m.args[:2], m.countdown) for m in sent if m.args[0] == "webhook"] == [
         (("webhook", "default"), 0)
     ]
 
@@ -467,7 +497,7 @@ def test_the_sweeps_wake_each_queue_and_priority_once(
     monkeypatch.setattr(engine, "publisher", sent.append)
     with django_capture_on_commit_callbacks(execute=True):
         assert services.dispatch_due(now=now) == 30
-    assert [(m.task_name, m.args, m.queue, m.priority) for m in sent] == [
+    assert [(m.task_name, m.args[:2], m.queue, m.priority) for m in sent] == [
         ("asyncqueue.run_due", ("task", "qa"), "qa", 9),  # highest priority first
         ("asyncqueue.run_due", ("task", "qb"), "qb", 5),
         ("asyncqueue.run_due", ("task", "qa"), "qa", 2),

@@ -284,13 +284,18 @@ def claim_task(task_id: Any, worker: str, now: datetime | None = None) -> Task |
 
 
 def claim_due_tasks(
-    queue: str, worker: str, now: datetime | None = None, limit: int | None = None
+    queue: str,
+    worker: str,
+    now: datetime | None = None,
+    limit: int | None = None,
+    due_by: datetime | None = None,
 ) -> list[Task]:
     """Up to ``limit`` (default ``BATCH_SIZE``) due ``pending``/``delayed`` tasks of ``queue``,
     highest priority first, each → ``processing`` with its own lease (what a wake-up message
-    runs). An empty list is the normal answer to a duplicate wake-up."""
+    runs; ``due_by`` is the time it was sent for, see :func:`engine.claim_batch`). An empty
+    list is the normal answer to a duplicate wake-up."""
     size = app_settings.BATCH_SIZE if limit is None else limit
-    return engine.claim_batch(CALLBACKS, queue, worker, now or timezone.now(), size)
+    return engine.claim_batch(CALLBACKS, queue, worker, now or timezone.now(), size, due_by)
 
 
 def finish_attempt(

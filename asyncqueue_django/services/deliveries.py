@@ -185,13 +185,17 @@ def claim_webhook(
 
 
 def claim_due_webhooks(
-    worker: str, now: datetime | None = None, limit: int | None = None
+    worker: str,
+    now: datetime | None = None,
+    limit: int | None = None,
+    due_by: datetime | None = None,
 ) -> list[WebhookDelivery]:
     """Up to ``limit`` (default ``BATCH_SIZE``) due, pending, not-in-flight events, longest
-    due first, each leased to ``worker`` for one attempt (what a wake-up message runs)."""
+    due first, each leased to ``worker`` for one attempt (what a wake-up message runs;
+    ``due_by`` is the time it was sent for, see :func:`engine.claim_batch`)."""
     size = app_settings.BATCH_SIZE if limit is None else limit
     return engine.claim_batch(
-        WEBHOOKS, app_settings.WEBHOOK_QUEUE, worker, now or timezone.now(), size
+        WEBHOOKS, app_settings.WEBHOOK_QUEUE, worker, now or timezone.now(), size, due_by
     )
 
 

@@ -293,7 +293,7 @@ class WakeUps:
             batch.items(), key=lambda item: -item[1][2]
         ):
             countdown = 0.0 if at is None else max(0.0, at - time.time())
-            publish(kind.wake_message(queue, priority, countdown))
+            publish(kind.wake_message(queue, priority, countdown, due_by=at))
 
     def flush(self) -> None:
         """Send what is pending now, from the calling thread (at exit, and in tests)."""
@@ -500,9 +500,15 @@ class WorkKind(Generic[M]):
         the same as SQL with its parameters, and the SQL ``ORDER BY``."""
         return {}, "TRUE", [], "next_attempt_at"
 
-    def wake_message(self, queue: str, priority: int, countdown: float = 0) -> Message:
-        """A wake-up: "due work of this kind on ``queue``" (``asyncqueue.run_due``)."""
-        return Message(WAKE_TASK, (self.name, queue), queue, priority, countdown)
+    def wake_message(
+        self, queue: str, priority: int, countdown: float = 0, due_by: float | None = None
+    ) -> Message:
+        """A wake-up: "due work of this kind on ``queue``, due by ``due_by``" (epoch seconds
+        on this process's clock; default: now + ``countdown``), sent as ``asyncqueue.run_due``.
+        The batch it wakes claims rows due by then (or by the worker's own now, if later), so a
+        wake-up runs nothing early, whatever the two clocks say."""
+        due = time.time() + countdown if due_by is None else due_by
+        return Message(WAKE_TASK, (self.name, queue, f"{due:.6f}"), queue, priority, countdown)
 
     # -- the retry policy's shape, common to every kind
 
@@ -615,9 +621,21 @@ def claim_rows(kind: WorkKind[M], pks: Sequence[Any], worker: str, now: datetime
     return [row for row in claimed if row is not None]
 
 
-def claim_batch(kind: WorkKind[M], queue: str, worker: str, now: datetime, limit: int) -> list[M]:
+def claim_batch(
+    kind: WorkKind[M],
+    queue: str,
+    worker: str,
+    now: datetime,
+    limit: int,
+    due_by: datetime | None = None,
+) -> list[M]:
     """Up to ``limit`` due, claimable rows of ``kind`` on ``queue``, in the kind's order
     (a task's priority first), each leased to ``worker`` for one attempt.
+
+    Due means due by ``due_by`` (the time the wake-up was sent for, on its sender's clock) or by
+    ``now``, whichever is later: a row due a moment after the one the wake-up is for waits for
+    its own (a poll every second stays one a second). Without ``due_by`` (a wake-up from an
+    older release), due by ``now`` plus ``CLOCK_SKEW``.
 
     On PostgreSQL one round trip: ``SELECT … FOR UPDATE SKIP LOCKED LIMIT n`` inside one
     guarded ``UPDATE … RETURNING`` (rows another worker is claiming are skipped, not waited
@@ -629,7 +647,8 @@ def claim_batch(kind: WorkKind[M], queue: str, worker: str, now: datetime, limit
     :meth:`WorkKind.gated_due_sql`), and only then does the kind's own path claim them
     (:meth:`WorkKind.claim_gated_batch`), with the rest of the batch or at least a quarter.
     """
-    rows, gated_due = _claim_batch_fast(kind, queue, worker, now, limit)
+    cutoff = now + CLOCK_SKEW if due_by is None else max(now, due_by)
+    rows, gated_due = _claim_batch_fast(kind, queue, worker, now, limit, cutoff)
     if gated_due:
         # Rows the kind's gate holds back (flow control) are due too: they get what the fast
         # claim left of the batch, and at least a quarter of it, so a busy queue of ordinary
@@ -641,9 +660,10 @@ def claim_batch(kind: WorkKind[M], queue: str, worker: str, now: datetime, limit
 
 
 def _claim_batch_fast(
-    kind: WorkKind[M], queue: str, worker: str, now: datetime, limit: int
+    kind: WorkKind[M], queue: str, worker: str, now: datetime, limit: int, cutoff: datetime
 ) -> tuple[list[M], bool]:
-    """The fast claim of a batch, and whether rows the kind's gate holds back may be due."""
+    """The fast claim of a batch (rows due by ``cutoff``), and whether rows the kind's gate
+    holds back may be due."""
     filters, where, params, order = kind.batch_filters(queue)
     probe = kind.gated_due_sql(queue, now)
     connection = _connection(kind)
@@ -652,7 +672,7 @@ def _claim_batch_fast(
         model = kind.table.model
         qn = connection.ops.quote_name
         pk_column, table = qn(model._meta.pk.column), qn(model._meta.db_table)
-        guard, guard_params = _claim_guard(kind, now, connection)
+        guard, guard_params = _claim_guard(kind, now, connection, cutoff=cutoff)
         # Picked once (MATERIALIZED): a subquery in the UPDATE's WHERE may be run again by
         # the planner and pick more than ``limit`` rows.
         pick = (
@@ -672,7 +692,7 @@ def _claim_batch_fast(
             probed=gated_due,
         )
     else:
-        due = kind.table.objects().due(now + CLOCK_SKEW).filter(**filters, **kind.claim_filters())
+        due = kind.table.objects().due(cutoff).filter(**filters, **kind.claim_filters())
         due = due.filter(*kind.gate_q())
         order_by = [f"-{o.split()[0]}" if o.endswith("DESC") else o for o in order.split(", ")]
         pks = list(due.order_by(*order_by).values_list("pk", flat=True)[:limit])
@@ -741,11 +761,15 @@ def _claim_read_then_update(
 
 
 def _claim_guard(
-    kind: WorkKind[Any], now: datetime, connection: BaseDatabaseWrapper, gated: bool = True
+    kind: WorkKind[Any],
+    now: datetime,
+    connection: BaseDatabaseWrapper,
+    gated: bool = True,
+    cutoff: datetime | None = None,
 ) -> tuple[str, list[Any]]:
-    """The ``WHERE`` of a claim: a claimable status, due (with a little clock skew), the
-    kind's own condition (a webhook event not in flight elsewhere), and its gate (unless the
-    gated path claims)."""
+    """The ``WHERE`` of a claim: a claimable status, due by ``cutoff`` (default: now with a
+    little clock skew), the kind's own condition (a webhook event not in flight elsewhere),
+    and its gate (unless the gated path claims)."""
     qn = connection.ops.quote_name
     statuses = sorted(str(s) for s in kind.claim_from)
     gate = kind.gate_sql(qn(kind.table.model._meta.db_table)) if gated else ""
@@ -754,7 +778,7 @@ def _claim_guard(
         f"{qn('status')} IN ({', '.join(['%s'] * len(statuses))}) "
         f"AND {qn('next_attempt_at')} <= %s" + (f" AND {extra}" if extra else "")
     )
-    return guard, [*statuses, now + CLOCK_SKEW]
+    return guard, [*statuses, now + CLOCK_SKEW if cutoff is None else cutoff]
 
 
 def _claim_returning(

@@ -265,14 +265,18 @@ def claim_poll(task_id: Any, worker: str, now: datetime | None = None) -> Pollin
 
 
 def claim_due_polls(
-    queue: str, worker: str, now: datetime | None = None, limit: int | None = None
+    queue: str,
+    worker: str,
+    now: datetime | None = None,
+    limit: int | None = None,
+    due_by: datetime | None = None,
 ) -> list[PollingTask]:
     """Up to ``limit`` (default ``BATCH_SIZE``) polling tasks of ``queue`` whose next poll is
     due and not in flight, highest priority first, each leased to ``worker`` for one poll
-    (what a wake-up message runs). An empty list is the normal answer to a duplicate
-    wake-up."""
+    (what a wake-up message runs; ``due_by`` is the time it was sent for, see
+    :func:`engine.claim_batch`). An empty list is the normal answer to a duplicate wake-up."""
     size = app_settings.BATCH_SIZE if limit is None else limit
-    return engine.claim_batch(POLLS, queue, worker, now or timezone.now(), size)
+    return engine.claim_batch(POLLS, queue, worker, now or timezone.now(), size, due_by)
 
 
 def finish_polls(
