@@ -655,7 +655,9 @@ def claim_batch(
         # rows cannot starve them (their own limits bound them).
         rows += kind.claim_gated_batch(queue, worker, now, max(limit - len(rows), limit // 4, 1))
     if rows and len(rows) >= limit:  # full: there may be more; another thread takes them
-        wakeups.add(kind, queue, max(int(getattr(r, "priority", 5)) for r in rows))
+        # For the same rows: those due by the sender's time, even when it is ahead of ours.
+        ahead = due_by.timestamp() if due_by is not None and due_by > now else None
+        wakeups.add(kind, queue, max(int(getattr(r, "priority", 5)) for r in rows), at=ahead)
     return rows
 
 
