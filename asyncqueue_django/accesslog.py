@@ -24,8 +24,16 @@ from asyncqueue_django.jsonvalue import REDACTED
 CREDENTIAL_ROUTES = ("signals", "callbacks")
 
 #: The loggers whose records are redacted: the access loggers of Django's development server,
-#: gunicorn and uvicorn, and Django's own log of 4xx and 5xx answers (``Not Found: <path>``).
-REDACTED_LOGGERS = ("django.server", "gunicorn.access", "uvicorn.access", "django.request")
+#: gunicorn and uvicorn, and Django's own logs that name a request's path (``Not Found:
+#: <path>``; ``Forbidden (CSRF cookie not set.): <path>``). A filter on a logger does not see
+#: its children's records, so each is listed.
+REDACTED_LOGGERS = (
+    "django.server",
+    "gunicorn.access",
+    "uvicorn.access",
+    "django.request",
+    "django.security.csrf",
+)
 
 # Read on the text with each %XX escape decoded once, as a server decodes a path before
 # routing it (so /v1/%73ignals/<token> and /v1/signals%2F<token> are caught), with the

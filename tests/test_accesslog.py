@@ -290,3 +290,19 @@ def test_djangos_request_log_of_an_unrouted_path_is_redacted(
         assert anon.post(path, {}, format="json").status_code == 404
     assert TOKEN not in caplog.text
     assert "Not Found: /V1/Signals/[redacted]" in caplog.text
+
+
+@pytest.mark.django_db
+def test_a_csrf_refusal_on_a_path_with_a_token_is_logged_redacted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A session-authenticated page (the admin) refuses a POST without a CSRF cookie and
+    Django logs the path under ``django.security.csrf``: redacted there too."""
+    from rest_framework.test import APIClient
+
+    caplog.set_level(logging.WARNING)
+    strict = APIClient(enforce_csrf_checks=True)
+    for path in (f"/admin/v1/signals/{TOKEN}", f"/admin/v1/callbacks/{TOKEN}"):
+        assert strict.post(path, {}).status_code == 403
+    assert TOKEN not in caplog.text
+    assert "Forbidden (CSRF cookie not set.): /admin/v1/signals/[redacted]" in caplog.text

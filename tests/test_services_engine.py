@@ -449,6 +449,34 @@ def test_a_wake_up_runs_nothing_due_after_the_time_it_was_sent_for(
     assert Task.objects.get(pk=soon.pk).attempt_count == 1
 
 
+@pytest.mark.skipif(connection.vendor == "postgresql", reason="SQLite reads, then claims")
+def test_a_row_run_and_moved_on_after_the_batch_picked_it_is_not_claimed_early(
+    team: Team, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite claims a batch by reading the due rows, then claiming each. A row another worker
+    ran and moved on (due again in half a second) between the two is left for later, not
+    claimed within the clock-skew allowance: it was polled twice in 0.1 s that way."""
+    from asyncqueue_django.services import engine
+    from asyncqueue_django.services.callbacks import CALLBACKS
+
+    queue = "unconsumed-picked"
+    task = make_task(team, queue=queue)
+    original = engine._claim_read_then_update
+
+    def after_another_worker(*args: Any, **kwargs: Any) -> Any:
+        Task.objects.filter(pk=task.pk).update(
+            next_attempt_at=timezone.now() + timedelta(seconds=0.5),
+            attempt_count=1,
+            status="delayed",
+        )
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "_claim_read_then_update", after_another_worker)
+    now = timezone.now()
+    assert engine.claim_batch(CALLBACKS, queue, "w", now, 16, due_by=now) == []
+    assert Task.objects.get(pk=task.pk).status == "delayed"
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_batchs_retries_and_events_share_their_wake_ups(
     team: Team, monkeypatch: pytest.MonkeyPatch

@@ -692,13 +692,16 @@ def _claim_batch_fast(
             order=", ".join(f"c.{item}" for item in order.split(", ")),
             probe=probe,
             probed=gated_due,
+            cutoff=cutoff,
         )
     else:
         due = kind.table.objects().due(cutoff).filter(**filters, **kind.claim_filters())
         due = due.filter(*kind.gate_q())
         order_by = [f"-{o.split()[0]}" if o.endswith("DESC") else o for o in order.split(", ")]
         pks = list(due.order_by(*order_by).values_list("pk", flat=True)[:limit])
-        claimed = [_claim_read_then_update(kind, pk, worker, now, gated=False) for pk in pks]
+        claimed = [
+            _claim_read_then_update(kind, pk, worker, now, gated=False, cutoff=cutoff) for pk in pks
+        ]
         rows = [row for row in claimed if row is not None]
         if probe is not None:  # in-process on SQLite: a query more costs next to nothing
             with connection.cursor() as cursor:
@@ -708,7 +711,13 @@ def _claim_batch_fast(
 
 
 def _claim_read_then_update(
-    kind: WorkKind[M], pk: Any, worker: str, now: datetime, *, gated: bool = True
+    kind: WorkKind[M],
+    pk: Any,
+    worker: str,
+    now: datetime,
+    *,
+    gated: bool = True,
+    cutoff: datetime | None = None,
 ) -> M | None:
     # With its related rows (the team signs the request). No ORDER BY for one row. The gate
     # is read with the row (one writer at a time on SQLite; elsewhere the SQL claim is used).
@@ -724,9 +733,10 @@ def _claim_read_then_update(
         **kind.on_claim(row, now),
     }
     # The attempt count read above is part of the guard: if it moved, the row we hold is
-    # stale and someone else's claim won. The due time tolerates a little clock skew.
+    # stale and someone else's claim won. Due by the batch's cutoff, else with a little clock
+    # skew (a row picked for a batch may have been run and moved on since it was picked).
     filters = {
-        "next_attempt_at__lte": now + CLOCK_SKEW,
+        "next_attempt_at__lte": now + CLOCK_SKEW if cutoff is None else cutoff,
         "attempt_count": attempt,
         **kind.claim_filters(),
     }
@@ -796,6 +806,7 @@ def _claim_returning(
     gated: bool = True,
     probe: tuple[str, list[Any]] | None = None,
     probed: list[bool] | None = None,
+    cutoff: datetime | None = None,
 ) -> list[M]:
     """The guarded claim as one ``UPDATE … RETURNING`` joined to the related rows. With
     ``probe`` (a boolean SQL expression), its value is appended to ``probed``, read in the
@@ -819,7 +830,7 @@ def _claim_returning(
     if kind.claim_to is not None:
         sets.append(f"{qn('status')} = %s")
         params.append(str(kind.claim_to))
-    guard, guard_params = _claim_guard(kind, now, connection, gated)
+    guard, guard_params = _claim_guard(kind, now, connection, gated, cutoff)
     select, joins, plan = _related_select(model, kind.related, connection)
     claimed = (
         f"WITH {pick[0]}c AS (UPDATE {qn(model._meta.db_table)} SET {', '.join(sets)} "  # noqa: S608
