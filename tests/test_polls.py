@@ -408,9 +408,10 @@ def threaded_server() -> Iterator[HTTPServer]:
 def test_worker_killed_mid_poll_resumes_polling(
     team: Team, threaded_server: HTTPServer, worker_factory: Callable[..., Worker]
 ) -> None:
-    release = threading.Event()
+    arrived, release = threading.Event(), threading.Event()
 
     def first_hangs(request: Request) -> Response:
+        arrived.set()
         release.wait(30)
         return Response('{"status": "processing"}', 200, content_type="application/json")
 
@@ -428,12 +429,13 @@ def test_worker_killed_mid_poll_resumes_polling(
         ),
     )
     task_id = str(created.task.pk)
-    # Kill the worker while its first poll is in flight (the provider holds the answer).
-    wait_for(
-        lambda: PollingTask.objects.filter(
-            pk=task_id, status="polling", lease_expires_at__isnull=False
-        ).exists()
-    )
+    # Kill the worker while its first poll is in flight: claimed (leased) and arrived at the
+    # provider, which holds the answer. (The lease alone is not enough: a worker killed between
+    # its claim and sending the request makes no poll, and the provider's answers shift.)
+    assert arrived.wait(30)
+    assert PollingTask.objects.filter(
+        pk=task_id, status="polling", lease_expires_at__isnull=False
+    ).exists()
     worker.kill()
     release.set()
     worker = worker_factory(queues="pollcrash", beat=False, concurrency=2, **env)
